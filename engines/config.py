@@ -1,0 +1,199 @@
+"""Validated schemas for the Clara-format ``engine_pool.json`` and ``model_configs/*.json``.
+
+Unknown keys and bad values are errors; every message names the file, the entry
+and the key so that an administrator can fix the config without reading code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from engines.errors import ConfigError
+
+__all__ = [
+    "ComponentSpec",
+    "ModelConfig",
+    "PoolEntry",
+    "load_json",
+    "load_model_config",
+    "parse_pool",
+]
+
+ModelType = Literal["annotation", "segmentation"]
+
+# MONAI bundle syntax ($ eval, @ reference, % macro) is refused: configs a server loads
+# must not run code.
+_FORBIDDEN_PREFIXES = ("$", "@", "%")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ComponentSpec(_Strict):
+    """A named component with keyword arguments, e.g. a transform or a network."""
+
+    name: str = Field(min_length=1)
+    args: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("args")
+    @classmethod
+    def _no_expressions(cls, args: dict[str, Any]) -> dict[str, Any]:
+        def walk(value: Any) -> None:
+            if isinstance(value, str) and value.startswith(_FORBIDDEN_PREFIXES):
+                raise ValueError(f"expressions and references are not allowed ({value!r})")
+            if isinstance(value, dict):
+                for item in value.values():
+                    walk(item)
+            elif isinstance(value, list):
+                for item in value:
+                    walk(item)
+
+        walk(args)
+        return args
+
+
+class ModelConfig(_Strict):
+    """How one model runs (``model_configs/<name>.json``), Clara keys plus what we need.
+
+    Paths (``model_path``) are relative to the config file's folder.
+    """
+
+    version: str = "1"
+    type: ModelType
+    labels: list[str] = Field(min_length=1)
+    description: str = ""
+    model_format: Literal["pytorch", "torchscript"] = "pytorch"
+    model_path: str
+    network: ComponentSpec | None = None
+    thresh: float = Field(0.5, gt=0.0, lt=1.0)
+    input_nodes: dict[str, str] | list[str] | None = None
+    output_nodes: dict[str, str] | list[str] | None = None
+    batch_size: int = Field(1, ge=1, le=64)
+    pre_transforms: list[ComponentSpec] = Field(default_factory=list)
+    inferer: ComponentSpec = ComponentSpec(name="SimpleInferer")
+    post_transforms: list[ComponentSpec] = Field(default_factory=list)
+    roi: list[int] | None = None
+    padding: float | None = Field(None, ge=0.0)
+    sigma: float | None = Field(None, gt=0.0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_as_string(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, (int, float)) else value
+
+    @field_validator("roi")
+    @classmethod
+    def _roi_3d(cls, roi: list[int] | None) -> list[int] | None:
+        if roi is not None and (len(roi) != 3 or any(r < 8 or r > 512 for r in roi)):
+            raise ValueError("roi must be three sizes between 8 and 512")
+        return roi
+
+    @model_validator(mode="after")
+    def _type_requirements(self) -> ModelConfig:
+        if self.model_format == "pytorch" and self.network is None:
+            raise ValueError("model_format 'pytorch' needs a 'network' definition")
+        if self.type == "annotation":
+            missing = [k for k in ("roi", "padding", "sigma") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"annotation models need {', '.join(missing)}")
+            # The advertised roi/padding/sigma (clients pre-crop with them) must be what runs.
+            for spec in self.pre_transforms:
+                for key in ("roi", "padding", "sigma"):
+                    if key in spec.args and spec.args[key] != getattr(self, key):
+                        raise ValueError(
+                            f"pre_transform '{spec.name}' has {key}={spec.args[key]!r} but the model's {key} is "
+                            f"{getattr(self, key)!r}"
+                        )
+        return self
+
+
+class PoolEntry(_Strict):
+    """One model of ``engine_pool.json`` (Clara format)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+    class_: str = Field(alias="class")
+    module: str
+    config_file: str
+    labels: list[str] | None = None
+    description: str | None = None
+    version: str | None = None
+    type: ModelType | None = None
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_as_string(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, (int, float)) else value
+
+
+def load_json(path: str | Path) -> Any:
+    """Read a JSON file, turning I/O and syntax problems into :class:`ConfigError`."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+
+
+def describe_validation_error(where: str, exc: ValidationError) -> str:
+    """One readable line per problem: ``<where>: key 'a.b': message``."""
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "(root)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        problems.append(f"{where}: key '{key}': {msg}")
+    return "; ".join(problems)
+
+
+def load_model_config(path: str | Path, entry: str | None = None) -> ModelConfig:
+    """Load and validate a model config file.
+
+    Raises:
+        ConfigError: unreadable file or invalid content (message names file, entry, key).
+    """
+    where = f"{path}" + (f" (entry '{entry}')" if entry else "")
+    data = load_json(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: a model config must be a JSON object")
+    try:
+        return ModelConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(where, exc)) from None
+
+
+def parse_pool(path: str | Path) -> list[PoolEntry | ConfigError]:
+    """Parse ``engine_pool.json``: one validated entry, or the error that entry has, per item.
+
+    A broken entry does not stop the others; a file that is not a JSON list does.
+    """
+    data = load_json(path)
+    if not isinstance(data, list):
+        raise ConfigError(f"{path}: engine_pool.json must be a JSON list of model entries")
+    result: list[PoolEntry | ConfigError] = []
+    seen: set[str] = set()
+    for index, item in enumerate(data):
+        name = item.get("name") if isinstance(item, dict) else None
+        where = f"{path}: entry {index}" + (f" ('{name}')" if name else "")
+        if not isinstance(item, dict):
+            result.append(ConfigError(f"{where}: must be a JSON object"))
+            continue
+        try:
+            entry = PoolEntry.model_validate(item)
+        except ValidationError as exc:
+            result.append(ConfigError(describe_validation_error(where, exc)))
+            continue
+        if entry.name in seen:
+            result.append(ConfigError(f"{where}: key 'name': duplicate model name '{entry.name}'"))
+            continue
+        seen.add(entry.name)
+        result.append(entry)
+    return result

@@ -1,0 +1,33 @@
+"""Inferers: how a volume is fed to a backend (whole, or by sliding window).
+
+MONAI's inferers take any callable as the network, so every backend works with them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer
+
+from engines.config import ComponentSpec
+from engines.errors import ConfigError, UnknownComponentError
+
+__all__ = ["INFERERS", "build_inferer"]
+
+INFERERS: dict[str, Callable[..., Inferer]] = {
+    "SimpleInferer": SimpleInferer,
+    "SlidingWindowInferer": SlidingWindowInferer,
+}
+
+
+def build_inferer(spec: ComponentSpec, batch_size: int = 1) -> Inferer:
+    """Instantiate the configured inferer; ``batch_size`` feeds sliding-window batches."""
+    if spec.name not in INFERERS:
+        raise UnknownComponentError(f"unknown inferer '{spec.name}': choose one of {', '.join(INFERERS)}")
+    args = dict(spec.args)
+    if spec.name == "SlidingWindowInferer":
+        args.setdefault("sw_batch_size", batch_size)
+    try:
+        return INFERERS[spec.name](**args)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"inferer '{spec.name}': bad arguments {sorted(args)}: {exc}") from None

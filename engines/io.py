@@ -1,0 +1,241 @@
+"""Reading and writing medical images (SimpleITK), in NIfTI voxel order.
+
+Arrays are indexed ``[i, j, k]`` (i fastest in the file), the order of NIfTI/ITK
+indices that the AIAA clients use for points. SimpleITK's own arrays are ``[k, j, i]``;
+the transposition happens here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from engines.errors import InputTooLargeError, InvalidImageError
+
+__all__ = [
+    "Geometry",
+    "Volume",
+    "SUFFIXES",
+    "detect_suffix",
+    "read_volume",
+    "write_volume",
+]
+
+# Formats accepted from uploads (single-file formats only) and written as results.
+SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".png")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Physical placement of a voxel grid: spacing (mm), origin and direction cosines."""
+
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+
+    @classmethod
+    def identity(cls, ndim: int = 3) -> Geometry:
+        """Unit spacing, zero origin, identity direction."""
+        return cls((1.0,) * ndim, (0.0,) * ndim, tuple(np.eye(ndim).ravel().tolist()))
+
+
+@dataclass
+class Volume:
+    """An image array in ``[i, j, k]`` order with its geometry."""
+
+    array: np.ndarray
+    geometry: Geometry
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Voxel counts per axis, in ``[i, j, k]`` order."""
+        return tuple(self.array.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the voxel data."""
+        return int(self.array.nbytes)
+
+
+def detect_suffix(filename: str | None, head: bytes = b"") -> str:
+    """Choose the file format from the file name's suffix, else from magic bytes.
+
+    Only the base name of ``filename`` is looked at (clients send full local paths).
+    """
+    name = os.path.basename((filename or "").replace("\\", "/")).lower()
+    for suffix in SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    if name.endswith(".gz") or head[:2] == b"\x1f\x8b":
+        return ".nii.gz"
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return ".png"
+    if head[:4] == b"NRRD":
+        return ".nrrd"
+    if head[:4] in (b"\x5c\x01\x00\x00", b"\x00\x00\x01\x5c"):  # NIfTI-1 sizeof_hdr 348
+        return ".nii"
+    if head.startswith(b"ObjectType") or b"ElementDataFile" in head[:1024]:
+        return ".mha"
+    raise InvalidImageError(
+        f"cannot tell the image format of {name or 'the upload'!r}: "
+        f"send one of {', '.join(SUFFIXES)}"
+    )
+
+
+def read_volume(
+    source: bytes | str | Path,
+    filename: str | None = None,
+    *,
+    max_voxels: int | None = None,
+) -> Volume:
+    """Decode an image from bytes or a path into a :class:`Volume`.
+
+    The header is read first, so an oversized image (``max_voxels``) is refused
+    before any voxel is decoded.
+
+    Raises:
+        InvalidImageError: unreadable, corrupt, multi-component or empty image.
+        InputTooLargeError: more voxels than ``max_voxels``.
+    """
+    if isinstance(source, (str, Path)):
+        return _read_path(str(source), max_voxels)
+    if not source:
+        raise InvalidImageError("the uploaded image is empty")
+    suffix = detect_suffix(filename, source[:1024])
+    if suffix in (".nii.gz", ".nii"):
+        # SimpleITK silently zero-fills truncated NIfTI data: check completeness ourselves,
+        # decompressing at most what the header announces (no gzip bombs).
+        source = _complete_nifti(source, gzipped=suffix == ".nii.gz", max_voxels=max_voxels)
+        suffix = ".nii"
+    with tempfile.TemporaryDirectory(prefix="aiaa-") as tmp:
+        path = os.path.join(tmp, "upload" + suffix)
+        with open(path, "wb") as fh:
+            fh.write(source)
+        return _read_path(path, max_voxels)
+
+
+def _nifti_sizes(head: bytes) -> tuple[int, int]:
+    """(voxel count, total file bytes) announced by a NIfTI-1/2 header."""
+    import nibabel
+
+    size_le = int.from_bytes(head[:4], "little")
+    size_be = int.from_bytes(head[:4], "big")
+    header_cls = nibabel.Nifti2Header if 540 in (size_le, size_be) else nibabel.Nifti1Header
+    try:
+        header = header_cls.from_fileobj(io.BytesIO(head))
+        shape = header.get_data_shape()
+        voxels = int(np.prod(shape, dtype=np.int64))
+        return voxels, int(header["vox_offset"]) + voxels * int(header["bitpix"]) // 8
+    except Exception as exc:
+        raise InvalidImageError(f"not a readable NIfTI image: {exc}") from None
+
+
+def _complete_nifti(data: bytes, gzipped: bool, max_voxels: int | None) -> bytes:
+    if not gzipped:
+        head = data[:544]
+    else:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            head = inflater.decompress(data, 544)
+        except zlib.error as exc:
+            raise InvalidImageError(f"corrupt gzip data: {exc}") from None
+    if len(head) < 348:
+        raise InvalidImageError("truncated image: the NIfTI header is incomplete")
+    voxels, expected = _nifti_sizes(head)
+    if max_voxels is not None and voxels > max_voxels:
+        raise InputTooLargeError(f"image has {voxels} voxels; the limit is {max_voxels}")
+    if gzipped:
+        parts, total = [head], len(head)
+        try:
+            while total < expected:
+                chunk = inflater.decompress(inflater.unconsumed_tail or b"", min(expected - total, 1 << 26))
+                if not chunk:
+                    break
+                parts.append(chunk)
+                total += len(chunk)
+        except zlib.error as exc:
+            raise InvalidImageError(f"corrupt gzip data: {exc}") from None
+        data = b"".join(parts)
+    if len(data) < expected:
+        raise InvalidImageError(
+            f"truncated image: {len(data)} bytes of the {expected} its header announces"
+        )
+    return data
+
+
+def _read_path(path: str, max_voxels: int | None) -> Volume:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InvalidImageError(f"not a readable image: {_first_line(exc)}") from None
+    size = reader.GetSize()
+    if reader.GetNumberOfComponents() != 1:
+        raise InvalidImageError(
+            f"image has {reader.GetNumberOfComponents()} components per voxel; a scalar image is required"
+        )
+    voxels = int(np.prod(size, dtype=np.int64))
+    if voxels == 0:
+        raise InvalidImageError(f"image has no voxels (size {list(size)})")
+    if max_voxels is not None and voxels > max_voxels:
+        raise InputTooLargeError(
+            f"image has {voxels} voxels (size {list(size)}); the limit is {max_voxels}"
+        )
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise InvalidImageError(f"corrupt or truncated image: {_first_line(exc)}") from None
+    array = sitk.GetArrayFromImage(image).transpose()  # [k, j, i] -> [i, j, k]
+    geometry = Geometry(
+        tuple(float(s) for s in image.GetSpacing()),
+        tuple(float(o) for o in image.GetOrigin()),
+        tuple(float(d) for d in image.GetDirection()),
+    )
+    return Volume(np.ascontiguousarray(array), geometry)
+
+
+def write_volume(
+    array: np.ndarray,
+    geometry: Geometry,
+    suffix: str = ".nii.gz",
+    *,
+    dtype: str | np.dtype = np.uint8,
+    compress: bool | None = None,
+) -> bytes:
+    """Encode an ``[i, j, k]`` array with the given geometry as file bytes.
+
+    ``compress`` defaults to what the suffix implies (``.nii.gz`` compressed,
+    ``.nii`` not, NRRD/MHA not); ``compress=True`` with ``.nii`` writes ``.nii.gz``.
+    """
+    if suffix not in SUFFIXES:
+        raise InvalidImageError(f"cannot write {suffix!r}: choose one of {', '.join(SUFFIXES)}")
+    if compress and suffix == ".nii":
+        suffix = ".nii.gz"
+    use_compression = suffix == ".nii.gz" if compress is None else bool(compress)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(array).astype(dtype).transpose()))
+    if len(geometry.spacing) == image.GetDimension():
+        image.SetSpacing(geometry.spacing)
+        image.SetOrigin(geometry.origin)
+        image.SetDirection(geometry.direction)
+    with tempfile.TemporaryDirectory(prefix="aiaa-") as tmp:
+        path = os.path.join(tmp, "result" + suffix)
+        sitk.WriteImage(image, path, use_compression)
+        with open(path, "rb") as fh:
+            return fh.read()
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    # ITK messages start with a file/line prefix; the description is the useful part.
+    for line in lines:
+        if line.lower().startswith("description:"):
+            return line.split(":", 1)[1].strip()
+    return lines[-1] if lines else type(exc).__name__

@@ -1,0 +1,156 @@
+"""The engine pool: loads every configured model, warms it up, keeps per-model status.
+
+A model that fails to load is reported unavailable (with the reason) while the
+others serve. Engine classes resolve through :data:`ENGINE_CLASSES`, keyed by the
+Clara ``class``/``module`` names; nothing is imported from a config.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from engines.backends import load_backend
+from engines.config import PoolEntry, load_model_config, parse_pool
+from engines.dextr3d import Dextr3dEngine
+from engines.engine import Engine
+from engines.errors import ConfigError, EngineError, ModelNotFoundError, ModelUnavailableError, UnknownComponentError
+from engines.segmentation import SegmentationEngine
+
+__all__ = ["ENGINE_CLASSES", "EnginePool", "ModelRecord", "engine_class"]
+
+log = logging.getLogger(__name__)
+
+# (class, module) pairs of the Clara annotation server and our own short names.
+ENGINE_CLASSES: dict[tuple[str, str], type[Engine]] = {
+    ("Dextr3dCroppedEngine", "medical.aas.dextr3dcropped"): Dextr3dEngine,
+    ("Dextr3dEngine", "engines.dextr3d"): Dextr3dEngine,
+    ("SegmentationEngine", "medical.aas.segmentation"): SegmentationEngine,
+    ("SegmentationEngine", "engines.segmentation"): SegmentationEngine,
+}
+
+
+def engine_class(class_name: str, module: str) -> type[Engine]:
+    """Resolve a Clara ``class``/``module`` pair."""
+    try:
+        return ENGINE_CLASSES[(class_name, module)]
+    except KeyError:
+        known = ", ".join(f"{c}/{m}" for c, m in ENGINE_CLASSES)
+        raise UnknownComponentError(f"unknown engine class/module '{class_name}'/'{module}': use one of {known}") from None
+
+
+@dataclass
+class ModelRecord:
+    """One configured model and its state."""
+
+    name: str
+    status: Literal["ready", "unavailable"]
+    engine: Engine | None = None
+    error: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """Status for health reports."""
+        out: dict[str, Any] = {"status": self.status}
+        if self.error:
+            out["error"] = self.error
+        if self.engine is not None:
+            out["type"] = self.engine.type
+        return out
+
+
+class EnginePool:
+    """All configured models by name; thread-safe for lookups and replacement."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, ModelRecord] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_file(cls, pool_path: str | Path, warmup: bool = True) -> EnginePool:
+        """Load ``engine_pool.json``; config paths are relative to its folder.
+
+        Raises:
+            ConfigError: the file itself is unreadable or not a list (nothing to serve).
+        """
+        pool_path = Path(pool_path)
+        pool = cls()
+        for index, item in enumerate(parse_pool(pool_path)):
+            if isinstance(item, ConfigError):
+                log.error("model not loaded: %s", item)
+                pool._set(ModelRecord(f"<entry {index}>", "unavailable", error=str(item)))
+                continue
+            pool.load(item, pool_path.parent, warmup=warmup)
+        return pool
+
+    def load(self, entry: PoolEntry, base_dir: Path, warmup: bool = True) -> ModelRecord:
+        """Load (or replace) one model; failures become an unavailable record."""
+        try:
+            engine = self._build(entry, base_dir)
+            if warmup:
+                engine.warmup()
+            record = ModelRecord(entry.name, "ready", engine)
+            log.info("model %s ready (%s)", entry.name, engine.type)
+        except EngineError as exc:
+            record = ModelRecord(entry.name, "unavailable", error=str(exc))
+            log.error("model %s unavailable: %s", entry.name, exc)
+        except Exception as exc:  # a broken model must never stop the pool
+            record = ModelRecord(entry.name, "unavailable", error=f"{type(exc).__name__}: {exc}")
+            log.exception("model %s unavailable", entry.name)
+        self._set(record)
+        return record
+
+    @staticmethod
+    def _build(entry: PoolEntry, base_dir: Path) -> Engine:
+        cls = engine_class(entry.class_, entry.module)
+        config_path = (base_dir / entry.config_file).resolve()
+        config = load_model_config(config_path, entry.name)
+        if entry.type is not None and entry.type != cls.type:
+            raise ConfigError(f"entry '{entry.name}': key 'type': '{entry.type}' does not match engine {entry.class_}")
+        if config.type != cls.type:
+            raise ConfigError(f"{config_path}: key 'type': '{config.type}' does not match engine {entry.class_}")
+        backend = load_backend(config, config_path.parent)
+        return cls(entry.name, config, backend, labels=entry.labels, description=entry.description,
+                   version=entry.version)
+
+    def add(self, engine: Engine) -> None:
+        """Register an already built engine (tests, future hot-swap)."""
+        self._set(ModelRecord(engine.name, "ready", engine))
+
+    def _set(self, record: ModelRecord) -> None:
+        with self._lock:
+            old = self._records.get(record.name)
+            self._records[record.name] = record
+        if old is not None and old.engine is not None and old.engine is not record.engine:
+            old.engine.close()
+
+    def get(self, name: str) -> Engine:
+        """The ready engine called ``name``.
+
+        Raises:
+            ModelNotFoundError: no such model.
+            ModelUnavailableError: configured but not loaded.
+        """
+        record = self._records.get(name)
+        if record is None:
+            raise ModelNotFoundError(f"model '{name}' not found; GET /v1/models lists the models")
+        if record.engine is None:
+            raise ModelUnavailableError(f"model '{name}' is unavailable: {record.error}")
+        return record.engine
+
+    def engines(self) -> list[Engine]:
+        """Every ready engine, in configuration order."""
+        return [r.engine for r in self._records.values() if r.engine is not None]
+
+    def records(self) -> list[ModelRecord]:
+        """Every configured model, ready or not."""
+        return list(self._records.values())
+
+    def close(self) -> None:
+        """Release every engine."""
+        for record in self.records():
+            if record.engine is not None:
+                record.engine.close()
+        self._records.clear()

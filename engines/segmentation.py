@@ -1,0 +1,43 @@
+"""The automatic segmentation engine: whole volume, sliding window, argmax."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from engines import points as P
+from engines.engine import Engine, InferenceResult, Timer
+from engines.errors import InferenceError
+from engines.io import Volume
+
+__all__ = ["SegmentationEngine"]
+
+
+class SegmentationEngine(Engine):
+    """Label map with values 1..N in the order of the model's ``labels``.
+
+    The reply's ``points`` are the extreme points of the produced foreground, in
+    voxel indices of the input (the clients expect the key, possibly empty).
+    """
+
+    type: ClassVar[str] = "segmentation"
+
+    def infer(self, volume: Volume, params: dict[str, Any]) -> InferenceResult:
+        timer = Timer()
+        with timer.stage("pre"):
+            self.require_3d(volume)
+            data = self.apply(self.pre, {"image": volume}, "pre-processing")
+        with timer.stage("infer"):
+            logits = self.run_network(torch.as_tensor(data["image"]))
+        with timer.stage("post"):
+            labels = torch.argmax(logits, dim=0, keepdim=True).to(torch.uint8)
+            labels = self.apply(self.post, {"pred": labels}, "post-processing")["pred"]
+            mask = np.asarray(torch.as_tensor(labels)[0], dtype=np.uint8)
+            if mask.shape != volume.shape:
+                raise InferenceError(f"the pipeline changed the grid {list(volume.shape)} -> {list(mask.shape)}")
+            mask[mask > len(self.labels)] = 0
+            points = P.round_points(P.extreme_points(mask > 0))
+        timer.timings["total"] = round(sum(timer.timings.values()), 2)
+        return InferenceResult(mask, {"points": points, "labels": self.labels}, timer.timings)

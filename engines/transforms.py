@@ -1,0 +1,233 @@
+"""Transform registry: Clara transform names and MONAI dictionary transform names.
+
+A config names a transform as ``{"name": ..., "args": {...}}``. The name resolves
+through :data:`REGISTRY` (Clara names and the transforms MONAI lacks, written
+here), else to a MONAI dictionary transform (a ``MapTransform`` subclass exported
+by ``monai.transforms``). Nothing else is importable from a config. Clara's
+``fields`` argument is accepted for MONAI's ``keys``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai import transforms as mt
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, Randomizable
+from monai.transforms.utils import extreme_points_to_image
+
+from engines import points as P
+from engines.config import ComponentSpec
+from engines.errors import ConfigError, InvalidPointsError, UnknownComponentError
+from engines.io import Geometry, Volume, read_volume
+
+__all__ = [
+    "REGISTRY",
+    "LoadVolumed",
+    "ExtremePointsFromLabeld",
+    "CropAroundPointsd",
+    "AddPointsGuidanced",
+    "build_transform",
+    "build_transforms",
+    "geometry_key",
+]
+
+REGISTRY: dict[str, Callable[..., Callable]] = {}
+
+
+def register(*names: str) -> Callable:
+    """Register a transform factory under one or more config names."""
+
+    def decorator(factory: Callable) -> Callable:
+        for name in names:
+            REGISTRY[name] = factory
+        return factory
+
+    return decorator
+
+
+def geometry_key(key: Hashable) -> str:
+    """Where the loader keeps the geometry of ``key``."""
+    return f"{key}_geometry"
+
+
+@register("LoadVolumed", "LoadImaged", "transforms.LoadNifty", "transforms.LoadNifti", "LoadNifti", "LoadNifty")
+class LoadVolumed(MapTransform):
+    """Load images (path or already decoded :class:`Volume`) as ``[i, j, k]`` float arrays.
+
+    The geometry is stored under ``<key>_geometry``. Serving passes decoded volumes;
+    training passes paths; both end up identical.
+    """
+
+    def __init__(self, keys: KeysCollection, dtype: str = "float32", allow_missing_keys: bool = False,
+                 **_clara_args: Any) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.dtype = np.dtype(dtype)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            value = d[key]
+            volume = value if isinstance(value, Volume) else read_volume(value)
+            d[key] = volume.array.astype(self.dtype, copy=False)
+            d[geometry_key(key)] = volume.geometry
+        return d
+
+
+class ExtremePointsFromLabeld(Randomizable, MapTransform):
+    """Simulate an annotator's extreme points from the label (training only).
+
+    Does nothing when the data already carries points (serving), so the same
+    pipeline serves training and inference. ``perturbation`` is in voxels.
+    """
+
+    def __init__(self, keys: KeysCollection = "label", points_key: str = "points",
+                 perturbation: float = 0.0, allow_missing_keys: bool = True) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.points_key = points_key
+        self.perturbation = float(perturbation)
+
+    def randomize(self, data: Any = None) -> None:  # randomness is drawn in __call__
+        pass
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if d.get(self.points_key) is not None:
+            return d
+        for key in self.key_iterator(d):
+            label = np.asarray(d[key])
+            mask = label[0] > 0 if label.ndim == 4 else label > 0
+            d[self.points_key] = P.extreme_points(mask, self.R, self.perturbation)
+        return d
+
+
+register("ExtremePointsFromLabeld", "transforms.SimulateExtremePoints")(ExtremePointsFromLabeld)
+
+
+@register("CropAroundPointsd", "transforms.CropForegroundObject")
+class CropAroundPointsd(MapTransform):
+    """Crop a box around the points (+ ``padding`` mm), resize it to ``roi``, move the points.
+
+    Stores the box under ``crop_box`` and the original spatial shape under
+    ``original_shape`` so that the prediction can be pasted back.
+    """
+
+    def __init__(self, keys: KeysCollection, roi: Sequence[int], padding: float,
+                 points_key: str = "points", modes: Sequence[str] | str = "trilinear",
+                 spacing_key: str | None = None, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.roi = [int(r) for r in roi]
+        self.padding = float(padding)
+        self.points_key = points_key
+        self.modes = [modes] * len(self.keys) if isinstance(modes, str) else list(modes)
+        self.spacing_key = spacing_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        first = self.keys[0]
+        shape = tuple(np.asarray(d[first]).shape[1:])
+        points = d.get(self.points_key)
+        if points is None or len(points) == 0:
+            raise InvalidPointsError("cropping needs points; none were given")
+        points = np.asarray(points, dtype=np.float64)
+        geometry = d.get(geometry_key(self.spacing_key or first))
+        spacing = geometry.spacing if isinstance(geometry, Geometry) else (1.0,) * len(shape)
+        box = P.crop_box(points, spacing, self.padding, shape)
+        for key, mode in zip(self.keys, self.modes):
+            if key not in d:
+                if self.allow_missing_keys:
+                    continue
+                raise KeyError(f"CropAroundPointsd: key {key!r} is missing")
+            crop = torch.as_tensor(np.asarray(d[key])[(slice(None), *box.slices)])
+            d[key] = P.resize(crop, self.roi, mode=mode)
+        d[self.points_key] = P.to_roi(points, box, self.roi)
+        d["crop_box"] = box
+        d["original_shape"] = shape
+        return d
+
+
+@register("AddPointsGuidanced", "transforms.AddExtremePointsChannel")
+class AddPointsGuidanced(MapTransform):
+    """Append a channel with a Gaussian (``sigma`` voxels) at each point, scaled to [0, 1]."""
+
+    def __init__(self, keys: KeysCollection = "image", points_key: str = "points",
+                 sigma: float = 3.0, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.points_key = points_key
+        self.sigma = float(sigma)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = torch.as_tensor(d[key]).float()
+            upper = np.asarray(image.shape[1:]) - 1
+            pts = np.clip(np.rint(np.asarray(d[self.points_key], dtype=np.float64)), 0, upper).astype(int)
+            guidance = extreme_points_to_image(
+                [tuple(p) for p in pts], image[:1], sigma=self.sigma, rescale_min=0.0, rescale_max=1.0
+            )
+            d[key] = torch.cat([image, guidance.to(image.dtype)], dim=0)
+        return d
+
+
+def _monai_dict(name: str) -> Callable[..., Callable]:
+    return lambda **args: getattr(mt, name)(**args)
+
+
+def _alias(monai_name: str, **defaults: Any) -> Callable[..., Callable]:
+    def factory(**args: Any) -> Callable:
+        return getattr(mt, monai_name)(**{**defaults, **args})
+
+    return factory
+
+
+# Clara names implemented by MONAI transforms.
+register("transforms.VolumeTo4dArray", "AddChanneld")(_alias("EnsureChannelFirstd", channel_dim="no_channel"))
+register("transforms.ScaleIntensityRange")(_alias("ScaleIntensityRanged"))
+register("transforms.NormalizeNonzeroIntensities")(_alias("NormalizeIntensityd", nonzero=True))
+register("transforms.SplitAcrossChannels")(_alias("SplitDimd", dim=0))
+register("transforms.BratsConvertLabels")(_alias("ConvertToMultiChannelBasedOnBratsClassesd"))
+register("transforms.NPRandFlip3D", "transforms.RandomSpatialFlip")(_alias("RandFlipd"))
+register("transforms.NPRandRotate3D")(_alias("RandRotated"))
+register("transforms.NPRandZoom3D")(_alias("RandZoomd"))
+register("transforms.ScaleShiftIntensity")(_alias("ShiftIntensityd"))
+register("transforms.ArgmaxAcrossChannels")(_alias("AsDiscreted", argmax=True))
+register("transforms.KeepLargestConnectedComponent")(_alias("KeepLargestConnectedComponentd"))
+
+
+def _resolve(name: str) -> Callable[..., Callable]:
+    if name in REGISTRY:
+        return REGISTRY[name]
+    candidate = getattr(mt, name, None)
+    if inspect.isclass(candidate) and issubclass(candidate, MapTransform):
+        return candidate
+    known = sorted(REGISTRY)
+    raise UnknownComponentError(
+        f"unknown transform '{name}': use a MONAI dictionary transform (e.g. 'NormalizeIntensityd') "
+        f"or one of {', '.join(known)}"
+    )
+
+
+def build_transform(spec: ComponentSpec) -> Callable:
+    """Instantiate one transform from its config spec.
+
+    Raises:
+        UnknownComponentError: unregistered name.
+        ConfigError: the arguments do not fit the transform.
+    """
+    factory = _resolve(spec.name)
+    args = dict(spec.args)
+    if "fields" in args and "keys" not in args:
+        args["keys"] = args.pop("fields")
+    try:
+        return factory(**args)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ConfigError(f"transform '{spec.name}': bad arguments {sorted(args)}: {exc}") from None
+
+
+def build_transforms(specs: Sequence[ComponentSpec]) -> mt.Compose:
+    """A MONAI ``Compose`` of the configured transforms, in order."""
+    return mt.Compose([build_transform(spec) for spec in specs], map_items=False)

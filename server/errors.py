@@ -1,0 +1,103 @@
+"""HTTP errors of the server and the one place engine errors become HTTP replies.
+
+    ApiError                     carries its own status
+    ├── BadRequest               400
+    ├── PayloadTooLarge          413
+    ├── SessionExpired           440 (AIAA clients drop their session and retry)
+    └── Busy                     503 with Retry-After
+
+Engine errors map by class in :data:`STATUS_OF`; every reply is JSON
+``{"error": <kind>, "detail": <message>}``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from engines import errors as E
+
+__all__ = ["ApiError", "BadRequest", "PayloadTooLarge", "SessionExpired", "Busy", "install_handlers"]
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error with an HTTP status of its own."""
+
+    status = 400
+
+    def __init__(self, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers
+
+
+class BadRequest(ApiError):
+    """The request is malformed."""
+
+    status = 400
+
+
+class PayloadTooLarge(ApiError):
+    """The request body exceeds the configured limit."""
+
+    status = 413
+
+
+class SessionExpired(ApiError):
+    """Unknown or expired ``session_id`` on an inference call (AIAA: HTTP 440)."""
+
+    status = 440
+
+
+class Busy(ApiError):
+    """The model's queue is full; retry later."""
+
+    status = 503
+
+
+# Most specific first: the first matching class wins.
+STATUS_OF: list[tuple[type[E.EngineError], int]] = [
+    (E.InputTooLargeError, 413),
+    (E.InvalidInputError, 400),
+    (E.ModelNotFoundError, 404),
+    (E.WrongModelTypeError, 400),
+    (E.ModelUnavailableError, 503),
+    (E.BackendUnavailableError, 503),
+    (E.EngineError, 500),
+]
+
+
+def _reply(status: int, kind: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": kind, "detail": detail}, status_code=status, headers=headers)
+
+
+def install_handlers(app: FastAPI) -> None:
+    """Register the translation of every error tree onto ``app``."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return _reply(exc.status, type(exc).__name__, exc.detail, exc.headers)
+
+    @app.exception_handler(E.EngineError)
+    async def engine_error(request: Request, exc: E.EngineError) -> JSONResponse:
+        status = next(code for cls, code in STATUS_OF if isinstance(exc, cls))
+        if status >= 500:
+            log.error("%s %s failed: %s", request.method, request.url.path, exc)
+        return _reply(status, type(exc).__name__, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        return _reply(422, "ValidationError", problems)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("%s %s: unexpected error", request.method, request.url.path)
+        return _reply(500, "InternalError", f"unexpected server error: {type(exc).__name__}")

@@ -1,0 +1,38 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from server.deps import PoolDep, SessionsDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+def health(pool: PoolDep, sessions: SessionsDep) -> JSONResponse:
+    """Overall status with every configured model's state (unavailable ones with the reason)."""
+    records = pool.records()
+    ready = any(r.status == "ready" for r in records)
+    status = "ok" if ready and all(r.status == "ready" for r in records) else ("degraded" if ready else "unavailable")
+    return JSONResponse({
+        "status": status,
+        "live": True,
+        "ready": ready,
+        "models": {r.name: r.summary() for r in records},
+        "sessions": sessions.stats(),
+    })
+
+
+@router.get("/health/live")
+def live() -> dict[str, bool]:
+    """The process answers."""
+    return {"live": True}
+
+
+@router.get("/health/ready")
+def ready(pool: PoolDep) -> JSONResponse:
+    """200 once at least one model serves, else 503."""
+    is_ready = any(r.status == "ready" for r in pool.records())
+    return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)

@@ -1,0 +1,155 @@
+"""AIAA wire format: reading uploads and params, writing multipart replies.
+
+Replies are built in memory and sent with ``Content-Length`` (never chunked:
+NVIDIA's Python client reads the raw socket). A multipart reply is exactly one
+text part ``params`` followed by one file part with a quoted ``filename``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import Response
+
+from engines.io import SUFFIXES
+from server.errors import BadRequest, PayloadTooLarge
+
+__all__ = ["Upload", "ResultFormat", "read_upload", "multipart_reply", "result_format"]
+
+# Field names the clients use for the image, in order of preference.
+FILE_FIELDS = ("image", "datapoint", "file", "image0")
+RESULT_DTYPES = ("uint8", "uint16", "int16", "int32", "uint32", "float32")
+
+
+@dataclass
+class Upload:
+    """What an inference or session request carried."""
+
+    params: dict[str, Any] = field(default_factory=dict)
+    data: bytes | None = None
+    filename: str | None = None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+        except ValueError:
+            raise BadRequest("invalid Content-Length header") from None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_params(raw: Any) -> dict[str, Any]:
+    """``params`` as a dict: missing or null is ``{}``; anything but a JSON object is an error."""
+    if raw is None or raw == "":
+        return {}
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", errors="replace")
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise BadRequest(f"'params' is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise BadRequest("'params' must be a JSON object")
+    return raw
+
+
+async def read_upload(request: Request, max_bytes: int) -> Upload:
+    """Read ``params`` and at most one image from a multipart (or empty) request body."""
+    body = await _read_body(request, max_bytes)
+    if not body:
+        return Upload()
+    content_type = request.headers.get("content-type", "")
+    if "multipart/form-data" not in content_type.lower():
+        if "json" in content_type.lower():
+            raise BadRequest("a JSON body is not supported here: send multipart/form-data with 'params' and an image")
+        raise BadRequest(f"expected multipart/form-data, got {content_type or 'no Content-Type'!r}")
+
+    async def replay() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=64, max_fields=64, max_part_size=16 * 1024 * 1024)
+    except Exception as exc:  # python-multipart raises several types for broken bodies
+        raise BadRequest(f"malformed multipart body: {exc}") from None
+    try:
+        files = [(name, value) for name, value in form.multi_items() if isinstance(value, UploadFile)]
+        params_raw: Any = form.get("params")
+        if isinstance(params_raw, UploadFile):  # some clients send params as a file part
+            params_raw = await params_raw.read()
+            files = [(n, f) for n, f in files if n != "params"]
+        params = parse_params(params_raw)
+        if not files:
+            return Upload(params)
+        if len(files) > 1:
+            names = {n for n, _ in files}
+            if any(n.startswith("image") and n[5:].isdigit() for n in names):
+                raise BadRequest("DICOM series uploads (image0..N) are not supported yet: send one NIfTI volume")
+            raise BadRequest(f"expected one image file, got {len(files)} ({', '.join(sorted(names))})")
+        files.sort(key=lambda item: FILE_FIELDS.index(item[0]) if item[0] in FILE_FIELDS else len(FILE_FIELDS))
+        upload = files[0][1]
+        return Upload(params, await upload.read(), upload.filename)
+    finally:
+        await form.close()
+
+
+@dataclass(frozen=True)
+class ResultFormat:
+    """How the result mask is encoded."""
+
+    suffix: str
+    dtype: str
+    compress: bool | None
+
+
+def result_format(params: dict[str, Any], input_suffix: str) -> ResultFormat:
+    """Honour ``result_extension``, ``result_dtype`` and ``result_compress``; default to the input's format."""
+    suffix = params.get("result_extension") or input_suffix
+    if not isinstance(suffix, str):
+        raise BadRequest("'result_extension' must be a string such as '.nii.gz'")
+    suffix = suffix.lower() if suffix.startswith(".") else "." + suffix.lower()
+    if suffix == ".png":
+        suffix = ".nii.gz"  # a 3D mask cannot be a PNG
+    if suffix not in SUFFIXES:
+        raise BadRequest(f"result_extension {suffix!r} is not supported: use one of {', '.join(SUFFIXES)}")
+    dtype = params.get("result_dtype") or "uint8"
+    if dtype not in RESULT_DTYPES:
+        raise BadRequest(f"result_dtype {dtype!r} is not supported: use one of {', '.join(RESULT_DTYPES)}")
+    compress = params.get("result_compress")
+    if compress is not None and not isinstance(compress, bool):
+        if str(compress).lower() not in ("true", "false", "1", "0"):
+            raise BadRequest("'result_compress' must be true or false")
+        compress = str(compress).lower() in ("true", "1")
+    return ResultFormat(suffix, dtype, compress)
+
+
+def multipart_reply(params: dict[str, Any], data: bytes, filename: str) -> Response:
+    """The AIAA multipart reply: ``params`` JSON part, then the file part; with Content-Length."""
+    boundary = uuid.uuid4().hex
+    head = (
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="params"\r\n'
+        "Content-Type: application/json\r\n\r\n"
+        f"{json.dumps(params)}\r\n"
+        f"--{boundary}\r\n"
+        f'Content-Disposition: form-data; name="image"; filename="{filename}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    body = head + data + f"\r\n--{boundary}--\r\n".encode()
+    return Response(content=body, media_type=f"multipart/form-data; boundary={boundary}")

@@ -1,0 +1,46 @@
+"""Shared fixtures: an app with stand-in engines (no trained weights needed)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from helpers import (  # noqa: E402
+    annotation_config,
+    bright_annotation_net,
+    bright_segmentation_net,
+    segmentation_config,
+)
+
+from engines.config import ModelConfig  # noqa: E402
+from engines.dextr3d import Dextr3dEngine  # noqa: E402
+from engines.pool import EnginePool  # noqa: E402
+from engines.segmentation import SegmentationEngine  # noqa: E402
+from server.app import create_app  # noqa: E402
+from server.settings import Settings  # noqa: E402
+
+
+def standin_pool() -> EnginePool:
+    """A pool of two engines whose 'networks' threshold brightness."""
+    pool = EnginePool()
+    pool.add(Dextr3dEngine("annotation_test", ModelConfig.model_validate(annotation_config()), bright_annotation_net))
+    pool.add(SegmentationEngine("segmentation_test", ModelConfig.model_validate(segmentation_config()),
+                                bright_segmentation_net))
+    return pool
+
+
+@pytest.fixture()
+def settings() -> Settings:
+    return Settings(config="unused.json", max_upload_bytes=8 * 1024 * 1024, max_voxels=200_000,
+                    session_memory_bytes=64 * 1024 * 1024)
+
+
+@pytest.fixture()
+def client(settings: Settings):
+    with TestClient(create_app(settings, standin_pool())) as c:
+        yield c

@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from helpers import annotation_config, bright_annotation_net, dice, phantom, phantom_points
+
+from engines.config import ModelConfig
+from engines.dextr3d import Dextr3dEngine
+from engines.errors import InvalidImageError, InvalidPointsError
+from engines.io import Geometry, Volume
+
+
+@pytest.fixture()
+def engine():
+    return Dextr3dEngine("ann", ModelConfig.model_validate(annotation_config()), bright_annotation_net)
+
+
+def test_full_volume_mask_on_the_input_grid(engine):
+    volume, mask = phantom()
+    result = engine.infer(volume, {"points": phantom_points(mask)})
+    assert result.mask.shape == volume.shape and result.mask.dtype == np.uint8
+    assert set(np.unique(result.mask)) == {0, 1}
+    assert dice(result.mask, mask) > 0.95
+    assert len(result.params["points"]) == 6
+    assert {"pre", "infer", "post", "total"} <= set(result.timings)
+
+
+def test_only_the_box_around_the_points_is_segmented(engine):
+    volume, mask = phantom(shape=(80, 48, 32))
+    volume.array[60:75, 10:30, 10:20] = 150.0  # a second bright object far from the clicks
+    result = engine.infer(volume, {"points": phantom_points(mask)})
+    assert result.mask[60:75].sum() == 0
+    assert dice(result.mask, mask) > 0.95
+
+
+def _client_crop(volume: Volume, points: list[list[int]], pad_mm=20.0, roi=128):
+    """What NVIDIA's Python client does before uploading (protocol notes section 8.1)."""
+    image = sitk.GetImageFromArray(volume.array.transpose())
+    image.SetSpacing(volume.geometry.spacing)
+    size = np.asarray(volume.shape)
+    pts = np.asarray(points)
+    vx_pad = np.array([int(pad_mm / s) for s in volume.geometry.spacing])
+    low = np.maximum(pts.min(0) - vx_pad, 0)
+    high = np.minimum(pts.max(0) + vx_pad, size - 1)
+    crop = image[int(low[0]):int(high[0]), int(low[1]):int(high[1]), int(low[2]):int(high[2])]
+    crop_size = np.asarray(crop.GetSize())
+    resampler = sitk.ResampleImageFilter()
+    resampler.SetSize([roi] * 3)
+    resampler.SetOutputSpacing([float(s) for s in np.asarray(crop.GetSpacing()) * crop_size / roi])
+    resampler.SetOutputOrigin(crop.GetOrigin())
+    resampler.SetOutputDirection(crop.GetDirection())
+    resampler.SetInterpolator(sitk.sitkLinear)
+    out = resampler.Execute(crop)
+    new_points = ((pts - low) * (roi / crop_size)).astype(int).tolist()
+    geometry = Geometry(out.GetSpacing(), out.GetOrigin(), out.GetDirection())
+    return Volume(sitk.GetArrayFromImage(out).transpose().copy(), geometry), new_points, low, crop_size
+
+
+def test_client_cropped_128_cube_with_points_on_the_edge(engine):
+    volume, mask = phantom(shape=(40, 48, 32), center=(30, 25, 15))
+    points = phantom_points(mask)
+    points[1][0] = 39  # a click on the last voxel: the client maps it to 128, one past the crop
+    cropped, crop_points, low, crop_size = _client_crop(volume, points)
+    assert max(max(p) for p in crop_points) == 128
+    result = engine.infer(cropped, {"points": crop_points})
+    assert result.mask.shape == (128, 128, 128)
+    # back on the original grid the way the client does it (nearest neighbour)
+    idx = [np.minimum((np.arange(n) * 128 / n).astype(int), 127) for n in crop_size]
+    back = result.mask[np.ix_(*idx)]
+    truth = mask[low[0]:low[0] + crop_size[0], low[1]:low[1] + crop_size[1], low[2]:low[2] + crop_size[2]]
+    assert dice(back, truth) > 0.9
+
+
+def test_bad_points_and_images(engine):
+    volume, mask = phantom()
+    with pytest.raises(InvalidPointsError):
+        engine.infer(volume, {"points": phantom_points(mask)[:4]})
+    with pytest.raises(InvalidPointsError):
+        engine.infer(volume, {})
+    with pytest.raises(InvalidImageError, match="3D"):
+        engine.infer(Volume(np.zeros((30, 30), np.float32), Geometry.identity(2)), {"points": [[1, 1]] * 6})
+
+
+def test_info_carries_padding_roi_sigma(engine):
+    info = engine.info()
+    assert info["type"] == "annotation" and info["roi"] == [32, 32, 32]
+    assert isinstance(info["version"], str) and isinstance(info["padding"], float) and "sigma" in info

@@ -1,0 +1,102 @@
+"""Test factories: phantoms, stand-in networks and tiny model configs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engines.config import ModelConfig
+from engines.io import Geometry, Volume
+from engines.points import extreme_points
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+HIPPOCAMPUS = SHARED_DATA / "msd_hippocampus"
+
+GEOMETRY = Geometry((0.8, 0.9, 1.5), (-12.0, 30.5, 7.25), (1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0))
+
+
+def phantom(shape=(40, 48, 32), center=(18, 25, 15), radii=(8, 10, 6), geometry=GEOMETRY) -> tuple[Volume, np.ndarray]:
+    """A bright ellipsoid (plus noise) in a dark volume, and its mask."""
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"))
+    dist = sum(((grid[d] - center[d]) / radii[d]) ** 2 for d in range(3))
+    mask = (dist <= 1.0).astype(np.uint8)
+    rng = np.random.RandomState(0)
+    image = (mask * 100.0 + rng.normal(0, 5, shape) + 20).astype(np.float32)
+    return Volume(image, geometry), mask
+
+
+def phantom_points(mask: np.ndarray) -> list[list[int]]:
+    """Exact extreme points of a mask, as a client would click them."""
+    return extreme_points(mask > 0).astype(int).tolist()
+
+
+def bright_annotation_net(x: torch.Tensor) -> torch.Tensor:
+    """Stand-in DEXTR3D network: the object is whatever is brighter than mid-range in channel 0."""
+    image = x[:, :1]
+    return (image - (image.amax() + image.amin()) / 2) * 10.0
+
+
+def bright_segmentation_net(x: torch.Tensor) -> torch.Tensor:
+    """Stand-in 2-label network: label 1 for bright voxels in the lower half of axis 0, label 2 in the upper."""
+    bright = x[:, :1] - (x[:, :1].amax() + x[:, :1].amin()) / 2
+    half = torch.zeros_like(bright)
+    half[:, :, x.shape[2] // 2 :] = 1.0
+    background = -bright
+    return torch.cat([background, bright * (1 - half), bright * half], dim=1) * 10.0
+
+
+TINY_UNET = {"name": "UNet", "args": {"spatial_dims": 3, "in_channels": 2, "out_channels": 1, "channels": [4, 8],
+                                      "strides": [2], "num_res_units": 0}}
+
+
+def annotation_config(**overrides) -> dict:
+    """A valid annotation model config dict (roi 32^3, tiny UNet)."""
+    cfg = json.loads((REPO / "model_configs" / "annotation_mri_hippocampus.json").read_text())
+    roi = [32, 32, 32]
+    for spec in cfg["pre_transforms"]:
+        if "roi" in spec["args"]:
+            spec["args"]["roi"] = roi
+    cfg.update(roi=roi, network=TINY_UNET, model_path="model.pt")
+    cfg.update(overrides)
+    return cfg
+
+
+def segmentation_config(**overrides) -> dict:
+    """A valid 2-label segmentation model config dict (tiny UNet, 32^3 windows)."""
+    cfg = json.loads((REPO / "model_configs" / "segmentation_mri_hippocampus.json").read_text())
+    net = json.loads(json.dumps(TINY_UNET))
+    net["args"].update(in_channels=1, out_channels=3)
+    cfg.update(network=net, model_path="model.pt",
+               inferer={"name": "SlidingWindowInferer", "args": {"roi_size": [32, 32, 32], "overlap": 0.25}})
+    cfg.update(overrides)
+    return cfg
+
+
+def write_model(folder: Path, name: str, cfg: dict, seed: int = 0) -> Path:
+    """Write a model config and matching random weights into ``folder``; returns the config path."""
+    from engines.networks import build_network
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    network = build_network(ModelConfig.model_validate(cfg).network)
+    torch.save(network.state_dict(), folder / cfg["model_path"])
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def write_pool(folder: Path, entries: list[dict]) -> Path:
+    """Write an engine_pool.json."""
+    path = folder / "engine_pool.json"
+    path.write_text(json.dumps(entries))
+    return path
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Binary Dice."""
+    a, b = a > 0, b > 0
+    return float(2 * np.logical_and(a, b).sum() / max(a.sum() + b.sum(), 1))
