@@ -71,12 +71,12 @@ def parse_params(raw: Any) -> dict[str, Any]:
 
 
 async def read_upload(request: Request, max_bytes: int) -> Upload:
-    """Read ``params`` and at most one image from a multipart (or empty) request body."""
+    """Read ``params`` and at most one image from a multipart, url-encoded or empty request body."""
     body = await _read_body(request, max_bytes)
     if not body:
         return Upload()
     content_type = request.headers.get("content-type", "")
-    if "multipart/form-data" not in content_type.lower():
+    if not any(kind in content_type.lower() for kind in ("multipart/form-data", "application/x-www-form-urlencoded")):
         if "json" in content_type.lower():
             raise BadRequest("a JSON body is not supported here: send multipart/form-data with 'params' and an image")
         raise BadRequest(f"expected multipart/form-data, got {content_type or 'no Content-Type'!r}")

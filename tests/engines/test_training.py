@@ -1,0 +1,70 @@
+import json
+
+import numpy as np
+import torch
+from helpers import annotation_config, phantom, segmentation_config
+
+from engines.config import ModelConfig
+from engines.io import write_volume
+from engines.pool import EnginePool
+from engines.training import load_datalist, train
+
+
+def make_dataset(folder, n=3):
+    (folder / "images").mkdir(parents=True)
+    (folder / "labels").mkdir()
+    items = []
+    for i in range(n):
+        volume, mask = phantom(center=(18 + i, 25 - i, 15))
+        label = mask.copy()
+        label[mask.shape[0] // 2:] *= 2
+        (folder / f"images/c{i}.nii.gz").write_bytes(write_volume(volume.array, volume.geometry, dtype="float32"))
+        (folder / f"labels/c{i}.nii.gz").write_bytes(write_volume(label, volume.geometry))
+        items.append({"image": f"images/c{i}.nii.gz", "label": f"labels/c{i}.nii.gz"})
+    datalist = folder / "datalist.json"
+    datalist.write_text(json.dumps({"training": items[:2], "validation": items[2:]}))
+    return datalist
+
+
+def test_datalist_paths_are_relative_to_the_datalist(tmp_path):
+    datalist = make_dataset(tmp_path)
+    data = load_datalist(datalist)
+    assert len(data["training"]) == 2 and data["validation"][0]["image"] == str(tmp_path / "images/c2.nii.gz")
+
+
+def test_training_keeps_the_best_checkpoint_that_the_pool_then_serves(tmp_path):
+    datalist = make_dataset(tmp_path / "data")
+    for name, cfg, extra in [
+        ("ann", annotation_config(), {"augment_before": "transforms.AddExtremePointsChannel",
+                                      "augmentations": [{"name": "RandShiftIntensityd",
+                                                         "args": {"keys": "image", "offsets": 0.1, "prob": 0.5}}]}),
+        ("seg", segmentation_config(), {"augmentations": [
+            {"name": "SpatialPadd", "args": {"keys": ["image", "label"], "spatial_size": [32, 32, 32]}},
+            {"name": "RandSpatialCropd", "args": {"keys": ["image", "label"], "roi_size": [32, 32, 32],
+                                                  "random_size": False}}]}),
+    ]:
+        cfg_path = tmp_path / f"{name}.json"
+        cfg_path.write_text(json.dumps(cfg))
+        train_cfg = tmp_path / f"{name}_train.json"
+        train_cfg.write_text(json.dumps({"epochs": 2, "batch_size": 2, "val_interval": 1, **extra}))
+        out = tmp_path / f"out_{name}"
+        metrics = train(cfg_path, datalist, train_cfg, out, device="cpu", progress=lambda _: None)
+        assert (out / "model.pt").is_file() and (out / "metrics.json").is_file()
+        assert len(metrics["history"]) == 2 and metrics["best"]["epoch"] in (1, 2)
+        n_labels = len(ModelConfig.model_validate(cfg).labels)
+        assert len(metrics["final"]["val_dice"]) == n_labels
+        assert all(0.0 <= d <= 1.0 for d in metrics["final"]["val_dice"])
+        state = torch.load(out / "model.pt", weights_only=True)
+        assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+        # the saved checkpoint loads in the pool exactly as it was scored
+        (out / f"{name}.json").write_text(json.dumps(cfg))
+        cls = ("Dextr3dCroppedEngine", "medical.aas.dextr3dcropped") if name == "ann" else (
+            "SegmentationEngine", "medical.aas.segmentation")
+        (out / "engine_pool.json").write_text(json.dumps([
+            {"name": name, "class": cls[0], "module": cls[1], "config_file": f"{name}.json"}]))
+        pool = EnginePool.from_file(out / "engine_pool.json")
+        assert pool.records()[0].status == "ready"
+        volume, _ = phantom()
+        assert np.asarray(pool.get(name).infer(volume, {"points": [[10, 25, 15], [26, 25, 15], [18, 15, 15],
+                                                                      [18, 35, 15], [18, 25, 9], [18, 25, 21]]}
+                                               ).mask).shape == volume.shape

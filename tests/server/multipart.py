@@ -1,0 +1,48 @@
+"""Reply parsers that behave like the real AIAA clients (protocol notes section 2.2)."""
+
+from __future__ import annotations
+
+import cgi
+import io
+import json
+import re
+
+
+def parse_like_python_client(body: bytes, content_type: str) -> tuple[dict, dict]:
+    """NVIDIA client_api.py: cgi.FieldStorage over the raw stream; parts with a filename are files."""
+    fs = cgi.FieldStorage(fp=io.BytesIO(body), environ={"REQUEST_METHOD": "POST"},
+                          headers={"content-type": content_type, "content-length": str(len(body))},
+                          keep_blank_values=True)
+    form, files = {}, {}
+    for field in fs.list or []:
+        if field.filename:
+            files[field.filename] = field.value
+        else:
+            form[field.name] = field.value
+    return form, files
+
+
+def parse_like_cpp_client(body: bytes) -> tuple[dict, bytes]:
+    """Poco MultipartReader as the C++ client uses it: boundary guessed from the first line;
+    a part is the file if a header contains 'filename="' or 'octet-stream'; the last text part is the JSON."""
+    first_line = body.lstrip().split(b"\r\n", 1)[0]
+    assert first_line.startswith(b"--"), "body must start with --boundary"
+    boundary = first_line[2:]
+    parts = body.split(b"--" + boundary)
+    text, file_data = None, None
+    for part in parts[1:]:
+        if part.startswith(b"--"):
+            break
+        head, _, content = part.lstrip(b"\r\n").partition(b"\r\n\r\n")
+        content = content[:-2] if content.endswith(b"\r\n") else content
+        if b'filename="' in head or b"octet-stream" in head:
+            file_data = content
+        else:
+            text = content
+    return json.loads(text), file_data
+
+
+def boundary_of(content_type: str) -> str:
+    match = re.search(r"boundary=([^;\s]+)", content_type)
+    assert match, content_type
+    return match.group(1)

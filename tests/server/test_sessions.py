@@ -1,0 +1,67 @@
+import json
+import time
+
+from helpers import dice, phantom, phantom_points
+from multipart import parse_like_cpp_client
+
+from engines.io import read_volume, write_volume
+
+
+def upload(client, path="/session/?expiry=0"):
+    volume, mask = phantom()
+    data = write_volume(volume.array, volume.geometry, ".nii.gz", dtype="float32")
+    reply = client.put(path, files={"image": ("/home/me/image.nii.gz", data)})
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["content-type"] == "application/json"
+    return reply.json(), mask
+
+
+def test_session_lifecycle_and_inference_without_upload(client):
+    info, mask = upload(client)
+    sid = info["session_id"]
+    assert isinstance(sid, str) and info["session_info"]["image"]["shape"] == [40, 48, 32]
+    assert info["session_info"]["name"] == "image.nii.gz"
+    assert client.get(f"/session/{sid}").json()["session_id"] == sid
+    reply = client.post(f"/v1/dextr3d?model=annotation_test&session_id={sid}",
+                        data={"params": json.dumps({"points": phantom_points(mask)})})
+    assert reply.status_code == 200, reply.text
+    assert dice(read_volume(parse_like_cpp_client(reply.content)[1], "r.nii.gz").array, mask) > 0.95
+    # the C++ client sends no params part at all with a session
+    assert client.post(f"/v1/segmentation?model=segmentation_test&session_id={sid}").status_code == 200
+    assert client.delete(f"/session/{sid}").status_code == 200
+    assert client.get(f"/session/{sid}").status_code == 404
+    assert client.delete(f"/session/{sid}").status_code == 404
+
+
+def test_unknown_session_is_440_on_inference_and_404_on_get(client):
+    reply = client.post("/v1/segmentation?model=segmentation_test&session_id=nope", data={"params": "{}"})
+    assert reply.status_code == 440 and "nope" in reply.json()["detail"]
+    assert client.get("/session/nope").status_code == 404
+
+
+def test_put_without_trailing_slash_and_without_expiry(client):
+    info, _ = upload(client, "/session")
+    assert info["session_info"]["expiry"] == 3600
+
+
+def test_expiry_is_capped_and_expired_sessions_answer_440(client):
+    client.app.state.sessions.max_expiry_s = 1
+    info, _ = upload(client, "/session/?expiry=100000")
+    assert info["session_info"]["expiry"] == 1
+    time.sleep(1.2)
+    sid = info["session_id"]
+    assert client.post(f"/v1/segmentation?model=segmentation_test&session_id={sid}").status_code == 440
+    assert client.get(f"/session/{sid}").status_code == 404
+
+
+def test_memory_budget_evicts_oldest_session(client):
+    store = client.app.state.sessions
+    first, _ = upload(client)
+    store.memory_budget = int(first["session_info"]["image"]["shape"][0] * 48 * 32 * 4 * 1.5)
+    second, _ = upload(client)
+    assert client.get(f"/session/{first['session_id']}").status_code == 404
+    assert client.get(f"/session/{second['session_id']}").status_code == 200
+    store.memory_budget = 100
+    volume, _ = phantom()
+    too_big = client.put("/session/", files={"image": ("x.nii.gz", write_volume(volume.array, volume.geometry))})
+    assert too_big.status_code == 413
