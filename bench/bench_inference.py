@@ -1,0 +1,123 @@
+"""Per-click latency of the served models, end to end over HTTP and per stage; prints JSON.
+
+Usage: python bench/bench_inference.py [--cases 10] [--concurrency 4] [--config engine_pool.json]
+
+Runs a real uvicorn server in-process on a free port with the given engine pool and
+sends real hippocampus validation volumes from ../shared/data (full upload per click,
+and with a session). Figures are wall-clock medians on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import socket
+import statistics
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+import uvicorn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engines.io import read_volume  # noqa: E402
+from engines.points import extreme_points  # noqa: E402
+from server.app import create_app  # noqa: E402
+from server.settings import Settings  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "msd_hippocampus"
+
+
+def start_server(config: str) -> tuple[uvicorn.Server, int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(Settings(config=config)), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    return server, port
+
+
+def median(values: list[float]) -> float:
+    return round(statistics.median(values), 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cases", type=int, default=10)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--config", default=str(ROOT / "engine_pool.json"))
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        sys.exit(f"benchmark data not found at {DATA}")
+    cases = json.loads((DATA / "datalist.json").read_text())["validation"][: args.cases]
+    server, port = start_server(args.config)
+    base = f"http://127.0.0.1:{port}"
+    results: dict[str, object] = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
+                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "cases": len(cases),
+    }
+    with httpx.Client(base_url=base, timeout=120) as client:
+        for api, model in (("dextr3d", "annotation_mri_hippocampus"), ("segmentation", "segmentation_mri_hippocampus")):
+            wall, wall_session, stages = [], [], {}
+            requests = []
+            for case in cases:
+                image = (DATA / case["image"]).read_bytes()
+                label = read_volume(DATA / case["label"]).array > 0
+                params = {"points": extreme_points(label).astype(int).tolist()} if api == "dextr3d" else {}
+                requests.append((image, params))
+            for image, params in requests:
+                client.post(f"/v1/{api}?model={model}", data={"params": json.dumps(params)},
+                            files={"image": ("v.nii.gz", image)})  # warm
+                start = time.perf_counter()
+                reply = client.post(f"/v1/{api}?model={model}&output=json", data={"params": json.dumps(params)},
+                                    files={"image": ("v.nii.gz", image)})
+                wall.append((time.perf_counter() - start) * 1000)
+                for stage, ms in reply.json()["timings"].items():
+                    stages.setdefault(stage, []).append(ms)
+                sid = client.put("/session/", files={"image": ("v.nii.gz", image)}).json()["session_id"]
+                start = time.perf_counter()
+                client.post(f"/v1/{api}?model={model}&session_id={sid}", data={"params": json.dumps(params)})
+                wall_session.append((time.perf_counter() - start) * 1000)
+                client.delete(f"/session/{sid}")
+
+            def one(req):
+                image, params = req
+                t = time.perf_counter()
+                client.post(f"/v1/{api}?model={model}", data={"params": json.dumps(params)},
+                            files={"image": ("v.nii.gz", image)})
+                return time.perf_counter() - t
+
+            start = time.perf_counter()
+            with ThreadPoolExecutor(args.concurrency) as pool:
+                concurrent = list(pool.map(one, requests * 2))
+            elapsed = time.perf_counter() - start
+            stage_medians = {k: median(v) for k, v in stages.items()}
+            results[api] = {
+                "model": model,
+                "end_to_end_ms_median": median(wall),
+                "end_to_end_ms_p90": round(float(np.percentile(wall, 90)), 2),
+                "with_session_ms_median": median(wall_session),
+                "stages_ms_median": stage_medians,
+                "network_share_of_end_to_end": round(stage_medians["infer"] / median(wall), 3),
+                "concurrent_clients": args.concurrency,
+                "throughput_per_s": round(len(concurrent) / elapsed, 2),
+                "concurrent_latency_ms_median": median([c * 1000 for c in concurrent]),
+            }
+    server.should_exit = True
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
