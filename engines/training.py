@@ -56,6 +56,7 @@ class TrainConfig(_Strict):
     max_train_cases: int | None = Field(None, ge=1)
     max_val_cases: int | None = Field(None, ge=1)
     save_half: bool = True
+    init_weights: str | None = None  # start from these weights (fine-tuning), relative to the train config
 
 
 def load_train_config(path: str | Path) -> TrainConfig:
@@ -162,7 +163,12 @@ def train(
     dataset = CacheDataset(train_cases, pipeline, cache_rate=1.0, num_workers=0, progress=False)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=0, drop_last=False)
 
-    network = build_network(config.network).to(dev)
+    network = build_network(config.network)
+    if cfg.init_weights:
+        init = (Path(train_config_path).parent / cfg.init_weights).resolve()
+        network.load_state_dict({k: v.float() for k, v in torch.load(init, map_location="cpu", weights_only=True).items()})
+        progress(f"initialised from {init}")
+    network = network.to(dev)
     binary = config.type == "annotation"
     loss_fn = DiceCELoss(sigmoid=binary, softmax=not binary, to_onehot_y=not binary)
     optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
