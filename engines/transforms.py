@@ -73,7 +73,8 @@ class LoadVolumed(MapTransform):
         for key in self.key_iterator(d):
             value = d[key]
             volume = value if isinstance(value, Volume) else read_volume(value)
-            d[key] = volume.array.astype(self.dtype, copy=False)
+            # Always a copy: a session's volume is shared by every click and must never change.
+            d[key] = np.array(volume.array, dtype=self.dtype, copy=True)
             d[geometry_key(key)] = volume.geometry
         return d
 

@@ -68,3 +68,20 @@ def test_training_keeps_the_best_checkpoint_that_the_pool_then_serves(tmp_path):
         assert np.asarray(pool.get(name).infer(volume, {"points": [[10, 25, 15], [26, 25, 15], [18, 15, 15],
                                                                       [18, 35, 15], [18, 25, 9], [18, 25, 21]]}
                                                ).mask).shape == volume.shape
+
+
+def test_fine_tuning_starts_from_given_weights(tmp_path):
+    datalist = make_dataset(tmp_path / "data")
+    cfg_path = tmp_path / "seg.json"
+    cfg_path.write_text(json.dumps(segmentation_config()))
+    first = tmp_path / "first.json"
+    first.write_text(json.dumps({"epochs": 1, "batch_size": 2}))
+    train(cfg_path, datalist, first, tmp_path / "a", device="cpu", progress=lambda _: None)
+    second = tmp_path / "second.json"
+    second.write_text(json.dumps({"epochs": 1, "batch_size": 2, "learning_rate": 1e-12, "init_weights": "a/model.pt"}))
+    messages = []
+    train(cfg_path, datalist, second, tmp_path / "b", device="cpu", progress=messages.append)
+    assert any("initialised from" in m for m in messages)
+    a = torch.load(tmp_path / "a/model.pt", weights_only=True)
+    b = torch.load(tmp_path / "b/model.pt", weights_only=True)
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-3) for k in a if a[k].is_floating_point())

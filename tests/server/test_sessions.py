@@ -65,3 +65,14 @@ def test_memory_budget_evicts_oldest_session(client):
     volume, _ = phantom()
     too_big = client.put("/session/", files={"image": ("x.nii.gz", write_volume(volume.array, volume.geometry))})
     assert too_big.status_code == 413
+
+
+def test_clicks_never_modify_the_session_volume(client):
+    info, mask = upload(client)
+    sid = info["session_id"]
+    before = client.app.state.sessions.get(sid).volume.array.copy()
+    for _ in range(2):
+        client.post(f"/v1/dextr3d?model=annotation_test&session_id={sid}",
+                    data={"params": json.dumps({"points": phantom_points(mask)})})
+        client.post(f"/v1/segmentation?model=segmentation_test&session_id={sid}")
+    assert (client.app.state.sessions.get(sid).volume.array == before).all()
