@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 
 from engines.config import ModelConfig
@@ -100,3 +101,37 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     """Binary Dice."""
     a, b = a > 0, b > 0
     return float(2 * np.logical_and(a, b).sum() / max(a.sum() + b.sum(), 1))
+
+
+def client_crop(volume: Volume, points: list[list[int]], pad_mm=20.0, roi=128):
+    """What NVIDIA's Python client does before uploading (protocol notes section 8.1).
+
+    Returns the 128^3 volume it uploads, the points it sends, the crop start and crop size.
+    """
+    image = sitk.GetImageFromArray(volume.array.transpose())
+    image.SetSpacing(volume.geometry.spacing)
+    size = np.asarray(volume.shape)
+    pts = np.asarray(points)
+    vx_pad = np.array([int(pad_mm / s) for s in volume.geometry.spacing])
+    low = np.maximum(pts.min(0) - vx_pad, 0)
+    high = np.minimum(pts.max(0) + vx_pad, size - 1)
+    crop = image[int(low[0]):int(high[0]), int(low[1]):int(high[1]), int(low[2]):int(high[2])]
+    crop_size = np.asarray(crop.GetSize())
+    resampler = sitk.ResampleImageFilter()
+    resampler.SetSize([roi] * 3)
+    resampler.SetOutputSpacing([float(s) for s in np.asarray(crop.GetSpacing()) * crop_size / roi])
+    resampler.SetOutputOrigin(crop.GetOrigin())
+    resampler.SetOutputDirection(crop.GetDirection())
+    resampler.SetInterpolator(sitk.sitkLinear)
+    out = resampler.Execute(crop)
+    new_points = ((pts - low) * (roi / crop_size)).astype(int).tolist()
+    geometry = Geometry(out.GetSpacing(), out.GetOrigin(), out.GetDirection())
+    return Volume(sitk.GetArrayFromImage(out).transpose().copy(), geometry), new_points, low, crop_size
+
+
+def client_uncrop(mask: np.ndarray, low, crop_size, shape) -> np.ndarray:
+    """What the Python client does with the reply: nearest-neighbour back to the crop, pasted into zeros."""
+    idx = [np.minimum((np.arange(n) * mask.shape[d] / n).astype(int), mask.shape[d] - 1) for d, n in enumerate(crop_size)]
+    full = np.zeros(shape, np.uint8)
+    full[low[0]:low[0] + crop_size[0], low[1]:low[1] + crop_size[1], low[2]:low[2] + crop_size[2]] = mask[np.ix_(*idx)]
+    return full

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
-import SimpleITK as sitk
-from helpers import annotation_config, bright_annotation_net, dice, phantom, phantom_points
+from helpers import annotation_config, bright_annotation_net, client_crop, client_uncrop, dice, phantom, phantom_points
 
 from engines.config import ModelConfig
 from engines.dextr3d import Dextr3dEngine
@@ -32,42 +31,15 @@ def test_only_the_box_around_the_points_is_segmented(engine):
     assert dice(result.mask, mask) > 0.95
 
 
-def _client_crop(volume: Volume, points: list[list[int]], pad_mm=20.0, roi=128):
-    """What NVIDIA's Python client does before uploading (protocol notes section 8.1)."""
-    image = sitk.GetImageFromArray(volume.array.transpose())
-    image.SetSpacing(volume.geometry.spacing)
-    size = np.asarray(volume.shape)
-    pts = np.asarray(points)
-    vx_pad = np.array([int(pad_mm / s) for s in volume.geometry.spacing])
-    low = np.maximum(pts.min(0) - vx_pad, 0)
-    high = np.minimum(pts.max(0) + vx_pad, size - 1)
-    crop = image[int(low[0]):int(high[0]), int(low[1]):int(high[1]), int(low[2]):int(high[2])]
-    crop_size = np.asarray(crop.GetSize())
-    resampler = sitk.ResampleImageFilter()
-    resampler.SetSize([roi] * 3)
-    resampler.SetOutputSpacing([float(s) for s in np.asarray(crop.GetSpacing()) * crop_size / roi])
-    resampler.SetOutputOrigin(crop.GetOrigin())
-    resampler.SetOutputDirection(crop.GetDirection())
-    resampler.SetInterpolator(sitk.sitkLinear)
-    out = resampler.Execute(crop)
-    new_points = ((pts - low) * (roi / crop_size)).astype(int).tolist()
-    geometry = Geometry(out.GetSpacing(), out.GetOrigin(), out.GetDirection())
-    return Volume(sitk.GetArrayFromImage(out).transpose().copy(), geometry), new_points, low, crop_size
-
-
 def test_client_cropped_128_cube_with_points_on_the_edge(engine):
     volume, mask = phantom(shape=(40, 48, 32), center=(30, 25, 15))
     points = phantom_points(mask)
     points[1][0] = 39  # a click on the last voxel: the client maps it to 128, one past the crop
-    cropped, crop_points, low, crop_size = _client_crop(volume, points)
+    cropped, crop_points, low, crop_size = client_crop(volume, points)
     assert max(max(p) for p in crop_points) == 128
     result = engine.infer(cropped, {"points": crop_points})
     assert result.mask.shape == (128, 128, 128)
-    # back on the original grid the way the client does it (nearest neighbour)
-    idx = [np.minimum((np.arange(n) * 128 / n).astype(int), 127) for n in crop_size]
-    back = result.mask[np.ix_(*idx)]
-    truth = mask[low[0]:low[0] + crop_size[0], low[1]:low[1] + crop_size[1], low[2]:low[2] + crop_size[2]]
-    assert dice(back, truth) > 0.9
+    assert dice(client_uncrop(result.mask, low, crop_size, mask.shape), mask) > 0.9
 
 
 def test_bad_points_and_images(engine):
