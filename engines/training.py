@@ -50,6 +50,7 @@ class TrainConfig(_Strict):
     val_interval: int = Field(5, ge=1)
     augmentations: list[ComponentSpec] = Field(default_factory=list)
     augment_before: str | None = None
+    augmentations_last: list[ComponentSpec] = Field(default_factory=list)  # after all pre-transforms
     seed: int = 0
     num_threads: int | None = Field(None, ge=1)
     max_minutes: float | None = Field(None, gt=0)
@@ -91,6 +92,7 @@ def _train_pipeline(config: ModelConfig, train_cfg: TrainConfig) -> mt.Compose:
     if train_cfg.augment_before and train_cfg.augment_before not in names:
         raise ConfigError(f"augment_before '{train_cfg.augment_before}' is not among the pre_transforms {names}")
     specs[at:at] = train_cfg.augmentations
+    specs += train_cfg.augmentations_last
     steps: list[Callable] = [build_transform(s) for s in specs]
     # The annotation network learns one object: every labelled voxel.
     target = (lambda x: (x > 0).float()) if config.type == "annotation" else (lambda x: x.round().long())

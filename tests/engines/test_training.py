@@ -7,7 +7,7 @@ from helpers import annotation_config, phantom, segmentation_config
 from engines.config import ModelConfig
 from engines.io import write_volume
 from engines.pool import EnginePool
-from engines.training import load_datalist, train
+from engines.training import TrainConfig, _train_pipeline, load_datalist, train
 
 
 def make_dataset(folder, n=3):
@@ -85,3 +85,14 @@ def test_fine_tuning_starts_from_given_weights(tmp_path):
     a = torch.load(tmp_path / "a/model.pt", weights_only=True)
     b = torch.load(tmp_path / "b/model.pt", weights_only=True)
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-3) for k in a if a[k].is_floating_point())
+
+
+def test_augmentations_last_run_after_every_pre_transform(tmp_path):
+    datalist = make_dataset(tmp_path / "data")
+    config = ModelConfig.model_validate(segmentation_config())
+    case = load_datalist(datalist)["training"][0]
+    plain = _train_pipeline(config, TrainConfig(epochs=1))(dict(case))
+    flip = {"name": "RandFlipd", "args": {"keys": ["image", "label"], "spatial_axis": 0, "prob": 1.0}}
+    flipped = _train_pipeline(config, TrainConfig(epochs=1, augmentations_last=[flip]))(dict(case))
+    for key in ("image", "label"):
+        assert torch.equal(torch.as_tensor(flipped[key]), torch.flip(torch.as_tensor(plain[key]), [1]))
