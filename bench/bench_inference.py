@@ -12,10 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import socket
 import statistics
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,10 +21,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import torch
-import uvicorn
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from helpers import serve_in_thread  # noqa: E402
 
 from engines.io import read_volume  # noqa: E402
 from engines.points import extreme_points  # noqa: E402
@@ -34,18 +33,6 @@ from server.app import create_app  # noqa: E402
 from server.settings import Settings  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "msd_hippocampus"
-
-
-def start_server(config: str) -> tuple[uvicorn.Server, int]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(Settings(config=config)), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    return server, port
 
 
 def median(values: list[float]) -> float:
@@ -61,22 +48,24 @@ def main() -> None:
     if not DATA.is_dir():
         sys.exit(f"benchmark data not found at {DATA}")
     cases = json.loads((DATA / "datalist.json").read_text())["validation"][: args.cases]
-    server, port = start_server(args.config)
-    base = f"http://127.0.0.1:{port}"
+    with serve_in_thread(create_app(Settings(config=args.config))) as port:
+        results = measure(f"http://127.0.0.1:{port}", cases, args.concurrency)
+    print(json.dumps(results, indent=2))
+
+
+def measure(base: str, cases: list[dict], concurrency: int) -> dict:
+    """Latency and throughput of both models against the server at ``base``."""
     results: dict[str, object] = {
         "machine": {"cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         "cases": len(cases),
     }
+    loaded = [((DATA / c["image"]).read_bytes(),
+               extreme_points(read_volume(DATA / c["label"]).array > 0).astype(int).tolist()) for c in cases]
     with httpx.Client(base_url=base, timeout=120) as client:
         for api, model in (("dextr3d", "annotation_mri_hippocampus"), ("segmentation", "segmentation_mri_hippocampus")):
             wall, wall_session, stages = [], [], {}
-            requests = []
-            for case in cases:
-                image = (DATA / case["image"]).read_bytes()
-                label = read_volume(DATA / case["label"]).array > 0
-                params = {"points": extreme_points(label).astype(int).tolist()} if api == "dextr3d" else {}
-                requests.append((image, params))
+            requests = [(image, {"points": points} if api == "dextr3d" else {}) for image, points in loaded]
             for image, params in requests:
                 client.post(f"/v1/{api}?model={model}", data={"params": json.dumps(params)},
                             files={"image": ("v.nii.gz", image)})  # warm
@@ -100,7 +89,7 @@ def main() -> None:
                 return time.perf_counter() - t
 
             start = time.perf_counter()
-            with ThreadPoolExecutor(args.concurrency) as pool:
+            with ThreadPoolExecutor(concurrency) as pool:
                 concurrent = list(pool.map(one, requests * 2))
             elapsed = time.perf_counter() - start
             stage_medians = {k: median(v) for k, v in stages.items()}
@@ -111,12 +100,11 @@ def main() -> None:
                 "with_session_ms_median": median(wall_session),
                 "stages_ms_median": stage_medians,
                 "network_share_of_end_to_end": round(stage_medians["infer"] / median(wall), 3),
-                "concurrent_clients": args.concurrency,
+                "concurrent_clients": concurrency,
                 "throughput_per_s": round(len(concurrent) / elapsed, 2),
                 "concurrent_latency_ms_median": median([c * 1000 for c in concurrent]),
             }
-    server.should_exit = True
-    print(json.dumps(results, indent=2))
+    return results
 
 
 if __name__ == "__main__":

@@ -1,13 +1,19 @@
-"""Test factories: phantoms, stand-in networks and tiny model configs."""
+"""Test factories: phantoms, stand-in networks, tiny model configs, the client crop and a threaded server."""
 
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 import torch
+import uvicorn
 
 from engines.config import ModelConfig
 from engines.io import Geometry, Volume
@@ -135,3 +141,25 @@ def client_uncrop(mask: np.ndarray, low, crop_size, shape) -> np.ndarray:
     full = np.zeros(shape, np.uint8)
     full[low[0]:low[0] + crop_size[0], low[1]:low[1] + crop_size[1], low[2]:low[2] + crop_size[2]] = mask[np.ix_(*idx)]
     return full
+
+
+@contextmanager
+def serve_in_thread(app) -> Iterator[int]:
+    """Serve ``app`` with a real uvicorn server on a free local port; yields the port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError(f"the server did not start on port {port}")
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

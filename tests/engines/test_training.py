@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 import torch
-from helpers import annotation_config, phantom, segmentation_config
+from helpers import annotation_config, phantom, segmentation_config, write_pool
 
 from engines.config import ModelConfig
 from engines.io import write_volume
@@ -60,9 +60,8 @@ def test_training_keeps_the_best_checkpoint_that_the_pool_then_serves(tmp_path):
         (out / f"{name}.json").write_text(json.dumps(cfg))
         cls = ("Dextr3dCroppedEngine", "medical.aas.dextr3dcropped") if name == "ann" else (
             "SegmentationEngine", "medical.aas.segmentation")
-        (out / "engine_pool.json").write_text(json.dumps([
+        pool = EnginePool.from_file(write_pool(out, [
             {"name": name, "class": cls[0], "module": cls[1], "config_file": f"{name}.json"}]))
-        pool = EnginePool.from_file(out / "engine_pool.json")
         assert pool.records()[0].status == "ready"
         volume, _ = phantom()
         assert np.asarray(pool.get(name).infer(volume, {"points": [[10, 25, 15], [26, 25, 15], [18, 15, 15],

@@ -6,12 +6,19 @@ import cgi
 import io
 import json
 import re
+from typing import BinaryIO
 
 
-def parse_like_python_client(body: bytes, content_type: str) -> tuple[dict, dict]:
-    """NVIDIA client_api.py: cgi.FieldStorage over the raw stream; parts with a filename are files."""
-    fs = cgi.FieldStorage(fp=io.BytesIO(body), environ={"REQUEST_METHOD": "POST"},
-                          headers={"content-type": content_type, "content-length": str(len(body))},
+def parse_like_python_client(body: bytes | BinaryIO, content_type: str,
+                             content_length: int | str | None = None) -> tuple[dict, dict]:
+    """NVIDIA client_api.py: cgi.FieldStorage over the raw stream; parts with a filename are files.
+
+    ``body`` is the reply's bytes, or its raw socket stream read up to ``content_length``.
+    """
+    if isinstance(body, bytes):
+        body, content_length = io.BytesIO(body), len(body)
+    fs = cgi.FieldStorage(fp=body, environ={"REQUEST_METHOD": "POST"},
+                          headers={"content-type": content_type, "content-length": str(content_length)},
                           keep_blank_values=True)
     form, files = {}, {}
     for field in fs.list or []:

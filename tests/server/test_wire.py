@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import cgi
 import http.client
 import json
 import socket
-import threading
-import time
 
 import pytest
-import uvicorn
 from conftest import standin_pool
-from helpers import dice, phantom, phantom_points
-from multipart import parse_like_cpp_client
+from helpers import dice, phantom, phantom_points, serve_in_thread
+from multipart import parse_like_cpp_client, parse_like_python_client
 
 from engines.io import read_volume, write_volume
 from server.app import create_app
@@ -24,20 +20,8 @@ PY_BOUNDARY = "----------lImIt_of_THE_fIle_eW_$"
 
 @pytest.fixture(scope="module")
 def server():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app = create_app(Settings(config="unused.json"), standin_pool())
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(100):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    yield port
-    srv.should_exit = True
-    thread.join(timeout=5)
+    with serve_in_thread(create_app(Settings(config="unused.json"), standin_pool())) as port:
+        yield port
 
 
 def python_client_body(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> bytes:
@@ -76,15 +60,7 @@ def test_python_client_dextr3d_parsed_from_the_raw_socket(server):
     content_type = response.getheader("content-type")
     assert "multipart" in content_type
     # exactly what client_api.parse_multipart does: cgi.FieldStorage on response.fp
-    fs = cgi.FieldStorage(fp=response.fp, environ={"REQUEST_METHOD": "POST"},
-                          headers={"content-type": content_type, "content-length": response.getheader("content-length")},
-                          keep_blank_values=True)
-    form, files = {}, {}
-    for field in fs.list:
-        if field.filename:
-            files[field.filename] = field.value
-        else:
-            form[field.name] = field.value
+    form, files = parse_like_python_client(response.fp, content_type, response.getheader("content-length"))
     conn.close()
     assert "points" in json.loads(form["params"])
     first_name = next(iter(files))
