@@ -12,6 +12,7 @@ import os
 import tempfile
 import zlib
 from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +24,17 @@ __all__ = [
     "Geometry",
     "Volume",
     "SUFFIXES",
+    "DICOM_SUFFIX",
     "detect_suffix",
+    "read_dicom_series",
     "read_volume",
     "write_volume",
 ]
 
-# Formats accepted from uploads (single-file formats only) and written as results.
+# Formats accepted from uploads and written as results. DICOM is read (one file or a
+# series of files) but never written: a mask for a DICOM input comes back as NIfTI.
 SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".png")
+DICOM_SUFFIX = ".dcm"
 
 
 @dataclass(frozen=True)
@@ -70,9 +75,11 @@ def detect_suffix(filename: str | None, head: bytes = b"") -> str:
     Only the base name of ``filename`` is looked at (clients send full local paths).
     """
     name = os.path.basename((filename or "").replace("\\", "/")).lower()
-    for suffix in SUFFIXES:
+    for suffix in SUFFIXES + (DICOM_SUFFIX,):
         if name.endswith(suffix):
             return suffix
+    if head[128:132] == b"DICM":  # DICOM Part 10 preamble + prefix
+        return DICOM_SUFFIX
     if name.endswith(".gz") or head[:2] == b"\x1f\x8b":
         return ".nii.gz"
     if head[:8] == b"\x89PNG\r\n\x1a\n":
@@ -85,7 +92,7 @@ def detect_suffix(filename: str | None, head: bytes = b"") -> str:
         return ".mha"
     raise InvalidImageError(
         f"cannot tell the image format of {name or 'the upload'!r}: "
-        f"send one of {', '.join(SUFFIXES)}"
+        f"send one of {', '.join(SUFFIXES + (DICOM_SUFFIX,))}"
     )
 
 
@@ -109,6 +116,8 @@ def read_volume(
     if not source:
         raise InvalidImageError("the uploaded image is empty")
     suffix = detect_suffix(filename, source[:1024])
+    if suffix == DICOM_SUFFIX:
+        return read_dicom_series([source], max_voxels=max_voxels)
     if suffix in (".nii.gz", ".nii"):
         # SimpleITK silently zero-fills truncated NIfTI data: check completeness ourselves,
         # decompressing at most what the header announces (no gzip bombs).
@@ -119,6 +128,57 @@ def read_volume(
         with open(path, "wb") as fh:
             fh.write(source)
         return _read_path(path, max_voxels)
+
+
+def read_dicom_series(files: Sequence[bytes], *, max_voxels: int | None = None) -> Volume:
+    """Decode the files of one DICOM series (one instance each, any order) into a :class:`Volume`.
+
+    GDCM sorts the slices by position; the geometry comes from the DICOM headers.
+
+    Raises:
+        InvalidImageError: no DICOM image among the files, several series, files that are
+            not slices of the series, or unreadable pixel data.
+        InputTooLargeError: more voxels than ``max_voxels``.
+    """
+    if not files or not all(files):
+        raise InvalidImageError("a DICOM series upload holds an empty file")
+    with tempfile.TemporaryDirectory(prefix="aiaa-dicom-") as tmp:
+        for index, data in enumerate(files):
+            with open(os.path.join(tmp, f"{index:06d}.dcm"), "wb") as fh:
+                fh.write(data)
+        series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(tmp)
+        if not series:
+            raise InvalidImageError(f"none of the {len(files)} uploaded files is a readable DICOM image")
+        if len(series) > 1:
+            raise InvalidImageError(f"the upload holds {len(series)} DICOM series; send the files of one series")
+        names = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(tmp, series[0])
+        if len(names) != len(files):
+            raise InvalidImageError(
+                f"{len(files) - len(names)} of the {len(files)} uploaded files are not slices of the DICOM series"
+            )
+        info = _read_information(names[0])
+        voxels = int(np.prod(info.GetSize()[:2], dtype=np.int64)) * len(names)
+        if max_voxels is not None and voxels > max_voxels:
+            raise InputTooLargeError(f"DICOM series has {voxels} voxels; the limit is {max_voxels}")
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(names)
+        try:
+            image = reader.Execute()
+        except RuntimeError as exc:
+            raise InvalidImageError(f"unreadable DICOM series: {_first_line(exc)}") from None
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InvalidImageError("the DICOM series is not a scalar (greyscale) image")
+    return _to_volume(image)
+
+
+def _read_information(path: str) -> sitk.ImageFileReader:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InvalidImageError(f"not a readable image: {_first_line(exc)}") from None
+    return reader
 
 
 def _nifti_sizes(head: bytes) -> tuple[int, int]:
@@ -171,12 +231,7 @@ def _complete_nifti(data: bytes, gzipped: bool, max_voxels: int | None) -> bytes
 
 
 def _read_path(path: str, max_voxels: int | None) -> Volume:
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(path)
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as exc:
-        raise InvalidImageError(f"not a readable image: {_first_line(exc)}") from None
+    reader = _read_information(path)
     size = reader.GetSize()
     if reader.GetNumberOfComponents() != 1:
         raise InvalidImageError(
@@ -193,6 +248,10 @@ def _read_path(path: str, max_voxels: int | None) -> Volume:
         image = reader.Execute()
     except RuntimeError as exc:
         raise InvalidImageError(f"corrupt or truncated image: {_first_line(exc)}") from None
+    return _to_volume(image)
+
+
+def _to_volume(image: sitk.Image) -> Volume:
     array = sitk.GetArrayFromImage(image).transpose()  # [k, j, i] -> [i, j, k]
     geometry = Geometry(
         tuple(float(s) for s in image.GetSpacing()),

@@ -8,6 +8,8 @@ text part ``params`` followed by one file part with a quoted ``filename``.
 from __future__ import annotations
 
 import json
+import os
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,13 +18,16 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 
-from engines.io import SUFFIXES
+from engines.io import DICOM_SUFFIX, SUFFIXES, Volume, detect_suffix, read_dicom_series, read_volume
 from server.errors import BadRequest, PayloadTooLarge
 
-__all__ = ["Upload", "ResultFormat", "read_upload", "multipart_reply", "result_format"]
+__all__ = ["Upload", "ResultFormat", "decode_upload", "read_upload", "multipart_reply", "result_format"]
 
 # Field names the clients use for the image, in order of preference.
 FILE_FIELDS = ("image", "datapoint", "file", "image0")
+# OHIF uploads a DICOM series as one instance per part: image0, image1, ...
+SERIES_FIELD = re.compile(r"image(\d+)")
+MAX_SERIES_FILES = 4096
 RESULT_DTYPES = ("uint8", "uint16", "int16", "int32", "uint32", "float32")
 
 
@@ -33,6 +38,12 @@ class Upload:
     params: dict[str, Any] = field(default_factory=dict)
     data: bytes | None = None
     filename: str | None = None
+    series: list[bytes] = field(default_factory=list)  # DICOM instances, when sent as image0..N
+
+    @property
+    def has_image(self) -> bool:
+        """Whether an image (one file or a DICOM series) was uploaded."""
+        return self.data is not None or bool(self.series)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -85,7 +96,9 @@ async def read_upload(request: Request, max_bytes: int) -> Upload:
         return {"type": "http.request", "body": body, "more_body": False}
 
     try:
-        form = await Request(request.scope, replay).form(max_files=64, max_fields=64, max_part_size=16 * 1024 * 1024)
+        form = await Request(request.scope, replay).form(
+            max_files=MAX_SERIES_FILES, max_fields=64, max_part_size=max_bytes
+        )
     except Exception as exc:  # python-multipart raises several types for broken bodies
         raise BadRequest(f"malformed multipart body: {exc}") from None
     try:
@@ -98,15 +111,36 @@ async def read_upload(request: Request, max_bytes: int) -> Upload:
         if not files:
             return Upload(params)
         if len(files) > 1:
-            names = {n for n, _ in files}
-            if any(n.startswith("image") and n[5:].isdigit() for n in names):
-                raise BadRequest("DICOM series uploads (image0..N) are not supported yet: send one NIfTI volume")
-            raise BadRequest(f"expected one image file, got {len(files)} ({', '.join(sorted(names))})")
+            numbered = [(SERIES_FIELD.fullmatch(n), f) for n, f in files]
+            if not all(match for match, _ in numbered):
+                names = sorted({n for n, _ in files})
+                raise BadRequest(
+                    f"expected one image file (or a DICOM series as image0..N), got {len(files)} "
+                    f"({', '.join(names[:8])}{', ...' if len(names) > 8 else ''})"
+                )
+            numbered.sort(key=lambda item: int(item[0].group(1)))
+            return Upload(params, filename=numbered[0][1].filename, series=[await f.read() for _, f in numbered])
         files.sort(key=lambda item: FILE_FIELDS.index(item[0]) if item[0] in FILE_FIELDS else len(FILE_FIELDS))
         upload = files[0][1]
         return Upload(params, await upload.read(), upload.filename)
     finally:
         await form.close()
+
+
+def decode_upload(upload: Upload, max_voxels: int) -> tuple[Volume, str, str]:
+    """Decode the uploaded image: ``(volume, default result suffix, file name)``.
+
+    Blocking (runs in a worker thread). A DICOM input's results default to NIfTI.
+    """
+    if upload.series:
+        volume, suffix = read_dicom_series(upload.series, max_voxels=max_voxels), DICOM_SUFFIX
+    elif upload.data is not None:
+        suffix = detect_suffix(upload.filename, upload.data[:1024])
+        volume = read_volume(upload.data, upload.filename, max_voxels=max_voxels)
+    else:
+        raise BadRequest("no image: upload the volume as a multipart file part or pass session_id")
+    name = os.path.basename((upload.filename or "image" + suffix).replace("\\", "/"))
+    return volume, ".nii.gz" if suffix == DICOM_SUFFIX else suffix, name
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 import torch
 import uvicorn
@@ -22,6 +23,14 @@ from engines.points import extreme_points
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 HIPPOCAMPUS = SHARED_DATA / "msd_hippocampus"
+CT_DICOM_SERIES = SHARED_DATA / "totalsegmentator_example" / "example_ct_dicom"
+
+
+def dicom_series_files() -> list[bytes]:
+    """The 20 instances of the shared CT DICOM series (512x512, 0.98x0.98x2 mm), in file order."""
+    if not CT_DICOM_SERIES.is_dir():
+        pytest.skip("../shared/data/totalsegmentator_example is absent (real data lives beside the repo)")
+    return [path.read_bytes() for path in sorted(CT_DICOM_SERIES.iterdir())]
 
 GEOMETRY = Geometry((0.8, 0.9, 1.5), (-12.0, 30.5, 7.25), (1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0))
 

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from engines.errors import WrongModelTypeError
-from engines.io import Volume, detect_suffix, read_volume, write_volume
+from engines.io import Volume, write_volume
 from server.deps import GatesDep, PoolDep, SessionsDep, SettingsDep
 from server.errors import BadRequest, SessionExpired
-from server.wire import multipart_reply, read_upload, result_format
+from server.wire import decode_upload, multipart_reply, read_upload, result_format
 
 router = APIRouter(tags=["inference"])
 
@@ -40,12 +40,9 @@ async def _infer(api: str, request: Request, pool: PoolDep, sessions: SessionsDe
         if session is None:
             raise SessionExpired(f"session '{session_id}' not found or expired; create a new one with PUT /session/")
         volume, suffix = session.volume, session.suffix
-    elif upload.data is not None:
-        suffix = detect_suffix(upload.filename, upload.data[:1024])
+    elif upload.has_image:
         start = time.perf_counter()
-        volume = await to_thread.run_sync(
-            lambda: read_volume(upload.data, upload.filename, max_voxels=settings.max_voxels)
-        )
+        volume, suffix, _ = await to_thread.run_sync(decode_upload, upload, settings.max_voxels)
         timings["decode"] = round((time.perf_counter() - start) * 1000, 2)
     else:
         raise BadRequest("no image: upload the volume as a multipart file part or pass session_id")

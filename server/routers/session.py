@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
 from anyio import to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from engines.io import detect_suffix, read_volume
 from server.deps import SessionsDep, SettingsDep
 from server.errors import ApiError, BadRequest
-from server.wire import read_upload
+from server.wire import decode_upload, read_upload
 
 router = APIRouter(tags=["session"])
 
@@ -28,11 +25,9 @@ async def create_session(request: Request, sessions: SessionsDep, settings: Sett
                          expiry: int | None = None) -> JSONResponse:
     """Upload a volume once; later inference calls pass ``session_id`` instead of a file."""
     upload = await read_upload(request, settings.max_upload_bytes)
-    if upload.data is None:
+    if not upload.has_image:
         raise BadRequest("no image: send the volume as a multipart file part (e.g. -F image=@volume.nii.gz)")
-    suffix = detect_suffix(upload.filename, upload.data[:1024])
-    volume = await to_thread.run_sync(lambda: read_volume(upload.data, upload.filename, max_voxels=settings.max_voxels))
-    name = os.path.basename((upload.filename or "image" + suffix).replace("\\", "/"))
+    volume, suffix, name = await to_thread.run_sync(decode_upload, upload, settings.max_voxels)
     session = sessions.create(volume, suffix, name, expiry)
     return JSONResponse(session.info())
 

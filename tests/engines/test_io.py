@@ -2,10 +2,10 @@ import gzip
 
 import numpy as np
 import pytest
-from helpers import GEOMETRY, phantom
+from helpers import GEOMETRY, dicom_series_files, phantom
 
 from engines.errors import InputTooLargeError, InvalidImageError
-from engines.io import detect_suffix, read_volume, write_volume
+from engines.io import detect_suffix, read_dicom_series, read_volume, write_volume
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha"])
@@ -58,3 +58,33 @@ def test_voxel_limit_is_checked_from_the_header():
     data = write_volume(volume.array, volume.geometry, ".nii.gz")
     with pytest.raises(InputTooLargeError, match="limit"):
         read_volume(data, "x.nii.gz", max_voxels=1000)
+
+
+def test_dicom_series_is_sorted_by_position_whatever_the_upload_order():
+    files = dicom_series_files()
+    volume = read_dicom_series(files)
+    assert volume.shape == (512, 512, 20) and volume.array.dtype == np.int16
+    np.testing.assert_allclose(volume.geometry.spacing, (0.9765625, 0.9765625, 2.0))
+    shuffled = read_dicom_series(files[::-1][10:] + files[::-1][:10])
+    np.testing.assert_array_equal(shuffled.array, volume.array)
+    assert shuffled.geometry == volume.geometry
+    # slices along k really are in order: the z origin is the lowest slice position
+    assert volume.geometry.origin[2] == min(read_volume(f).geometry.origin[2] for f in files)
+
+
+def test_one_dicom_file_is_recognised_by_its_magic_bytes():
+    one = dicom_series_files()[0]
+    assert detect_suffix("blob", one[:1024]) == ".dcm"
+    assert read_volume(one).shape == (512, 512, 1)
+
+
+def test_bad_dicom_series_are_invalid():
+    files = dicom_series_files()
+    with pytest.raises(InvalidImageError, match="1 of the 4 uploaded files are not slices"):
+        read_dicom_series(files[:3] + [b"not dicom"])
+    with pytest.raises(InvalidImageError, match="none of the 2"):
+        read_dicom_series([b"not dicom", b"neither"])
+    with pytest.raises(InvalidImageError, match="empty"):
+        read_dicom_series(files[:2] + [b""])
+    with pytest.raises(InputTooLargeError, match="limit"):
+        read_dicom_series(files, max_voxels=512 * 512 * 10)

@@ -55,6 +55,10 @@ CASES = {
     "bad output": ("/v1/segmentation?model=segmentation_test&output=pdf", {"image": ("a.nii.gz", GOOD)}, "{}", 400),
     "two files": ("/v1/segmentation?model=segmentation_test",
                   [("image", ("a.nii.gz", GOOD)), ("label", ("b.nii.gz", GOOD))], "{}", 400),
+    "image and image1": ("/v1/segmentation?model=segmentation_test",
+                         [("image", ("a.nii.gz", GOOD)), ("image1", ("b.dcm", GOOD))], "{}", 400),
+    "series that is not dicom": ("/v1/segmentation?model=segmentation_test",
+                                 [("image0", ("0.dcm", GOOD)), ("image1", ("1.dcm", b"junk"))], "{}", 400),
 }
 
 

@@ -1,10 +1,14 @@
 import json
 import time
 
-from helpers import dice, phantom, phantom_points
-from multipart import parse_like_cpp_client
+import numpy as np
+from conftest import standin_pool
+from fastapi.testclient import TestClient
+from helpers import dice, dicom_series_files, phantom, phantom_points
+from multipart import parse_like_cpp_client, parse_like_python_client
 
-from engines.io import read_volume, write_volume
+from engines.io import read_dicom_series, read_volume, write_volume
+from server.app import create_app
 
 
 def upload(client, path="/session/?expiry=0"):
@@ -76,3 +80,27 @@ def test_clicks_never_modify_the_session_volume(client):
                     data={"params": json.dumps({"points": phantom_points(mask)})})
         client.post(f"/v1/segmentation?model=segmentation_test&session_id={sid}")
     assert (client.app.state.sessions.get(sid).volume.array == before).all()
+
+
+def test_dicom_series_uploaded_as_image0_to_n_like_ohif(settings):
+    files = dicom_series_files()
+    reference = read_dicom_series(files)
+    parts = [(f"image{i}", (f"{i}.dcm", data, "application/dicom")) for i, data in enumerate(files)]
+    parts.append(("params", (None, "null")))
+    roomy = settings.model_copy(update={"max_upload_bytes": 64 * 1024 * 1024, "max_voxels": 512 * 512 * 64})
+    with TestClient(create_app(roomy, standin_pool())) as client:
+        reply = client.put("/session/?expiry=0&save_as=.nii", files=parts)
+        assert reply.status_code == 200, reply.text
+        info = reply.json()
+        assert info["session_info"]["image"]["shape"] == [512, 512, 20]
+        points = [[200, 250, 2], [300, 250, 2], [250, 200, 2], [250, 300, 2], [250, 250, 0], [250, 250, 19]]
+        reply = client.post(f"/v1/dextr3d?model=annotation_test&session_id={info['session_id']}",
+                            data={"params": json.dumps({"points": points})})
+        assert reply.status_code == 200, reply.text
+        _, files_back = parse_like_python_client(reply.content, reply.headers["content-type"])
+        (filename, result), = files_back.items()
+        assert filename.endswith(".nii.gz")  # a DICOM input's mask comes back as NIfTI
+        mask = read_volume(result, filename)
+        assert mask.shape == reference.shape and np.any(mask.array)
+        np.testing.assert_allclose(mask.geometry.origin, reference.geometry.origin, atol=1e-3)
+        np.testing.assert_allclose(mask.geometry.spacing, reference.geometry.spacing)
