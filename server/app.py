@@ -11,7 +11,8 @@ from fastapi import FastAPI
 
 from engines.pool import EnginePool
 from server.errors import install_handlers
-from server.routers import health, inference, models, session
+from server.logbuffer import LogBuffer
+from server.routers import health, inference, logs, models, session
 from server.runner import GateKeeper
 from server.sessions import SessionStore
 from server.settings import Settings
@@ -27,6 +28,7 @@ def create_app(settings: Settings | None = None, pool: EnginePool | None = None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.logs.attach()
         if pool is None:
             log.info("loading models from %s", settings.config)
             app.state.pool = await to_thread.run_sync(lambda: EnginePool.from_file(settings.config, settings.warmup))
@@ -35,6 +37,7 @@ def create_app(settings: Settings | None = None, pool: EnginePool | None = None)
         finally:
             if pool is None:
                 app.state.pool.close()
+            app.state.logs.detach()
 
     app = FastAPI(title="AIAA-compatible annotation server", version="0.1.0", lifespan=lifespan,
                   redirect_slashes=False)
@@ -42,8 +45,9 @@ def create_app(settings: Settings | None = None, pool: EnginePool | None = None)
     app.state.pool = pool or EnginePool()
     app.state.sessions = SessionStore(settings.session_default_expiry_s, settings.session_max_expiry_s,
                                       settings.session_memory_bytes)
+    app.state.logs = LogBuffer()
     app.state.gates = GateKeeper(settings.max_running_per_model, settings.max_queued_per_model)
     install_handlers(app)
-    for module in (models, inference, session, health):
+    for module in (models, inference, session, health, logs):
         app.include_router(module.router)
     return app

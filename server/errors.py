@@ -72,7 +72,10 @@ STATUS_OF: list[tuple[type[E.EngineError], int]] = [
 ]
 
 
-def _reply(status: int, kind: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def _reply(request: Request, status: int, kind: str, detail: str,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    if status < 500:  # what a client sent wrong, for the administrator (GET /logs)
+        log.warning("%s %s refused with %d %s: %s", request.method, request.url.path, status, kind, detail)
     return JSONResponse({"error": kind, "detail": detail}, status_code=status, headers=headers)
 
 
@@ -80,24 +83,24 @@ def install_handlers(app: FastAPI) -> None:
     """Register the translation of every error tree onto ``app``."""
 
     @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return _reply(exc.status, type(exc).__name__, exc.detail, exc.headers)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _reply(request, exc.status, type(exc).__name__, exc.detail, exc.headers)
 
     @app.exception_handler(E.EngineError)
     async def engine_error(request: Request, exc: E.EngineError) -> JSONResponse:
         status = next(code for cls, code in STATUS_OF if isinstance(exc, cls))
         if status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc)
-        return _reply(status, type(exc).__name__, str(exc))
+        return _reply(request, status, type(exc).__name__, str(exc))
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
-        return _reply(422, "ValidationError", problems)
+        return _reply(request, 422, "ValidationError", problems)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("%s %s: unexpected error", request.method, request.url.path)
-        return _reply(500, "InternalError", f"unexpected server error: {type(exc).__name__}")
+        return _reply(request, 500, "InternalError", f"unexpected server error: {type(exc).__name__}")
