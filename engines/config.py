@@ -77,6 +77,8 @@ class ModelConfig(_Strict):
     pre_transforms: list[ComponentSpec] = Field(default_factory=list)
     inferer: ComponentSpec = ComponentSpec(name="SimpleInferer")
     post_transforms: list[ComponentSpec] = Field(default_factory=list)
+    # Test-time augmentation: also run on copies flipped along these spatial axes (0..2) and average.
+    tta_flips: list[list[int]] = Field(default_factory=list)
     roi: list[int] | None = None
     padding: float | None = Field(None, ge=0.0)
     sigma: float | None = Field(None, gt=0.0)
@@ -86,6 +88,14 @@ class ModelConfig(_Strict):
     @classmethod
     def _version_as_string(cls, value: Any) -> Any:
         return str(value) if isinstance(value, (int, float)) else value
+
+    @field_validator("tta_flips")
+    @classmethod
+    def _flip_axes(cls, flips: list[list[int]]) -> list[list[int]]:
+        for axes in flips:
+            if not axes or len(set(axes)) != len(axes) or any(a not in (0, 1, 2) for a in axes):
+                raise ValueError(f"each entry of tta_flips must be distinct spatial axes among 0, 1, 2; got {axes}")
+        return flips
 
     @field_validator("roi")
     @classmethod

@@ -14,7 +14,7 @@ import torch
 
 from engines.config import ModelConfig
 from engines.errors import EngineError, InferenceError, InvalidImageError
-from engines.inferers import build_inferer
+from engines.inferers import FlipAveraged, build_inferer
 from engines.io import Volume
 from engines.transforms import build_transforms
 
@@ -56,6 +56,7 @@ class Engine(ABC):
         self.name = name
         self.config = config
         self.backend = backend
+        self.network = FlipAveraged(backend, config.tta_flips) if config.tta_flips else backend
         self.labels = list(labels or config.labels)
         self.description = config.description if description is None else description
         self.version = version or config.version
@@ -120,7 +121,7 @@ class Engine(ABC):
     def run_network(self, image: torch.Tensor) -> torch.Tensor:
         """Batch, run the inferer with the backend, and return (C, *spatial) outputs."""
         try:
-            out = self.inferer(image[None].float(), self.backend)
+            out = self.inferer(image[None].float(), self.network)
         except Exception as exc:
             raise InferenceError(f"network failed: {exc}") from exc
         return torch.as_tensor(out)[0].float().cpu()

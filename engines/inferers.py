@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer
 
 from engines.config import ComponentSpec
 from engines.errors import ConfigError, UnknownComponentError
 
-__all__ = ["INFERERS", "build_inferer"]
+__all__ = ["INFERERS", "FlipAveraged", "build_inferer"]
 
 INFERERS: dict[str, Callable[..., Inferer]] = {
     "SimpleInferer": SimpleInferer,
@@ -31,3 +32,21 @@ def build_inferer(spec: ComponentSpec, batch_size: int = 1) -> Inferer:
         return INFERERS[spec.name](**args)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"inferer '{spec.name}': bad arguments {sorted(args)}: {exc}") from None
+
+
+class FlipAveraged:
+    """Test-time augmentation: the mean of a network's outputs over flipped copies of its input.
+
+    ``flips`` lists spatial axes (0..2) of a ``(B, C, X, Y, Z)`` input; each output is flipped
+    back before averaging, so the result stays on the input's grid.
+    """
+
+    def __init__(self, network: Callable[[torch.Tensor], torch.Tensor], flips: list[list[int]]) -> None:
+        self.network = network
+        self.dims = [[axis + 2 for axis in axes] for axes in flips]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        total = self.network(x).float()
+        for dims in self.dims:
+            total = total + torch.flip(self.network(torch.flip(x, dims)).float(), dims)
+        return total / (len(self.dims) + 1)

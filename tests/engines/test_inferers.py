@@ -1,0 +1,42 @@
+import pytest
+import torch
+from helpers import annotation_config, bright_annotation_net, dice, phantom, phantom_points
+from pydantic import ValidationError
+
+from engines.config import ModelConfig
+from engines.dextr3d import Dextr3dEngine
+from engines.inferers import FlipAveraged
+
+
+def running_sum(x: torch.Tensor) -> torch.Tensor:
+    """A 'network' that is not flip-equivariant: cumulative sum along the first spatial axis."""
+    return torch.cumsum(x, dim=2)
+
+
+def test_flip_averaging_maps_outputs_back_to_the_input_grid():
+    x = torch.ones(1, 1, 5, 3, 2)
+    plain = running_sum(x)[0, 0, :, 0, 0]
+    averaged = FlipAveraged(running_sum, [[0]])(x)[0, 0, :, 0, 0]
+    assert plain.tolist() == [1, 2, 3, 4, 5]
+    assert averaged.tolist() == [3, 3, 3, 3, 3]  # (1..5 + 5..1) / 2
+    # flips along other axes leave this network's output unchanged
+    assert torch.equal(FlipAveraged(running_sum, [[1], [2], [1, 2]])(x), running_sum(x))
+
+
+def test_engine_with_flip_averaging_calls_the_network_once_per_flip():
+    calls = []
+
+    def counting(x):
+        calls.append(x.shape)
+        return bright_annotation_net(x)
+
+    engine = Dextr3dEngine("t", ModelConfig.model_validate(annotation_config(tta_flips=[[0], [1], [2]])), counting)
+    volume, mask = phantom()
+    result = engine.infer(volume, {"points": phantom_points(mask)})
+    assert len(calls) == 4 and dice(result.mask, mask) > 0.95
+
+
+@pytest.mark.parametrize("flips", [[[3]], [[]], [[0, 0]]])
+def test_bad_flip_axes_are_refused(flips):
+    with pytest.raises(ValidationError, match="tta_flips"):
+        ModelConfig.model_validate(annotation_config(tta_flips=flips))
