@@ -16,7 +16,7 @@ from engines.config import ModelConfig
 from engines.errors import BackendUnavailableError, ConfigError
 from engines.networks import build_network
 
-__all__ = ["Backend", "TorchBackend", "load_backend", "select_device"]
+__all__ = ["Backend", "MeanEnsemble", "TorchBackend", "load_backend", "select_device"]
 
 
 class Backend(Protocol):
@@ -79,14 +79,34 @@ class TorchBackend:
             torch.cuda.empty_cache()
 
 
-def load_backend(config: ModelConfig, config_dir: Path) -> TorchBackend:
-    """Open the runtime the model config asks for.
+class MeanEnsemble:
+    """Several backends behind one call: the mean of their raw outputs (logits)."""
+
+    name: ClassVar[str] = "ensemble"
+
+    def __init__(self, members: list[Backend]) -> None:
+        self.members = list(members)
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        outputs = [member(inputs).float() for member in self.members]
+        return torch.stack([o.to(outputs[0].device) for o in outputs]).mean(dim=0)
+
+    def close(self) -> None:
+        """Release every member."""
+        for member in self.members:
+            member.close()
+
+
+def load_backend(config: ModelConfig, config_dir: Path) -> Backend:
+    """Open the runtime the model config asks for (a :class:`MeanEnsemble` for an ensemble).
 
     Raises:
         ConfigError: missing weights or weights that do not fit.
         BackendUnavailableError: the device is not available.
     """
-    path = (config_dir / config.model_path).resolve()
+    if config.ensemble:
+        return MeanEnsemble([load_backend(member, config_dir) for member in config.members()])
+    path = (config_dir / str(config.model_path)).resolve()
     if not path.is_file():
         raise ConfigError(f"model_path '{config.model_path}' not found (resolved to {path})")
     device = select_device(config.device)

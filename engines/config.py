@@ -16,6 +16,7 @@ from engines.errors import ConfigError
 
 __all__ = [
     "ComponentSpec",
+    "EnsembleMember",
     "ModelConfig",
     "PoolEntry",
     "load_json",
@@ -57,10 +58,19 @@ class ComponentSpec(_Strict):
         return args
 
 
+class EnsembleMember(_Strict):
+    """One network of an ensemble: its weights, and its architecture where it differs from the model's."""
+
+    model_path: str | None = None
+    network: ComponentSpec | None = None
+    ensemble: list[EnsembleMember] = Field(default_factory=list)
+
+
 class ModelConfig(_Strict):
     """How one model runs (``model_configs/<name>.json``), Clara keys plus what we need.
 
-    Paths (``model_path``) are relative to the config file's folder.
+    Paths (``model_path``) are relative to the config file's folder. Instead of one
+    ``model_path``, an ``ensemble`` lists several networks whose outputs are averaged.
     """
 
     version: str = "1"
@@ -68,8 +78,9 @@ class ModelConfig(_Strict):
     labels: list[str] = Field(min_length=1)
     description: str = ""
     model_format: Literal["pytorch", "torchscript"] = "pytorch"
-    model_path: str
+    model_path: str | None = None
     network: ComponentSpec | None = None
+    ensemble: list[EnsembleMember] = Field(default_factory=list)
     thresh: float = Field(0.5, gt=0.0, lt=1.0)
     input_nodes: dict[str, str] | list[str] | None = None
     output_nodes: dict[str, str] | list[str] | None = None
@@ -106,8 +117,12 @@ class ModelConfig(_Strict):
 
     @model_validator(mode="after")
     def _type_requirements(self) -> ModelConfig:
-        if self.model_format == "pytorch" and self.network is None:
-            raise ValueError("model_format 'pytorch' needs a 'network' definition")
+        if (self.model_path is None) == (not self.ensemble):
+            raise ValueError("give either 'model_path' or an 'ensemble' of at least two members, not both")
+        if self.ensemble and len(self.ensemble) < 2:
+            raise ValueError("an 'ensemble' needs at least two members")
+        if self.model_format == "pytorch" and any(m.network is None for m in self.members()):
+            raise ValueError("model_format 'pytorch' needs a 'network' definition (for every ensemble member)")
         if self.type == "annotation":
             missing = [k for k in ("roi", "padding", "sigma") if getattr(self, k) is None]
             if missing:
@@ -121,6 +136,15 @@ class ModelConfig(_Strict):
                             f"{getattr(self, key)!r}"
                         )
         return self
+
+    def members(self) -> list[ModelConfig]:
+        """One single-network config per ensemble member; just this config without an ensemble."""
+        if not self.ensemble:
+            return [self]
+        return [
+            self.model_copy(update={"model_path": m.model_path, "network": m.network or self.network, "ensemble": []})
+            for m in self.ensemble
+        ]
 
 
 class PoolEntry(_Strict):

@@ -44,6 +44,8 @@ class TrainConfig(_Strict):
     """Hyper-parameters of one training run (``train_config.json``)."""
 
     epochs: int = Field(ge=1)
+    # Length of the cosine learning-rate schedule; longer than ``epochs`` runs only its first part.
+    lr_schedule_epochs: int | None = Field(None, ge=1)
     batch_size: int = Field(4, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
@@ -104,6 +106,16 @@ def _train_pipeline(config: ModelConfig, train_cfg: TrainConfig) -> mt.Compose:
     return mt.Compose(steps)
 
 
+def _single_network(config: ModelConfig, config_path: Path, member: int | None) -> ModelConfig:
+    """The config of the one network to train: the model itself, or one member of its ensemble."""
+    members = config.members()
+    if member is None and config.ensemble:
+        raise ConfigError(f"{config_path} is an ensemble of {len(members)} networks: choose one with member 1..{len(members)}")
+    if member is not None and not 1 <= member <= len(members):
+        raise ConfigError(f"{config_path} has {len(members)} network(s): member must be 1..{len(members)}, not {member}")
+    return members[(member or 1) - 1]
+
+
 def _validate(engine: Engine, cases: list[dict[str, str]]) -> list[float]:
     """Mean Dice per label over full validation volumes, through the real engine."""
     per_case = []
@@ -133,22 +145,24 @@ def train(
     output_dir: str | Path | None = None,
     device: str = "auto",
     progress: Callable[[str], None] = print,
+    member: int | None = None,
 ) -> dict[str, Any]:
     """Train the model a model config describes; keep the best checkpoint by validation Dice.
 
     Writes ``<output_dir>/<basename of model_path>`` (state dict) and ``metrics.json``.
-    ``output_dir`` defaults to the folder of the config's ``model_path``.
+    ``output_dir`` defaults to the folder of the config's ``model_path``. For an ensemble,
+    ``member`` (1-based) picks the network to train; it is validated on its own.
 
     Returns:
         The metrics written to ``metrics.json``.
     """
     config_path = Path(config_path)
-    config = load_model_config(config_path)
+    config = _single_network(load_model_config(config_path), config_path, member)
     if config.network is None:
         raise ConfigError(f"{config_path}: training needs a 'network' definition")
     cfg = load_train_config(train_config_path)
     datalist = load_datalist(datalist_path)
-    weights_path = (config_path.parent / config.model_path).resolve()
+    weights_path = (config_path.parent / str(config.model_path)).resolve()
     out_dir = Path(output_dir) if output_dir else weights_path.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     weights_out = out_dir / weights_path.name
@@ -174,7 +188,7 @@ def train(
     binary = config.type == "annotation"
     loss_fn = DiceCELoss(sigmoid=binary, softmax=not binary, to_onehot_y=not binary)
     optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.lr_schedule_epochs or cfg.epochs)
     engine_cls = Dextr3dEngine if binary else SegmentationEngine
     backend = TorchBackend(network, dev)
     engine = engine_cls(config_path.stem, config, backend)
@@ -194,6 +208,7 @@ def train(
     best = -1.0
     for epoch in range(1, cfg.epochs + 1):
         network.train()
+        lr = optimizer.param_groups[0]["lr"]
         losses = []
         for batch in loader:
             optimizer.zero_grad(set_to_none=True)
@@ -202,7 +217,7 @@ def train(
             optimizer.step()
             losses.append(float(loss.detach()))
         scheduler.step()
-        entry: dict[str, Any] = {"epoch": epoch, "loss": round(float(np.mean(losses)), 5),
+        entry: dict[str, Any] = {"epoch": epoch, "loss": round(float(np.mean(losses)), 5), "lr": lr,
                                  "elapsed_s": round(time.time() - start, 1)}
         out_of_time = cfg.max_minutes is not None and time.time() - start > cfg.max_minutes * 60
         if epoch % cfg.val_interval == 0 or epoch == cfg.epochs or out_of_time:

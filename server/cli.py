@@ -29,7 +29,7 @@ def _train(args: argparse.Namespace) -> int:
     from engines.training import train
 
     try:
-        train(args.config, args.datalist, args.train_config, args.output, device=args.device)
+        train(args.config, args.datalist, args.train_config, args.output, device=args.device, member=args.member)
     except EngineError as exc:
         print(f"aiaa train: {exc}", file=sys.stderr)
         return 2
@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--train-config", required=True, help="train config JSON (epochs, batch size, ...)")
     train.add_argument("--output", default=None, help="output folder (default: the folder of model_path)")
     train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    train.add_argument("--member", type=int, default=None,
+                       help="for an ensemble model config: which network to train (1..N)")
     train.set_defaults(func=_train)
     return parser
 

@@ -76,6 +76,7 @@ def annotation_config(**overrides) -> dict:
     for spec in cfg["pre_transforms"]:
         if "roi" in spec["args"]:
             spec["args"]["roi"] = roi
+    cfg.pop("ensemble", None)
     cfg.update(roi=roi, network=TINY_UNET, model_path="model.pt")
     cfg.update(overrides)
     return cfg
@@ -86,6 +87,7 @@ def segmentation_config(**overrides) -> dict:
     cfg = json.loads((REPO / "model_configs" / "segmentation_mri_hippocampus.json").read_text())
     net = json.loads(json.dumps(TINY_UNET))
     net["args"].update(in_channels=1, out_channels=3)
+    cfg.pop("ensemble", None)
     cfg.update(network=net, model_path="model.pt",
                inferer={"name": "SlidingWindowInferer", "args": {"roi_size": [32, 32, 32], "overlap": 0.25}})
     cfg.update(overrides)

@@ -68,3 +68,25 @@ def test_expressions_are_refused():
 
 def test_version_becomes_a_string():
     assert ModelConfig.model_validate(annotation_config(version=2)).version == "2"
+
+
+def test_ensemble_replaces_model_path_and_members_inherit_the_network():
+    cfg = annotation_config()
+    net = cfg["network"]
+    del cfg["model_path"]
+    with pytest.raises(ValueError, match="either 'model_path' or an 'ensemble'"):
+        ModelConfig.model_validate(cfg)
+    with pytest.raises(ValueError, match="at least two"):
+        ModelConfig.model_validate({**cfg, "ensemble": [{"model_path": "a.pt"}]})
+    with pytest.raises(ValueError, match="either 'model_path' or an 'ensemble'"):
+        ModelConfig.model_validate({**cfg, "model_path": "m.pt", "ensemble": [{"model_path": "a.pt"}] * 2})
+    other = {"name": "BasicUNet", "args": {"spatial_dims": 3, "in_channels": 2, "out_channels": 1}}
+    config = ModelConfig.model_validate({**cfg, "ensemble": [{"model_path": "a.pt"},
+                                                             {"model_path": "b.pt", "network": other}]})
+    first, second = config.members()
+    assert (first.model_path, first.network.name) == ("a.pt", net["name"])
+    assert (second.model_path, second.network.name) == ("b.pt", "BasicUNet")
+    assert not first.ensemble and first.roi == config.roi
+    del cfg["network"]
+    with pytest.raises(ValueError, match="every ensemble member"):
+        ModelConfig.model_validate({**cfg, "ensemble": [{"model_path": "a.pt"}, {"model_path": "b.pt", "network": other}]})

@@ -1,10 +1,13 @@
 import json
+import math
 
 import numpy as np
+import pytest
 import torch
 from helpers import annotation_config, phantom, segmentation_config, write_pool
 
 from engines.config import ModelConfig
+from engines.errors import ConfigError
 from engines.io import write_volume
 from engines.pool import EnginePool
 from engines.training import TrainConfig, _train_pipeline, load_datalist, train
@@ -95,3 +98,25 @@ def test_augmentations_last_run_after_every_pre_transform(tmp_path):
     flipped = _train_pipeline(config, TrainConfig(epochs=1, augmentations_last=[flip]))(dict(case))
     for key in ("image", "label"):
         assert torch.equal(torch.as_tensor(flipped[key]), torch.flip(torch.as_tensor(plain[key]), [1]))
+
+
+def test_one_member_of_an_ensemble_is_trained_on_its_own(tmp_path):
+    datalist = make_dataset(tmp_path / "data")
+    base = segmentation_config()
+    cfg = {k: v for k, v in base.items() if k not in ("model_path", "network")}
+    wide = json.loads(json.dumps(base["network"]))
+    wide["args"]["channels"] = [8, 16]
+    cfg["ensemble"] = [{"model_path": "small.pt", "network": base["network"]}, {"model_path": "wide.pt", "network": wide}]
+    cfg_path = tmp_path / "seg.json"
+    cfg_path.write_text(json.dumps(cfg))
+    train_cfg = tmp_path / "train.json"
+    train_cfg.write_text(json.dumps({"epochs": 2, "lr_schedule_epochs": 4, "learning_rate": 1e-3, "batch_size": 2}))
+    with pytest.raises(ConfigError, match="member 1..2"):
+        train(cfg_path, datalist, train_cfg, tmp_path / "out", device="cpu", progress=lambda _: None)
+    with pytest.raises(ConfigError, match="not 3"):
+        train(cfg_path, datalist, train_cfg, tmp_path / "out", device="cpu", progress=lambda _: None, member=3)
+    metrics = train(cfg_path, datalist, train_cfg, tmp_path / "out", device="cpu", progress=lambda _: None, member=2)
+    state = torch.load(tmp_path / "out/wide.pt", weights_only=True)
+    assert any(v.shape[0] == 16 for v in state.values() if v.ndim == 5)  # the wide member's weights
+    # the first half of a 4-epoch cosine schedule: 1e-3, then 1e-3 * (1 + cos(pi/4)) / 2
+    assert [round(h["lr"], 7) for h in metrics["history"]] == [1e-3, round(1e-3 * (1 + math.cos(math.pi / 4)) / 2, 7)]
