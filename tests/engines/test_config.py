@@ -13,7 +13,8 @@ def test_every_shipped_config_validates():
     assert entries and all(not isinstance(e, ConfigError) for e in entries)
     for entry in entries:
         config = load_model_config(REPO / entry.config_file, entry.name)
-        assert (REPO / entry.config_file).parent.joinpath(config.model_path).resolve().is_file()
+        for member in config.members():
+            assert (REPO / entry.config_file).parent.joinpath(member.model_path).resolve().is_file()
     for path in (REPO / "model_configs").glob("*.json"):
         load_model_config(path)
 
