@@ -97,7 +97,7 @@ async def read_upload(request: Request, max_bytes: int) -> Upload:
 
     try:
         form = await Request(request.scope, replay).form(
-            max_files=MAX_SERIES_FILES, max_fields=64, max_part_size=max_bytes
+            max_files=MAX_SERIES_FILES, max_fields=64, max_part_size=16 * 1024 * 1024
         )
     except Exception as exc:  # python-multipart raises several types for broken bodies
         raise BadRequest(f"malformed multipart body: {exc}") from None
