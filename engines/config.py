@@ -61,9 +61,8 @@ class ComponentSpec(_Strict):
 class EnsembleMember(_Strict):
     """One network of an ensemble: its weights, and its architecture where it differs from the model's."""
 
-    model_path: str | None = None
+    model_path: str
     network: ComponentSpec | None = None
-    ensemble: list[EnsembleMember] = Field(default_factory=list)
 
 
 class ModelConfig(_Strict):

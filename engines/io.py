@@ -11,8 +11,8 @@ import io
 import os
 import tempfile
 import zlib
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np

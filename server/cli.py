@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 
+from server.logbuffer import LOG_FORMAT
+
 __all__ = ["main"]
 
 
@@ -63,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``aiaa`` console script."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

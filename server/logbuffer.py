@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections import deque
 
-__all__ = ["LogBuffer"]
+__all__ = ["LOG_FORMAT", "LogBuffer"]
 
 # uvicorn's own loggers do not propagate to the root logger, so they are attached to directly.
 _LOGGERS = ("", "uvicorn", "uvicorn.access")
-_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class LogBuffer(logging.Handler):
@@ -18,22 +17,21 @@ class LogBuffer(logging.Handler):
 
     def __init__(self, capacity: int = 10_000) -> None:
         super().__init__(logging.INFO)
-        self.setFormatter(logging.Formatter(_FORMAT))
+        self.setFormatter(logging.Formatter(LOG_FORMAT))
         self._lines: deque[str] = deque(maxlen=capacity)
-        self._lock_lines = threading.Lock()
 
     def emit(self, record: logging.LogRecord) -> None:
+        # logging.Handler.handle() calls this with the handler's own lock held.
         try:
             line = self.format(record)
         except Exception:  # a broken log call must never break a request
             self.handleError(record)
             return
-        with self._lock_lines:
-            self._lines.extend(line.splitlines() or [""])
+        self._lines.extend(line.splitlines() or [""])
 
     def tail(self, lines: int) -> list[str]:
         """The last ``lines`` lines, oldest first."""
-        with self._lock_lines:
+        with self.lock:
             return list(self._lines)[-lines:] if lines > 0 else []
 
     def attach(self) -> None:

@@ -91,3 +91,11 @@ def test_ensemble_replaces_model_path_and_members_inherit_the_network():
     del cfg["network"]
     with pytest.raises(ValueError, match="every ensemble member"):
         ModelConfig.model_validate({**cfg, "ensemble": [{"model_path": "a.pt"}, {"model_path": "b.pt", "network": other}]})
+
+
+def test_every_ensemble_member_names_its_weights_and_nothing_else():
+    cfg = annotation_config()
+    del cfg["model_path"]
+    for member in ({"network": cfg["network"]}, {"model_path": "a.pt", "ensemble": []}):
+        with pytest.raises(ValueError, match="ensemble"):
+            ModelConfig.model_validate({**cfg, "ensemble": [{"model_path": "b.pt"}, member]})
