@@ -25,6 +25,10 @@ __all__ = [
 ]
 
 ModelType = Literal["annotation", "segmentation"]
+ModelFormat = Literal["pytorch", "torchscript", "onnx", "openvino", "tensorrt", "auto"]
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
+# Formats whose model_path is an exported artifact rather than a checkpoint for ``network``.
+ARTIFACT_FORMATS = ("torchscript", "onnx", "openvino", "tensorrt")
 
 # MONAI bundle syntax ($ eval, @ reference, % macro) is refused: configs a server loads
 # must not run code.
@@ -76,7 +80,14 @@ class ModelConfig(_Strict):
     type: ModelType
     labels: list[str] = Field(min_length=1)
     description: str = ""
-    model_format: Literal["pytorch", "torchscript"] = "pytorch"
+    # ``auto`` serves the fastest exported artifact whose report passed on this hardware (see
+    # ``exports``), else the PyTorch checkpoint; Clara's ``trtmodel`` means ``tensorrt``.
+    model_format: ModelFormat = "pytorch"
+    precision: Precision = "fp32"
+    exports: list[str] = Field(default_factory=list)  # folders of `aiaa export` (each with export_report.json)
+    torch_compile: bool = False  # PyTorch backend: run through torch.compile
+    threads: int | None = Field(None, ge=1, le=256)  # intra-op threads of ONNX Runtime / OpenVINO
+    datalist: str | None = None  # validation cases for `aiaa export` parity checks
     model_path: str | None = None
     network: ComponentSpec | None = None
     ensemble: list[EnsembleMember] = Field(default_factory=list)
@@ -99,6 +110,11 @@ class ModelConfig(_Strict):
     def _version_as_string(cls, value: Any) -> Any:
         return str(value) if isinstance(value, (int, float)) else value
 
+    @field_validator("model_format", mode="before")
+    @classmethod
+    def _clara_format_names(cls, value: Any) -> Any:
+        return "tensorrt" if value == "trtmodel" else value
+
     @field_validator("tta_flips")
     @classmethod
     def _flip_axes(cls, flips: list[list[int]]) -> list[list[int]]:
@@ -120,8 +136,11 @@ class ModelConfig(_Strict):
             raise ValueError("give either 'model_path' or an 'ensemble' of at least two members, not both")
         if self.ensemble and len(self.ensemble) < 2:
             raise ValueError("an 'ensemble' needs at least two members")
-        if self.model_format == "pytorch" and any(m.network is None for m in self.members()):
-            raise ValueError("model_format 'pytorch' needs a 'network' definition (for every ensemble member)")
+        if self.model_format in ("pytorch", "auto") and any(m.network is None for m in self.members()):
+            raise ValueError(f"model_format '{self.model_format}' needs a 'network' definition (for every ensemble "
+                             "member)")
+        if self.exports and self.model_format != "auto":
+            raise ValueError("'exports' are chosen from with model_format 'auto' only")
         if self.type == "annotation":
             missing = [k for k in ("roi", "padding", "sigma") if getattr(self, k) is None]
             if missing:

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from engines.backends import load_backend
+from engines.backends import describe, load_backend
 from engines.config import PoolEntry, load_model_config, parse_pool
 from engines.dextr3d import Dextr3dEngine
 from engines.engine import Engine
 from engines.errors import ConfigError, EngineError, ModelNotFoundError, ModelUnavailableError, UnknownComponentError
 from engines.segmentation import SegmentationEngine
 
-__all__ = ["ENGINE_CLASSES", "EnginePool", "ModelRecord", "engine_class"]
+__all__ = ["ENGINE_CLASSES", "EnginePool", "ModelRecord", "engine_class", "engine_for_type"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,14 @@ def engine_class(class_name: str, module: str) -> type[Engine]:
         raise UnknownComponentError(f"unknown engine class/module '{class_name}'/'{module}': use one of {known}") from None
 
 
+def engine_for_type(model_type: str) -> type[Engine]:
+    """The engine class that serves a model config's ``type``."""
+    for cls in ENGINE_CLASSES.values():
+        if cls.type == model_type:
+            return cls
+    raise UnknownComponentError(f"no engine serves models of type '{model_type}'")
+
+
 @dataclass
 class ModelRecord:
     """One configured model and its state."""
@@ -58,6 +66,7 @@ class ModelRecord:
             out["error"] = self.error
         if self.engine is not None:
             out["type"] = self.engine.type
+            out["backend"] = describe(self.engine.backend)
         return out
 
 
@@ -92,7 +101,9 @@ class EnginePool:
             if warmup:
                 engine.warmup()
             record = ModelRecord(entry.name, "ready", engine)
-            log.info("model %s ready (%s)", entry.name, engine.type)
+            runtime = describe(engine.backend)
+            log.info("model %s ready (%s) on %s %s, %s", entry.name, engine.type, runtime["runtime"],
+                     runtime["precision"], runtime["device"])
         except EngineError as exc:
             record = ModelRecord(entry.name, "unavailable", error=str(exc))
             log.error("model %s unavailable: %s", entry.name, exc)

@@ -1,4 +1,4 @@
-"""The ``aiaa`` command: ``aiaa serve`` (the annotation server) and ``aiaa train``."""
+"""The ``aiaa`` command: ``aiaa serve`` (the annotation server), ``aiaa train`` and ``aiaa export``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from server.cli_export import add_export_parser
 from server.logbuffer import LOG_FORMAT
 
 __all__ = ["main"]
@@ -60,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--member", type=int, default=None,
                        help="for an ensemble model config: which network to train (1..N)")
     train.set_defaults(func=_train)
+
+    add_export_parser(sub)
     return parser
 
 

@@ -1,0 +1,120 @@
+"""``model_format: auto``: pick the fastest verified export that runs well on this hardware.
+
+A candidate is an export folder listed in the model config's ``exports`` whose
+``export_report.json`` passed, whose runtime is installed, whose device is here, whose
+precision this hardware runs natively, and (for reduced precision) whose validation Dice
+moved by less than :data:`MAX_DICE_DELTA`. Among candidates, latencies measured on this
+same CPU/GPU model decide; otherwise a fixed order of runtimes does. No candidate: the
+PyTorch checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engines.backends.base import has_module
+from engines.config import ModelConfig
+from engines.hardware import Hardware
+
+__all__ = ["Candidate", "MAX_DICE_DELTA", "RUNTIME_PACKAGES", "choose_export", "read_report"]
+
+log = logging.getLogger(__name__)
+
+MAX_DICE_DELTA = 0.002
+REPORT_NAME = "export_report.json"
+RUNTIME_PACKAGES = {"onnx": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt", "torchscript": "torch"}
+# Without a latency measured on this hardware: preferred runtimes first, lower precision first.
+_ORDER = {"cuda": ["tensorrt", "torchscript", "onnx"], "cpu": ["openvino", "onnx", "torchscript"]}
+_PRECISION_ORDER = ["int8", "fp16", "bf16", "fp32"]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One usable export: its folder, report and where it runs."""
+
+    folder: Path
+    report: dict[str, Any]
+    device: str
+
+    @property
+    def format(self) -> str:
+        """The export's runtime format."""
+        return str(self.report["format"])
+
+    @property
+    def precision(self) -> str:
+        """The export's precision."""
+        return str(self.report["precision"])
+
+    def artifacts(self) -> list[Path]:
+        """One artifact per ensemble member, in member order."""
+        return [self.folder / str(m["artifact"]) for m in self.report["members"]]
+
+
+def read_report(folder: Path) -> dict[str, Any] | None:
+    """The export report in ``folder``, or None when absent or unreadable."""
+    try:
+        return json.loads((folder / REPORT_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _rejection(report: dict[str, Any] | None, folder: Path, config: ModelConfig, hardware: Hardware,
+               device: str) -> str | None:
+    """Why an export cannot be served here, or None when it can."""
+    if report is None:
+        return "no readable export_report.json"
+    if not report.get("passed"):
+        return "its parity check failed"
+    fmt, precision = report.get("format"), report.get("precision")
+    if len(report.get("members", [])) != len(config.members()):
+        return f"it has {len(report.get('members', []))} networks, the model has {len(config.members())}"
+    if any(not (folder / str(m.get("artifact"))).exists() for m in report["members"]):
+        return "an artifact file is missing"
+    if not has_module(RUNTIME_PACKAGES.get(str(fmt), str(fmt))):
+        return f"runtime for '{fmt}' is not installed"
+    if report.get("device", "cpu") != device:
+        return f"it runs on {report.get('device', 'cpu')}, this server on {device}"
+    if precision not in hardware.native_precisions(device):
+        return f"{precision} is not native on this {'GPU' if device == 'cuda' else 'CPU'}"
+    delta = (report.get("validation") or {}).get("dice_delta")
+    if precision != "fp32" and (delta is None or abs(float(delta)) >= MAX_DICE_DELTA):
+        return f"{precision} moved validation Dice by {delta} (limit {MAX_DICE_DELTA})"
+    return None
+
+
+def _same_hardware(report: dict[str, Any], hardware: Hardware, device: str) -> bool:
+    recorded = report.get("hardware") or {}
+    if device == "cuda":
+        return recorded.get("gpu") == hardware.gpu
+    return recorded.get("cpu") == hardware.cpu_model
+
+
+def _rank(candidate: Candidate, hardware: Hardware) -> tuple:
+    order = _ORDER[candidate.device]
+    static = (order.index(candidate.format) if candidate.format in order else len(order),
+              _PRECISION_ORDER.index(candidate.precision) if candidate.precision in _PRECISION_ORDER else 9)
+    if _same_hardware(candidate.report, hardware, candidate.device):
+        latency = sum(float(m.get("latency_ms") or 0.0) for m in candidate.report["members"])
+        return (0, latency, *static)
+    return (1, 0.0, *static)
+
+
+def choose_export(config: ModelConfig, config_dir: Path, hardware: Hardware, device: str) -> Candidate | None:
+    """The export to serve for a ``model_format: auto`` config, or None for the PyTorch checkpoint."""
+    candidates = []
+    for entry in config.exports:
+        folder = (config_dir / entry).resolve()
+        report = read_report(folder)
+        reason = _rejection(report, folder, config, hardware, device)
+        if reason is not None:
+            log.info("auto: skipping export %s: %s", folder, reason)
+            continue
+        candidates.append(Candidate(folder, report, device))
+    if not candidates:
+        return None
+    return min(candidates, key=lambda c: _rank(c, hardware))
