@@ -39,7 +39,8 @@ from engines.points import extreme_points
 from engines.pool import engine_for_type
 from engines.training import load_datalist
 
-__all__ = ["FORMATS", "PARITY_THRESHOLDS", "ExportOptions", "default_output_dir", "export_model", "summary_line"]
+__all__ = ["FORMATS", "PARITY_THRESHOLDS", "ExportOptions", "default_output_dir", "export_model", "summary_line",
+           "write_artifact"]
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +173,8 @@ def _write_torchscript(module: torch.nn.Module, example: torch.Tensor, path: Pat
     traced.save(str(path))
 
 
-def _write_artifact(options: ExportOptions, module: torch.nn.Module, example: torch.Tensor, profile: ShapeProfile,
-                    folder: Path, stem: str) -> Path:
+def write_artifact(options: ExportOptions, module: torch.nn.Module, example: torch.Tensor, profile: ShapeProfile,
+                   folder: Path, stem: str) -> Path:
     """Convert one network; returns the artifact to serve."""
     path = folder / f"{stem}{_SUFFIX[options.format]}"
     if options.format == "openvino":
@@ -280,7 +281,7 @@ def export_model(config_path: str | Path, options: ExportOptions, datalist: str 
         ref_masks = _run_cases(engine_cls, config_path.stem, member, recorder, cases)
         profile = _profile(recorder.inputs, options)
         example = recorder.inputs[0].to(device)
-        artifact_path = _write_artifact(options, reference.module, example, profile, folder, f"member{index}")
+        artifact_path = write_artifact(options, reference.module, example, profile, folder, f"member{index}")
         artifact = load_artifact(options.format, artifact_path, device, options.precision,
                                  report={"options": {"min_shape": profile.min, "opt_shape": profile.opt,
                                                      "max_shape": profile.max, "workspace_mb": options.workspace_mb}})

@@ -32,7 +32,8 @@ class SegmentationEngine(Engine):
         with timer.stage("infer"):
             logits = self.run_network(torch.as_tensor(data["image"]))
         with timer.stage("post"):
-            labels = torch.argmax(logits, dim=0, keepdim=True).to(torch.uint8)
+            # NumPy's argmax over the few class channels is several times faster than torch's here.
+            labels = torch.from_numpy(np.argmax(np.asarray(logits), axis=0)[None].astype(np.uint8))
             labels = self.apply(self.post, {"pred": labels}, "post-processing")["pred"]
             mask = np.asarray(torch.as_tensor(labels)[0], dtype=np.uint8)
             if mask.shape != volume.shape:

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from monai import transforms as mt
 from monai.config import KeysCollection
+from monai.networks.layers.convutils import gaussian_1d
 from monai.transforms import MapTransform, Randomizable
-from monai.transforms.utils import extreme_points_to_image
 
 from engines import points as P
 from engines.config import ComponentSpec
@@ -27,13 +27,15 @@ from engines.io import Geometry, Volume, read_volume
 
 __all__ = [
     "REGISTRY",
-    "LoadVolumed",
-    "ExtremePointsFromLabeld",
-    "CropAroundPointsd",
     "AddPointsGuidanced",
+    "CropAroundPointsd",
+    "ExtremePointsFromLabeld",
+    "LoadVolumed",
+    "PercentileScaled",
     "build_transform",
     "build_transforms",
     "geometry_key",
+    "points_guidance",
 ]
 
 REGISTRY: dict[str, Callable[..., Callable]] = {}
@@ -151,6 +153,31 @@ class CropAroundPointsd(MapTransform):
         return d
 
 
+def points_guidance(points: np.ndarray, shape: Sequence[int], sigma: float) -> np.ndarray:
+    """MONAI's ``extreme_points_to_image`` (rescaled to [0, 1]) computed in closed form.
+
+    MONAI sets a 1 at each point and runs a separable Gaussian filter (``erf`` kernel, 4 sigma,
+    zero padding) over the whole grid. A filtered point is the outer product of three 1D
+    kernels, so the sum over points is built from those directly: the same values (to float
+    rounding) in a fraction of a millisecond instead of three 3D convolutions per click.
+    """
+    kernel = gaussian_1d(torch.tensor(float(sigma)), truncated=4.0, approx="erf").double().numpy()
+    tail = len(kernel) // 2
+    image = np.zeros(tuple(int(n) for n in shape), np.float64)
+    for point in {tuple(int(c) for c in p) for p in points}:
+        window, profiles = [], []
+        for centre, size in zip(point, image.shape):
+            lo, hi = max(centre - tail, 0), min(centre + tail + 1, size)
+            window.append(slice(lo, hi))
+            profiles.append(kernel[lo - centre + tail: hi - centre + tail])
+        outer = profiles[0]
+        for profile in profiles[1:]:
+            outer = np.multiply.outer(outer, profile)
+        image[tuple(window)] += outer
+    low, high = image.min(), image.max()
+    return ((image - low) / (high - low) if high > low else np.zeros_like(image)).astype(np.float32)
+
+
 @register("AddPointsGuidanced", "transforms.AddExtremePointsChannel")
 class AddPointsGuidanced(MapTransform):
     """Append a channel with a Gaussian (``sigma`` voxels) at each point, scaled to [0, 1]."""
@@ -164,13 +191,41 @@ class AddPointsGuidanced(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
-            image = torch.as_tensor(d[key]).float()
+            image = np.asarray(d[key], dtype=np.float32)
             upper = np.asarray(image.shape[1:]) - 1
             pts = np.clip(np.rint(np.asarray(d[self.points_key], dtype=np.float64)), 0, upper).astype(int)
-            guidance = extreme_points_to_image(
-                [tuple(p) for p in pts], image[:1], sigma=self.sigma, rescale_min=0.0, rescale_max=1.0
-            )
-            d[key] = torch.cat([image, guidance.to(image.dtype)], dim=0)
+            guidance = points_guidance(pts, image.shape[1:], self.sigma)
+            d[key] = np.concatenate([image, guidance[None]], axis=0)
+        return d
+
+
+@register("ScaleIntensityRangePercentilesd")
+class PercentileScaled(mt.ScaleIntensityRangePercentilesd):
+    """MONAI's ``ScaleIntensityRangePercentilesd``, computed in NumPy for the common case.
+
+    MONAI converts the image to a tensor and takes percentiles of anything under a million
+    voxels with ``torch.quantile`` (a full sort): about 20 ms per click on a 48^3 crop. The
+    same formula with ``np.percentile`` (a selection) takes about 2 ms. Relative and
+    channel-wise scaling, which this shortcut does not cover, go to MONAI unchanged.
+    """
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        scaler = self.scaler
+        if scaler.relative or scaler.channel_wise:
+            return super().__call__(data)
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = np.asarray(d[key], dtype=np.float32)
+            low, high = np.percentile(image, [scaler.lower, scaler.upper])
+            if high == low:  # MONAI's ScaleIntensityRange: shift only
+                d[key] = (image - low + (scaler.b_min or 0.0)).astype(np.float32)
+                continue
+            scaled = (image - np.float32(low)) / np.float32(high - low)
+            if scaler.b_min is not None and scaler.b_max is not None:
+                scaled = scaled * np.float32(scaler.b_max - scaler.b_min) + np.float32(scaler.b_min)
+            if scaler.clip:
+                scaled = np.clip(scaled, scaler.b_min, scaler.b_max)
+            d[key] = scaled.astype(np.float32, copy=False)
         return d
 
 

@@ -77,6 +77,7 @@ def annotation_config(**overrides) -> dict:
         if "roi" in spec["args"]:
             spec["args"]["roi"] = roi
     cfg.pop("ensemble", None)
+    cfg.pop("datalist", None)  # relative to model_configs/, meaningless where tests write configs
     cfg.update(roi=roi, network=TINY_UNET, model_path="model.pt")
     cfg.update(overrides)
     return cfg
@@ -88,6 +89,7 @@ def segmentation_config(**overrides) -> dict:
     net = json.loads(json.dumps(TINY_UNET))
     net["args"].update(in_channels=1, out_channels=3)
     cfg.pop("ensemble", None)
+    cfg.pop("datalist", None)
     cfg.update(network=net, model_path="model.pt",
                inferer={"name": "SlidingWindowInferer", "args": {"roi_size": [32, 32, 32], "overlap": 0.25}})
     cfg.update(overrides)
@@ -105,6 +107,28 @@ def write_model(folder: Path, name: str, cfg: dict, seed: int = 0) -> Path:
     path = folder / f"{name}.json"
     path.write_text(json.dumps(cfg))
     return path
+
+
+def write_phantom_datalist(folder: Path, n: int = 3) -> Path:
+    """Phantom cases as NIfTI files (labels 1 and 2: two halves of the object) and a datalist.
+
+    The last case is the validation split, the others the training split.
+    """
+    from engines.io import write_volume
+
+    (folder / "images").mkdir(parents=True)
+    (folder / "labels").mkdir()
+    items = []
+    for i in range(n):
+        volume, mask = phantom(center=(18 + i, 25 - i, 15))
+        label = mask.copy()
+        label[mask.shape[0] // 2:] *= 2
+        (folder / f"images/c{i}.nii.gz").write_bytes(write_volume(volume.array, volume.geometry, dtype="float32"))
+        (folder / f"labels/c{i}.nii.gz").write_bytes(write_volume(label, volume.geometry))
+        items.append({"image": f"images/c{i}.nii.gz", "label": f"labels/c{i}.nii.gz"})
+    datalist = folder / "datalist.json"
+    datalist.write_text(json.dumps({"training": items[:-1], "validation": items[-1:]}))
+    return datalist
 
 
 def write_pool(folder: Path, entries: list[dict]) -> Path:

@@ -20,7 +20,7 @@ import torch
 from engines.backends.base import require
 from engines.errors import ConfigError
 
-__all__ = ["OpenVINOBackend", "HINTS"]
+__all__ = ["HINTS", "OpenVINOBackend"]
 
 HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 _MAX_SHAPES = 8

@@ -20,7 +20,7 @@ from engines.backends.base import has_module
 from engines.config import ModelConfig
 from engines.hardware import Hardware
 
-__all__ = ["Candidate", "MAX_DICE_DELTA", "RUNTIME_PACKAGES", "choose_export", "read_report"]
+__all__ = ["MAX_DICE_DELTA", "RUNTIME_PACKAGES", "Candidate", "choose_export", "read_report"]
 
 log = logging.getLogger(__name__)
 

@@ -4,39 +4,22 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import annotation_config, phantom, segmentation_config, write_pool
+from helpers import annotation_config, phantom, segmentation_config, write_phantom_datalist, write_pool
 
 from engines.config import ModelConfig
 from engines.errors import ConfigError
-from engines.io import write_volume
 from engines.pool import EnginePool
 from engines.training import TrainConfig, _train_pipeline, load_datalist, train
 
 
-def make_dataset(folder, n=3):
-    (folder / "images").mkdir(parents=True)
-    (folder / "labels").mkdir()
-    items = []
-    for i in range(n):
-        volume, mask = phantom(center=(18 + i, 25 - i, 15))
-        label = mask.copy()
-        label[mask.shape[0] // 2:] *= 2
-        (folder / f"images/c{i}.nii.gz").write_bytes(write_volume(volume.array, volume.geometry, dtype="float32"))
-        (folder / f"labels/c{i}.nii.gz").write_bytes(write_volume(label, volume.geometry))
-        items.append({"image": f"images/c{i}.nii.gz", "label": f"labels/c{i}.nii.gz"})
-    datalist = folder / "datalist.json"
-    datalist.write_text(json.dumps({"training": items[:2], "validation": items[2:]}))
-    return datalist
-
-
 def test_datalist_paths_are_relative_to_the_datalist(tmp_path):
-    datalist = make_dataset(tmp_path)
+    datalist = write_phantom_datalist(tmp_path)
     data = load_datalist(datalist)
     assert len(data["training"]) == 2 and data["validation"][0]["image"] == str(tmp_path / "images/c2.nii.gz")
 
 
 def test_training_keeps_the_best_checkpoint_that_the_pool_then_serves(tmp_path):
-    datalist = make_dataset(tmp_path / "data")
+    datalist = write_phantom_datalist(tmp_path / "data")
     for name, cfg, extra in [
         ("ann", annotation_config(), {"augment_before": "transforms.AddExtremePointsChannel",
                                       "augmentations": [{"name": "RandShiftIntensityd",
@@ -73,7 +56,7 @@ def test_training_keeps_the_best_checkpoint_that_the_pool_then_serves(tmp_path):
 
 
 def test_fine_tuning_starts_from_given_weights(tmp_path):
-    datalist = make_dataset(tmp_path / "data")
+    datalist = write_phantom_datalist(tmp_path / "data")
     cfg_path = tmp_path / "seg.json"
     cfg_path.write_text(json.dumps(segmentation_config()))
     first = tmp_path / "first.json"
@@ -90,7 +73,7 @@ def test_fine_tuning_starts_from_given_weights(tmp_path):
 
 
 def test_augmentations_last_run_after_every_pre_transform(tmp_path):
-    datalist = make_dataset(tmp_path / "data")
+    datalist = write_phantom_datalist(tmp_path / "data")
     config = ModelConfig.model_validate(segmentation_config())
     case = load_datalist(datalist)["training"][0]
     plain = _train_pipeline(config, TrainConfig(epochs=1))(dict(case))
@@ -101,7 +84,7 @@ def test_augmentations_last_run_after_every_pre_transform(tmp_path):
 
 
 def test_one_member_of_an_ensemble_is_trained_on_its_own(tmp_path):
-    datalist = make_dataset(tmp_path / "data")
+    datalist = write_phantom_datalist(tmp_path / "data")
     base = segmentation_config()
     cfg = {k: v for k, v in base.items() if k not in ("model_path", "network")}
     wide = json.loads(json.dumps(base["network"]))

@@ -67,7 +67,34 @@ def test_crop_and_guidance_follow_the_points():
     for p in np.rint(out["points"]).astype(int):
         assert float(out["image"][1][tuple(p)]) == pytest.approx(1.0, abs=0.05)  # guidance peaks at each point
         assert int(out["label"][0][tuple(p)]) == 1  # and each point is on the object
-    assert isinstance(out["image"], torch.Tensor)
+    assert np.asarray(out["image"]).dtype == np.float32
+
+
+def test_closed_form_guidance_equals_monais_filtered_points():
+    from monai.transforms.utils import extreme_points_to_image
+
+    from engines.transforms import points_guidance
+
+    # points on every border, one twice (MONAI sets a voxel to 1, so a repeat adds nothing)
+    points = np.array([[0, 5, 6], [39, 20, 20], [10, 0, 30], [12, 47, 10], [20, 20, 0], [20, 21, 43], [20, 21, 43]])
+    for sigma in (1.0, 2.0, 3.5):
+        ours = points_guidance(points, (40, 48, 44), sigma)
+        monai = extreme_points_to_image([tuple(p) for p in points], torch.zeros(1, 40, 48, 44), sigma=sigma,
+                                        rescale_min=0.0, rescale_max=1.0)[0].numpy()
+        np.testing.assert_allclose(ours, monai, atol=1e-6)
+
+
+def test_percentile_scaling_equals_monais():
+    from monai import transforms as mt
+
+    image = np.random.default_rng(0).gamma(2.0, 100.0, size=(1, 30, 34, 28)).astype(np.float32)
+    args = {"keys": "image", "lower": 0.5, "upper": 99.5, "b_min": 0.0, "b_max": 1.0, "clip": True}
+    ours = build_transform(ComponentSpec(name="ScaleIntensityRangePercentilesd", args=args))({"image": image})
+    monai = mt.ScaleIntensityRangePercentilesd(**args)({"image": image})
+    np.testing.assert_allclose(ours["image"], np.asarray(monai["image"]), atol=1e-6)
+    flat = build_transform(ComponentSpec(name="ScaleIntensityRangePercentilesd", args=args))(
+        {"image": np.full((1, 4, 4, 4), 7.0, np.float32)})
+    assert np.all(flat["image"] == 0.0)  # a constant image is shifted to b_min, as MONAI does
 
 
 def test_simulated_points_are_skipped_when_points_are_given():
