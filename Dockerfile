@@ -12,7 +12,10 @@ COPY pyproject.toml README.md Makefile ./
 COPY engines ./engines
 COPY server ./server
 # On PyPI, torch==2.13.0 for Linux x86_64 is the CUDA build: the same pin as the Makefile serves the GPU here.
-RUN make install PYTHON=python3
+# The GPU extras: TensorRT (NVIDIA's wheels fetch their libraries at install time, which works here with
+# network access) and ONNX Runtime's CUDA build in place of the CPU one.
+RUN make install PYTHON=python3 EXTRAS=openvino,onnx,tensorrt \
+ && .venv/bin/pip uninstall -y -q onnxruntime && .venv/bin/pip install -q onnxruntime-gpu
 COPY engine_pool.json ./
 COPY model_configs ./model_configs
 COPY models ./models

@@ -6,6 +6,8 @@ PORT   ?= 5000
 CONFIG ?= engine_pool.json
 # torch first, pinned: a loose "torch" would pull several GB of CUDA packages on a CPU machine.
 TORCH_SPEC ?= torch==2.13.0
+# Optional runtimes served by default on CPUs (the Dockerfile adds tensorrt for GPUs).
+EXTRAS ?= dev,openvino,onnx
 BIN := $(VENV)/bin
 
 .PHONY: install serve test bench clean
@@ -16,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[dev,openvino,onnx]"
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
 serve: install

@@ -1,16 +1,19 @@
 """Per-click latency of the served models, end to end over HTTP and per stage; prints JSON.
 
-Usage: python bench/bench_inference.py [--cases 10] [--concurrency 4] [--config engine_pool.json]
+Usage: python bench/bench_inference.py [--cases 10] [--concurrency 4] [--config engine_pool.json] [--no-baseline]
 
 Runs a real uvicorn server in-process on a free port with the given engine pool and
 sends real hippocampus validation volumes from ../shared/data (full upload per click,
-and with a session). Figures are wall-clock medians on this machine.
+and with a session). Unless ``--no-baseline``, the same pool is first measured with every
+model forced to PyTorch eager (``model_format: pytorch``), so the optimized engines and
+their baseline are compared side by side in one run. Figures are wall-clock medians.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import platform
 import statistics
 import sys
@@ -44,13 +47,45 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--config", default=str(ROOT / "engine_pool.json"))
+    parser.add_argument("--no-baseline", dest="baseline", action="store_false",
+                        help="measure only the pool as configured")
     args = parser.parse_args()
     if not DATA.is_dir():
         sys.exit(f"benchmark data not found at {DATA}")
     cases = json.loads((DATA / "datalist.json").read_text())["validation"][: args.cases]
-    with serve_in_thread(create_app(Settings(config=args.config))) as port:
-        results = measure(f"http://127.0.0.1:{port}", cases, args.concurrency)
+    results: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        pools = {"eager": eager_pool(Path(args.config), Path(tmp))} if args.baseline else {}
+        pools["served"] = Path(args.config)
+        for label, pool in pools.items():
+            with serve_in_thread(create_app(Settings(config=str(pool)))) as port:
+                results[label] = measure(f"http://127.0.0.1:{port}", cases, args.concurrency)
+    if args.baseline:
+        results["speedup_served_vs_eager"] = {
+            api: {key: round(results["eager"][api][key] / results["served"][api][key], 2)
+                  for key in ("end_to_end_ms_median", "with_session_ms_median")}
+            | {"network": round(results["eager"][api]["stages_ms_median"]["infer"]
+                                / results["served"][api]["stages_ms_median"]["infer"], 2)}
+            for api in ("dextr3d", "segmentation")}
     print(json.dumps(results, indent=2))
+
+
+def eager_pool(pool_path: Path, folder: Path) -> Path:
+    """A copy of the pool whose model configs all serve their PyTorch checkpoints (paths made absolute)."""
+    entries = json.loads(pool_path.read_text())
+    for entry in entries:
+        config_path = (pool_path.parent / entry["config_file"]).resolve()
+        config = json.loads(config_path.read_text())
+        for holder in [config, *config.get("ensemble", [])]:
+            if "model_path" in holder:
+                holder["model_path"] = str((config_path.parent / holder["model_path"]).resolve())
+        config.update(model_format="pytorch")
+        config.pop("exports", None)
+        config.pop("datalist", None)
+        entry["config_file"] = str(folder / config_path.name)
+        (folder / config_path.name).write_text(json.dumps(config))
+    (folder / "engine_pool.json").write_text(json.dumps(entries))
+    return folder / "engine_pool.json"
 
 
 def measure(base: str, cases: list[dict], concurrency: int) -> dict:
@@ -63,6 +98,7 @@ def measure(base: str, cases: list[dict], concurrency: int) -> dict:
     loaded = [((DATA / c["image"]).read_bytes(),
                extreme_points(read_volume(DATA / c["label"]).array > 0).astype(int).tolist()) for c in cases]
     with httpx.Client(base_url=base, timeout=120) as client:
+        results["backends"] = {name: model.get("backend") for name, model in client.get("/health").json()["models"].items()}
         for api, model in (("dextr3d", "annotation_mri_hippocampus"), ("segmentation", "segmentation_mri_hippocampus")):
             wall, wall_session, stages = [], [], {}
             requests = [(image, {"points": points} if api == "dextr3d" else {}) for image, points in loaded]

@@ -78,6 +78,8 @@ def annotation_config(**overrides) -> dict:
             spec["args"]["roi"] = roi
     cfg.pop("ensemble", None)
     cfg.pop("datalist", None)  # relative to model_configs/, meaningless where tests write configs
+    cfg.pop("exports", None)
+    cfg["model_format"] = "pytorch"
     cfg.update(roi=roi, network=TINY_UNET, model_path="model.pt")
     cfg.update(overrides)
     return cfg
@@ -90,6 +92,8 @@ def segmentation_config(**overrides) -> dict:
     net["args"].update(in_channels=1, out_channels=3)
     cfg.pop("ensemble", None)
     cfg.pop("datalist", None)
+    cfg.pop("exports", None)
+    cfg["model_format"] = "pytorch"
     cfg.update(network=net, model_path="model.pt",
                inferer={"name": "SlidingWindowInferer", "args": {"roi_size": [32, 32, 32], "overlap": 0.25}})
     cfg.update(overrides)

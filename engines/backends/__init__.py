@@ -47,7 +47,9 @@ def load_artifact(fmt: str, path: Path, device: Any, precision: str = "fp32", th
     if fmt == "openvino":
         from engines.backends.openvino import OpenVINOBackend
 
-        return OpenVINOBackend(path, precision=precision, threads=threads)
+        options = (report or {}).get("options") or {}
+        shapes = {tuple(options[k]) for k in ("min_shape", "opt_shape", "max_shape") if options.get(k)}
+        return OpenVINOBackend(path, precision=precision, threads=threads, shapes=sorted(shapes))
     if fmt == "tensorrt":
         from engines.backends.tensorrt import ShapeProfile, TensorRTBackend
 

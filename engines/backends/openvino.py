@@ -31,7 +31,8 @@ class OpenVINOBackend:
 
     name: ClassVar[str] = "openvino"
 
-    def __init__(self, path: str | Path, precision: str = "fp32", threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, precision: str = "fp32", threads: int | None = None,
+                 shapes: list[tuple[int, ...]] | None = None) -> None:
         ov = require("openvino")
         if precision not in HINTS:
             raise ConfigError(f"OpenVINO runs fp32, bf16 or fp16 here, not '{precision}'")
@@ -48,6 +49,8 @@ class OpenVINOBackend:
             self.properties["INFERENCE_NUM_THREADS"] = int(threads)
         self._compiled: OrderedDict[tuple[int, ...], tuple[Any, queue.SimpleQueue]] = OrderedDict()
         self._lock = threading.Lock()
+        for shape in shapes or []:  # compile the shapes the export saw now, not on a user's first click
+            self._for_shape(tuple(int(v) for v in shape))
 
     def _for_shape(self, shape: tuple[int, ...]) -> tuple[Any, queue.SimpleQueue]:
         with self._lock:
