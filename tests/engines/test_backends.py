@@ -140,3 +140,17 @@ def test_an_artifact_whose_report_failed_is_not_served(tmp_path):
     cfg = {k: v for k, v in segmentation_config(model_format="onnx", model_path="net.onnx").items() if k != "network"}
     with pytest.raises(ConfigError, match="parity check failed"):
         load_backend(ModelConfig.model_validate(cfg), tmp_path)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_pytorch_on_cuda_in_reduced_precision_with_compile_matches_fp32(precision):
+    network = _random_network()
+    x = torch.rand(2, 2, 32, 32, 32)
+    with torch.no_grad():
+        expected = network(x)
+    backend = TorchBackend(network, "cuda", precision=precision, compile=True)
+    out = backend(x).cpu()
+    assert describe(backend) == {"runtime": "pytorch+compile", "precision": precision, "device": "cuda"}
+    assert float((out - expected).abs().max()) < 0.1
