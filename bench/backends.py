@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from engines.backends import TorchBackend, load_artifact  # noqa: E402
 from engines.backends.tensorrt import ShapeProfile  # noqa: E402
 from engines.config import load_model_config  # noqa: E402
-from engines.export import ExportOptions, write_artifact  # noqa: E402
+from engines.export import ExportOptions, time_alternately, write_artifact  # noqa: E402
 from engines.hardware import detect  # noqa: E402
 from engines.io import read_volume  # noqa: E402
 from engines.points import extreme_points  # noqa: E402
@@ -71,18 +71,6 @@ def network_input(config_path: Path) -> list[torch.Tensor]:
     return seen
 
 
-def timed(reference, candidate, x: torch.Tensor, repeats: int) -> tuple[float, float]:
-    """Median ms of both, after warm-up, alternating runs."""
-    for _ in range(3):
-        reference(x)
-        candidate(x)
-    ref, cand = [], []
-    for _ in range(repeats):
-        ref.append(_seconds(lambda: reference(x)) * 1000)
-        cand.append(_seconds(lambda: candidate(x)) * 1000)
-    return statistics.median(ref), statistics.median(cand)
-
-
 def bench_network(member, eager: TorchBackend, x: torch.Tensor, repeats: int, peak: float) -> dict:
     """Every runtime against eager for one network and input."""
     with FlopCounterMode(display=False) as counter:
@@ -100,7 +88,7 @@ def bench_network(member, eager: TorchBackend, x: torch.Tensor, repeats: int, pe
             path = write_artifact(ExportOptions(format=fmt, precision=precision), eager.module, x,
                                   ShapeProfile.build(x.shape), Path(tmp), f"{fmt}_{precision}")
             backend = load_artifact(fmt, path, torch.device("cpu"), precision)
-            eager_ms, ms = timed(eager, backend, x, repeats)
+            eager_ms, ms = time_alternately(eager, backend, x, repeats)
             eager_times.append(eager_ms)
             out = backend(x)
             agree = float(((out > 0) == (expected > 0)).float().mean()) if out.shape[1] == 1 else float(

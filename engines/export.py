@@ -40,7 +40,7 @@ from engines.pool import engine_for_type
 from engines.training import load_datalist
 
 __all__ = ["FORMATS", "PARITY_THRESHOLDS", "ExportOptions", "default_output_dir", "export_model", "summary_line",
-           "write_artifact"]
+           "time_alternately", "write_artifact"]
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def _elapsed_ms(fn: Callable[[], Any]) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
-def _latencies(reference: Callable, artifact: Callable, example: torch.Tensor, repeats: int) -> tuple[float, float]:
+def time_alternately(reference: Callable, artifact: Callable, example: torch.Tensor, repeats: int) -> tuple[float, float]:
     """Median milliseconds of both, warmed up and timed alternately so they share the machine's state."""
     for _ in range(3):
         reference(example)
@@ -289,7 +289,7 @@ def export_model(config_path: str | Path, options: ExportOptions, datalist: str 
         art_masks = _run_cases(engine_cls, config_path.stem, member, art_recorder, cases)
         diffs = [float((a - b).abs().max()) for a, b in zip(art_recorder.outputs, recorder.outputs)]
         dices = [_mask_dice(a, b, n_labels) for a, b in zip(art_masks, ref_masks)]
-        ref_ms, art_ms = _latencies(reference, artifact, example, options.repeats)
+        ref_ms, art_ms = time_alternately(reference, artifact, example, options.repeats)
         members_report.append({
             "artifact": artifact_path.name, "network": member.network.name if member.network else None,
             "weights": str(member.model_path), "input_shape": list(example.shape),
