@@ -85,9 +85,9 @@ def _need_id(args: argparse.Namespace) -> str:
 class ProgressBar:
     """One line on a terminal (redrawn), or one line per change when stderr is not a terminal."""
 
-    def __init__(self, stream=sys.stderr, width: int = 30) -> None:
-        self.stream, self.width = stream, width
-        self.tty = hasattr(stream, "isatty") and stream.isatty()
+    def __init__(self, stream=None, width: int = 30) -> None:
+        self.stream, self.width = stream or sys.stderr, width
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self._last = ""
 
     def __call__(self, job: Job) -> None:

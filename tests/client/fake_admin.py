@@ -133,12 +133,12 @@ def create_fake_admin(state: FakeAdmin | None = None) -> Starlette:
         async def stream():
             yield ": keep-alive\n\n"
             while True:
-                job.advance()
                 record = job.record()
                 kind = "state" if record["state"] != "running" else "progress"
                 yield f"event: {kind}\nid: {job.step}\ndata: {json.dumps(record)}\n\n"
                 if record["state"] not in ("queued", "running"):
                     return
+                job.advance()
 
         return StreamingResponse(stream(), media_type="text/event-stream")
 
