@@ -11,8 +11,8 @@ from fastapi import FastAPI
 
 from engines.pool import EnginePool
 from server.errors import install_handlers
-from server.openapi import ERROR_RESPONSE, install_openapi
 from server.logbuffer import LogBuffer
+from server.openapi import ERROR_RESPONSE, install_openapi
 from server.routers import health, inference, logs, models, session
 from server.runner import GateKeeper
 from server.sessions import SessionStore

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, Field
 
-__all__ = ["ErrorBody", "ERROR_RESPONSE", "inference_docs", "SESSION_PUT_DOCS", "SESSION_DOCS", "install_openapi"]
+__all__ = ["ERROR_RESPONSE", "SESSION_DOCS", "SESSION_PUT_DOCS", "ErrorBody", "inference_docs", "install_openapi"]
 
 
 class ErrorBody(BaseModel):

@@ -23,7 +23,7 @@ from aiaa_client._images import make_upload
 from aiaa_client._protocol import Call, Reply, RetryPolicy, Sleep, SSEDecoder
 from aiaa_client._types import Job, Result
 
-__all__ = ["Client", "AsyncClient", "Session", "AsyncSession", "DEFAULT_TIMEOUT_S"]
+__all__ = ["DEFAULT_TIMEOUT_S", "AsyncClient", "AsyncSession", "Client", "Session"]
 
 DEFAULT_TIMEOUT_S = 60.0  # the C++ client's default
 DEFAULT_URL = "http://127.0.0.1:5000"
@@ -65,12 +65,12 @@ class _Methods:
     def segmentation(self, model: str, image: Any = None, *, params: dict[str, Any] | None = None,
                      affine: Any = None, session_id: str | None = None) -> Result:
         """Automatic segmentation: a label map 1..N in the model's label order."""
-        return self._run(ops.infer("segmentation", model, image, ops._with_defaults(params), affine, session_id))
+        return self._run(ops.infer("segmentation", model, image, ops.with_result_defaults(params), affine, session_id))
 
     def inference(self, model: str, image: Any = None, *, params: dict[str, Any] | None = None,
                   affine: Any = None, session_id: str | None = None) -> Result:
         """Generic inference: the server dispatches on the model's type (``params`` are model specific)."""
-        return self._run(ops.infer("inference", model, image, ops._with_defaults(params), affine, session_id))
+        return self._run(ops.infer("inference", model, image, ops.with_result_defaults(params), affine, session_id))
 
     def deepgrow(self, model: str, image: Any, foreground: Any, background: Any = (), *,
                  current_point: Any = None, spatial_size: Sequence[int] | None = None,
@@ -94,59 +94,59 @@ class _Methods:
     # admin (``Authorization: Bearer <token>``)
     def submit(self, kind: str, model: str, datalist: str, params: dict[str, Any] | None = None) -> str:
         """Start a ``train``/``finetune``/``evaluate``/``export`` job; returns its id."""
-        return self._run(ops.submit_job(kind, model, datalist, params))
+        return self._run(ops.admin(ops.submit_job(kind, model, datalist, params)))
 
     def jobs(self) -> list[Job]:
         """All jobs."""
-        return self._run(ops.jobs())
+        return self._run(ops.admin(ops.jobs()))
 
     def job(self, job_id: str) -> Job:
         """One job's state, progress and result."""
-        return self._run(ops.job(job_id))
+        return self._run(ops.admin(ops.job(job_id)))
 
     def logs(self, job_id: str, lines: int = 100) -> str:
         """The last ``lines`` lines of a job's log."""
-        return self._run(ops.job_logs(job_id, lines))
+        return self._run(ops.admin(ops.job_logs(job_id, lines)))
 
     def cancel(self, job_id: str) -> Job | dict[str, Any]:
         """Cancel a job (cooperative stop first, then signals)."""
-        return self._run(ops.cancel_job(job_id))
+        return self._run(ops.admin(ops.cancel_job(job_id)))
 
     def resume(self, job_id: str) -> Job | dict[str, Any]:
         """Resume an interrupted or cancelled job from its last checkpoint."""
-        return self._run(ops.resume_job(job_id))
+        return self._run(ops.admin(ops.resume_job(job_id)))
 
     def wait(self, job_id: str, *, timeout: float | None = None, poll_interval: float = 1.0) -> Job:
         """Poll until the job stops; returns it (check ``.state``). :class:`Timeout` after ``timeout`` s."""
-        return self._run(ops.poll_job(job_id, poll_interval, None, timeout))
+        return self._run(ops.admin(ops.poll_job(job_id, poll_interval, None, timeout)))
 
     def versions(self, model: str) -> list[dict[str, Any]]:
         """A model's versions with their metrics."""
-        return self._run(ops.versions(model))
+        return self._run(ops.admin(ops.versions(model)))
 
     def serve(self, model: str, version: str | int) -> dict[str, Any]:
         """Switch the version a model serves (roll back or forward)."""
-        return self._run(ops.serve_version(model, version))
+        return self._run(ops.admin(ops.serve_version(model, version)))
 
     def upload_model(self, name: str, config: Any, weights: Any) -> dict[str, Any]:
         """Add a model (``PUT /admin/model/{name}``): ``config`` a path, bytes or dict; ``weights`` a path or bytes."""
-        return self._run(ops.upload_model(name, config, weights))
+        return self._run(ops.admin(ops.upload_model(name, config, weights)))
 
     def replace_model(self, name: str, config: Any, weights: Any) -> dict[str, Any]:
         """Replace a model: the same ``PUT /admin/model/{name}``, for a name that exists."""
-        return self._run(ops.upload_model(name, config, weights))
+        return self._run(ops.admin(ops.upload_model(name, config, weights)))
 
     def admin_model(self, name: str) -> dict[str, Any]:
         """``GET /admin/model/{name}``: the model's admin record."""
-        return self._run(ops.admin_model(name))
+        return self._run(ops.admin(ops.admin_model(name)))
 
     def delete_model(self, name: str) -> dict[str, Any]:
         """Remove a model from the server."""
-        return self._run(ops.delete_model(name))
+        return self._run(ops.admin(ops.delete_model(name)))
 
     def upload_dataset(self, images: Sequence[Any], labels: Sequence[Any]) -> dict[str, Any]:
         """Upload labelled cases (``POST /admin/datasets``); the reply names the dataset for ``submit``."""
-        return self._run(ops.upload_dataset(images, labels))
+        return self._run(ops.admin(ops.upload_dataset(images, labels)))
 
 
 class _Base(_Methods):
@@ -196,7 +196,7 @@ class Client(_Base):
     def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -278,7 +278,7 @@ class Client(_Base):
                                 return current
         except httpx.TransportError:
             pass  # fall back to polling
-        return self._run(ops.poll_job(job_id, poll_interval, callback))
+        return self._run(ops.admin(ops.poll_job(job_id, poll_interval, callback)))
 
 
 class Session:
@@ -309,7 +309,7 @@ class Session:
         self.open()
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -331,12 +331,12 @@ class Session:
 
     def segmentation(self, model: str, *, params: dict[str, Any] | None = None) -> Result:
         """Automatic segmentation of the session's image."""
-        return self._run(lambda sid: ops.infer("segmentation", model, None, ops._with_defaults(params),
+        return self._run(lambda sid: ops.infer("segmentation", model, None, ops.with_result_defaults(params),
                                                session_id=sid))
 
     def inference(self, model: str, *, params: dict[str, Any] | None = None) -> Result:
         """Generic inference on the session's image."""
-        return self._run(lambda sid: ops.infer("inference", model, None, ops._with_defaults(params), session_id=sid))
+        return self._run(lambda sid: ops.infer("inference", model, None, ops.with_result_defaults(params), session_id=sid))
 
     def deepgrow(self, model: str, foreground: Any, background: Any = (), *, current_point: Any = None,
                  spatial_size: Sequence[int] | None = None, params: dict[str, Any] | None = None) -> Result:
@@ -357,7 +357,7 @@ class AsyncClient(_Base):
     async def __aenter__(self) -> AsyncClient:
         return self
 
-    async def __aexit__(self, *exc_info: Any) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
@@ -430,7 +430,7 @@ class AsyncClient(_Base):
                                 return current
         except httpx.TransportError:
             pass
-        return await self._run(ops.poll_job(job_id, poll_interval, callback))
+        return await self._run(ops.admin(ops.poll_job(job_id, poll_interval, callback)))
 
 
 class AsyncSession(Session):
@@ -444,7 +444,7 @@ class AsyncSession(Session):
         await self.open()
         return self
 
-    async def __aexit__(self, *exc_info: Any) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     async def close(self) -> None:  # type: ignore[override]

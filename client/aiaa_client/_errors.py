@@ -20,14 +20,14 @@ from collections.abc import Mapping
 __all__ = [
     "AIAAError",
     "BadRequest",
-    "Unauthorized",
-    "NotFound",
-    "SessionExpired",
     "Busy",
-    "ServerError",
-    "Timeout",
     "ConnectionFailed",
+    "NotFound",
     "ProtocolError",
+    "ServerError",
+    "SessionExpired",
+    "Timeout",
+    "Unauthorized",
     "error_from_reply",
 ]
 

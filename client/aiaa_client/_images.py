@@ -16,7 +16,7 @@ import numpy as np
 
 from aiaa_client._nifti import is_nifti, read_nifti, write_nifti
 
-__all__ = ["Upload", "make_upload", "image_array", "Crop", "crop_around"]
+__all__ = ["Crop", "Upload", "crop_around", "image_array", "make_upload"]
 
 ImageLike = Any  # str | os.PathLike | bytes | np.ndarray | nibabel image
 

@@ -81,6 +81,22 @@ def infer_call(api: str, model: str, params: dict[str, Any], upload: Upload | No
     return multipart_call("POST", f"/v1/{api}", query, {"params": json.dumps(params)}, files)
 
 
+def _route_missing(exc: NotFound) -> bool:
+    """Whether a 404 came from the web framework (no such route) rather than from the AIAA server's logic."""
+    return exc.error is None and exc.detail.strip().lower() in ("not found", '{"detail":"not found"}')
+
+
+def admin(op: Op[T]) -> Op[T]:
+    """Run an admin operation; a missing route becomes a clear :class:`NotFound`."""
+    try:
+        return (yield from op)
+    except NotFound as exc:
+        if _route_missing(exc):
+            raise NotFound("this server offers no admin API for this call (its /admin routes are missing)",
+                           404) from exc
+        raise
+
+
 def _result(reply: Reply, api: str) -> Result:
     result = parse_result(reply)
     if api in ("dextr3d", "segmentation", "deepgrow") and not result.has_image:
@@ -88,7 +104,8 @@ def _result(reply: Reply, api: str) -> Result:
     return result
 
 
-def _with_defaults(params: dict[str, Any] | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def with_result_defaults(params: dict[str, Any] | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``params`` with the result keys the client asks for by default (NIfTI results it can decode)."""
     return {**DEFAULT_RESULT, **(params or {}), **(extra or {})}
 
 
@@ -101,7 +118,7 @@ def infer(api: str, model: str, image: Any, params: dict[str, Any], affine: Any 
     try:
         reply = yield infer_call(api, model, params, upload, session_id)
     except NotFound as exc:
-        if exc.error is None and api == "deepgrow":  # FastAPI's own 404: the route does not exist
+        if api == "deepgrow" and _route_missing(exc):
             raise NotFound("this server offers no /v1/deepgrow (no deepgrow model type)", 404) from exc
         raise
     return _result(reply, api)
@@ -112,10 +129,10 @@ def dextr3d(model: str, image: Any, points: Any, params: dict[str, Any] | None =
     """``POST /v1/dextr3d``; with ``crop`` only the box around the points (+ ``pad_mm``) is sent."""
     pts = _points(points)
     if not crop or session_id:
-        return (yield from infer("dextr3d", model, image, _with_defaults(params, {"points": pts}), affine, session_id))
+        return (yield from infer("dextr3d", model, image, with_result_defaults(params, {"points": pts}), affine, session_id))
     array, full_affine = image_array(image, affine)
     cropped, crop_affine, box = crop_around(array, full_affine, pts, pad_mm)
-    sent = _with_defaults(params, {"points": box.shift_points(pts), "result_extension": ".nii.gz"})
+    sent = with_result_defaults(params, {"points": box.shift_points(pts), "result_extension": ".nii.gz"})
     reply = yield infer_call("dextr3d", model, sent, make_upload(cropped, crop_affine))
     result = _result(reply, "dextr3d")
     out = dict(result.params)
@@ -134,7 +151,7 @@ def deepgrow(model: str, image: Any, foreground: Any, background: Any = (), curr
         extra["current_point"] = [int(v) for v in np.asarray(current_point).ravel()]
     if spatial_size is not None:
         extra["spatial_size"] = [int(v) for v in spatial_size]
-    return (yield from infer("deepgrow", model, image, _with_defaults(params, extra), affine, session_id))
+    return (yield from infer("deepgrow", model, image, with_result_defaults(params, extra), affine, session_id))
 
 
 # ---------------------------------------------------------------- sessions

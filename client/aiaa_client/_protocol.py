@@ -18,8 +18,17 @@ from typing import Any
 from aiaa_client._errors import Busy, ProtocolError
 from aiaa_client._types import Result
 
-__all__ = ["Call", "Sleep", "Reply", "encode_multipart", "parse_result", "parse_json", "SSEDecoder", "ServerEvent",
-           "RetryPolicy"]
+__all__ = [
+    "Call",
+    "Reply",
+    "RetryPolicy",
+    "SSEDecoder",
+    "ServerEvent",
+    "Sleep",
+    "encode_multipart",
+    "parse_json",
+    "parse_result",
+]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import numpy as np
 
 from aiaa_client._nifti import is_nifti, read_nifti, write_nifti
 
-__all__ = ["Result", "Job", "JOB_STATES", "FINAL_STATES"]
+__all__ = ["FINAL_STATES", "JOB_STATES", "Job", "Result"]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 

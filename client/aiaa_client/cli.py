@@ -17,7 +17,7 @@ from aiaa_client._client import DEFAULT_TIMEOUT_S, DEFAULT_URL, Client
 from aiaa_client._errors import AIAAError
 from aiaa_client._types import Job
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 
 def _print_json(value: Any) -> None:
@@ -92,7 +92,7 @@ class ProgressBar:
 
     def __call__(self, job: Job) -> None:
         """Draw ``job``'s progress."""
-        filled = int(round(max(0.0, min(1.0, job.progress)) * self.width))
+        filled = round(max(0.0, min(1.0, job.progress)) * self.width)
         parts = [f"[{'#' * filled}{'-' * (self.width - filled)}] {job.progress * 100:5.1f}%", job.state]
         if job.epochs:
             parts.append(f"epoch {job.epoch or 0}/{job.epochs}")
@@ -233,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     except AIAAError as exc:
         print(f"aiaa-client: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # the output was piped into e.g. `head`, which stopped reading
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, OSError) as exc:
         print(f"aiaa-client: {exc}", file=sys.stderr)
         return 2

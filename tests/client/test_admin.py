@@ -7,11 +7,10 @@ import json
 
 import httpx
 import pytest
+from aiaa_client import AsyncClient, BadRequest, Client, Job, NotFound, Timeout, Unauthorized
 from fake_admin import TOKEN, FakeAdmin, create_fake_admin
 from fastapi.testclient import TestClient
 from helpers import serve_in_thread
-
-from aiaa_client import AsyncClient, BadRequest, Client, Job, NotFound, Timeout, Unauthorized
 
 pytestmark = pytest.mark.anyio
 
@@ -64,7 +63,7 @@ async def test_follow_reports_every_change_and_returns_the_final_job(admin, stat
     seen = []
     final = await call(admin.follow(job_id, seen.append, poll_interval=0.01))
     assert final.state == "succeeded" and final.result == {"version": "3"} and final.progress == 1.0
-    assert [j.state for j in seen][0] == "queued" and [j.epoch for j in seen if j.state == "running"] == [1, 2, 3]
+    assert seen[0].state == "queued" and [j.epoch for j in seen if j.state == "running"] == [1, 2, 3]
     progress = [j.progress for j in seen]
     assert progress == sorted(progress)
     assert ("GET", f"/admin/jobs/{job_id}/events") in state.requests  # it used the event stream

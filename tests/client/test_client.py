@@ -12,10 +12,6 @@ import httpx
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import standin_pool
-from fastapi.testclient import TestClient
-from helpers import dice, phantom, phantom_points, serve_in_thread
-
 from aiaa_client import (
     AsyncClient,
     AsyncSession,
@@ -28,6 +24,10 @@ from aiaa_client import (
 )
 from aiaa_client._images import make_upload
 from aiaa_client._operations import infer_call
+from conftest import standin_pool
+from fastapi.testclient import TestClient
+from helpers import dice, phantom, phantom_points, serve_in_thread
+
 from engines.io import read_volume, write_volume
 from server.app import create_app
 from server.settings import Settings
@@ -123,7 +123,7 @@ async def test_dextr3d_from_a_path_returns_mask_affine_params_and_saves(api, cas
 
 
 async def test_image_as_bytes_array_and_nibabel_image_give_the_same_mask(api, case):
-    path, mask, points = case
+    path, _, points = case
     reference = nib.load(path)
     array = np.asarray(reference.dataobj, dtype=np.float32)
     by_path = await call(api.dextr3d("annotation_test", path, points))
@@ -248,3 +248,10 @@ def test_points_in_a_multipart_reply_follow_the_protocol(case):
     assert call_.content.startswith(b"--") and b'name="params"\r\n\r\n' in call_.content
     mask, _ = read_nifti(path.read_bytes())
     assert mask.shape == read_volume(path.read_bytes(), "x.nii.gz").shape
+
+
+async def test_admin_calls_on_a_server_without_the_jobs_api_say_so(api):
+    with pytest.raises(NotFound, match="no admin API"):
+        await call(api.jobs())
+    with pytest.raises(NotFound, match="no admin API"):
+        await call(api.versions("annotation_test"))

@@ -11,11 +11,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from aiaa_client.cli import main
 from conftest import standin_pool
 from fake_admin import TOKEN, create_fake_admin
 from helpers import dice, phantom, phantom_points, serve_in_thread
 
-from aiaa_client.cli import main
 from engines.io import write_volume
 from server.app import create_app
 from server.settings import Settings
@@ -138,8 +138,8 @@ def test_jobs_submit_follow_show_logs_cancel_resume(admin_server, capsys):
 def test_console_entry_with_environment_variables(admin_server):
     env = {"PYTHONPATH": str(CLIENT_DIR), "PATH": os.environ["PATH"], "AIAA_SERVER": admin_server}
     done = subprocess.run([sys.executable, "-m", "aiaa_client.cli", "jobs", "list"], capture_output=True, text=True,
-                          timeout=60, env=env)
+                          timeout=60, check=False, env=env)
     assert done.returncode == 1 and "HTTP 401" in done.stderr and "Bearer" in done.stderr
     done = subprocess.run([sys.executable, "-m", "aiaa_client.cli", "jobs", "list", "--json"], capture_output=True,
-                          text=True, timeout=60, env={**env, "AIAA_ADMIN_TOKEN": TOKEN})
+                          text=True, timeout=60, check=False, env={**env, "AIAA_ADMIN_TOKEN": TOKEN})
     assert done.returncode == 0 and isinstance(json.loads(done.stdout), list)

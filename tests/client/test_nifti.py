@@ -7,9 +7,9 @@ import gzip
 import nibabel as nib
 import numpy as np
 import pytest
+from aiaa_client import read_nifti, write_nifti
 from helpers import GEOMETRY
 
-from aiaa_client import read_nifti, write_nifti
 from engines.io import read_volume, write_volume
 
 OBLIQUE = np.array([[0.0, -0.8, 0.0, 10.0], [0.9, 0.0, 0.0, -3.0], [0.0, 0.0, -1.5, 7.0], [0.0, 0.0, 0.0, 1.0]])

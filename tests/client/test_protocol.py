@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 
+import aiaa_client
 import httpx
 import numpy as np
 import pytest
-
-import aiaa_client
 from aiaa_client import (
     AIAAError,
     AsyncClient,
