@@ -70,6 +70,16 @@ def test_multipart_reply_variants_of_other_servers():
         no_file.mask  # noqa: B018
 
 
+def test_reply_with_the_python_clients_boundary_and_a_preamble():
+    """A server may reuse client_api.py's encoder: boundary with a '$', preamble, extra CRLF at the end."""
+    boundary = "----------lImIt_of_THE_fIle_eW_$"
+    reply = multipart([("params", None, b'{"points": []}'), ("datapoint", "out/seg.nii.gz", NIFTI)], boundary)
+    reply = Reply(200, {"content-type": f"multipart/form-data; boundary={boundary}"},
+                  b"preamble\r\n" + reply.content + b"\r\n")
+    result = parse_result(reply)
+    assert result.params == {"points": []} and result.filename == "seg.nii.gz" and np.array_equal(result.mask, MASK)
+
+
 def test_raw_image_and_json_replies():
     raw = parse_result(Reply(200, {"content-type": "application/octet-stream",
                                    "content-disposition": 'attachment; filename="m.nii.gz"'}, NIFTI))
