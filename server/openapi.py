@@ -49,13 +49,15 @@ def _example_volume(size: int = 12, radius: float = 4.0) -> str:
 EXAMPLE_POINTS = [[2, 6, 6], [9, 6, 6], [6, 2, 6], [6, 9, 6], [6, 6, 2], [6, 6, 9]]
 EXAMPLE_VOLUME = _example_volume()
 POINT = {"type": "array", "items": {"type": "integer"}, "minItems": 3, "maxItems": 3,
-         "description": "voxel index [i, j, k] of the uploaded image (NIfTI axis order); a point one voxel outside is clipped"}
+         "description": "voxel index [i, j, k] of the uploaded image (NIfTI axis order); "
+                        "a point one voxel outside is clipped"}
 RESULT_KEYS = {  # null means the default, as for a missing key
     "result_extension": {"type": ["string", "null"], "examples": [".nii.gz", ".nii", ".nrrd", ".mha"],
                          "description": "file format of the returned mask (default: the input's)"},
     "result_dtype": {"enum": ["uint8", "uint16", "int16", "int32", "uint32", "float32", None],
                      "description": "voxel type of the returned mask (default uint8)"},
-    "result_compress": {"anyOf": [{"type": ["boolean", "null"]}, {"enum": ["true", "false", "True", "False", "1", "0", 1, 0]}],
+    "result_compress": {"anyOf": [{"type": ["boolean", "null"]},
+                                  {"enum": ["true", "false", "True", "False", "1", "0", 1, 0]}],
                         "description": "compress the returned file"},
 }
 PARAMS = {
@@ -95,8 +97,8 @@ def _form(params_schema: dict[str, Any], image_required: bool, image_description
     }
     if image_required:
         schema["anyOf"] = [{"required": ["image"]}, {"required": ["image0"]}]
-    return {"multipart/form-data": {"schema": schema, "encoding": {"params": {"contentType": "application/json"},
-                                                                   "image": {"contentType": "application/octet-stream"}}}}
+    encoding = {"params": {"contentType": "application/json"}, "image": {"contentType": "application/octet-stream"}}
+    return {"multipart/form-data": {"schema": schema, "encoding": encoding}}
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:

@@ -336,7 +336,8 @@ class Session:
 
     def inference(self, model: str, *, params: dict[str, Any] | None = None) -> Result:
         """Generic inference on the session's image."""
-        return self._run(lambda sid: ops.infer("inference", model, None, ops.with_result_defaults(params), session_id=sid))
+        return self._run(lambda sid: ops.infer("inference", model, None, ops.with_result_defaults(params),
+                                               session_id=sid))
 
     def deepgrow(self, model: str, foreground: Any, background: Any = (), *, current_point: Any = None,
                  spatial_size: Sequence[int] | None = None, params: dict[str, Any] | None = None) -> Result:

@@ -130,5 +130,6 @@ def crop_around(array: np.ndarray, affine: np.ndarray, points: list[list[int]],
     cropped = np.ascontiguousarray(array[low[0]:high[0], low[1]:high[1], low[2]:high[2]])
     shifted = np.asarray(affine, float).copy()
     shifted[:3, 3] = affine[:3, :3] @ low + affine[:3, 3]
-    crop = Crop(tuple(int(v) for v in low), tuple(int(v) for v in high - low), tuple(array.shape), np.asarray(affine, float))
+    crop = Crop(tuple(int(v) for v in low), tuple(int(v) for v in high - low), tuple(array.shape),
+                np.asarray(affine, float))
     return cropped, shifted, crop

@@ -129,7 +129,8 @@ def dextr3d(model: str, image: Any, points: Any, params: dict[str, Any] | None =
     """``POST /v1/dextr3d``; with ``crop`` only the box around the points (+ ``pad_mm``) is sent."""
     pts = _points(points)
     if not crop or session_id:
-        return (yield from infer("dextr3d", model, image, with_result_defaults(params, {"points": pts}), affine, session_id))
+        params = with_result_defaults(params, {"points": pts})
+        return (yield from infer("dextr3d", model, image, params, affine, session_id))
     array, full_affine = image_array(image, affine)
     cropped, crop_affine, box = crop_around(array, full_affine, pts, pad_mm)
     sent = with_result_defaults(params, {"points": box.shift_points(pts), "result_extension": ".nii.gz"})

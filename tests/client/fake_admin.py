@@ -48,7 +48,8 @@ class FakeJob:
         return {
             "id": self.id, "kind": self.kind, "model": self.model, "state": self.state,
             "progress": 1.0 if done else round(max(0, self.step - 1) / EPOCHS, 3),
-            "epoch": epoch, "epochs": EPOCHS, "metrics": {"loss": round(1.0 / (1 + epoch), 3), "dice": 0.8 + epoch / 100},
+            "epoch": epoch, "epochs": EPOCHS,
+            "metrics": {"loss": round(1.0 / (1 + epoch), 3), "dice": 0.8 + epoch / 100},
             "eta_s": None if done else float((EPOCHS - epoch) * 10), "created_at": "2026-11-24T02:00:00Z",
             "started_at": None if self.step == 0 else "2026-11-24T02:00:01Z",
             "finished_at": "2026-11-24T02:00:09Z" if done or self.state == "cancelled" else None,
@@ -86,7 +87,9 @@ def create_fake_admin(state: FakeAdmin | None = None) -> Starlette:
 
     def find(request: Request) -> FakeJob | Response:
         job = admin.jobs.get(request.path_params["job_id"])
-        return job if job is not None else _error(404, "JobNotFound", f"job '{request.path_params['job_id']}' not found")
+        if job is None:
+            return _error(404, "JobNotFound", f"job '{request.path_params['job_id']}' not found")
+        return job
 
     async def submit(request: Request) -> Response:
         if refused := authorized(request):

@@ -235,8 +235,9 @@ async def test_busy_model_is_busy_with_retry_after(api, app, case):
 
 
 def test_points_in_a_multipart_reply_follow_the_protocol(case):
-    """What the client puts on the wire, read like NVIDIA's Python client reads multipart (tests/server/multipart.py)."""
-    spec = importlib.util.spec_from_file_location("server_multipart", Path(__file__).parents[1] / "server" / "multipart.py")
+    """What the client puts on the wire, read as NVIDIA's Python client reads multipart (tests/server/multipart.py)."""
+    source = Path(__file__).parents[1] / "server" / "multipart.py"
+    spec = importlib.util.spec_from_file_location("server_multipart", source)
     multipart = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(multipart)
 
