@@ -169,6 +169,8 @@ ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/E
 
 
 def _describe(schema: dict[str, Any], app: FastAPI) -> dict[str, Any]:
+    from server.routers.inference import OUTPUTS as outputs  # here: the router imports this module
+
     ready = [(engine.name, engine.type) for engine in app.state.pool.engines()]
     for path, operations in schema.get("paths", {}).items():
         for operation in operations.values():
@@ -180,7 +182,7 @@ def _describe(schema: dict[str, Any], app: FastAPI) -> dict[str, Any]:
                 if name in PARAMETERS:
                     parameter.setdefault("description", PARAMETERS[name])
                 if name == "output":
-                    parameter["schema"] = {"type": "string", "enum": ["all", "image", "json"]}
+                    parameter["schema"] = {"type": "string", "enum": list(outputs)}
                 if name == "model" and path.startswith("/v1/") and path != "/v1/models":
                     wanted = MODEL_TYPE_OF_ROUTE.get(path)
                     names = [n for n, t in ready if wanted is None or t == wanted]

@@ -30,9 +30,11 @@ DEFAULT_URL = "http://127.0.0.1:5000"
 
 
 def _transport_failure(exc: httpx.TransportError) -> tuple[str, AIAAError]:
-    """Classify an httpx failure: ``connect`` (nothing sent), ``timeout`` or ``dropped``."""
+    """Classify an httpx failure: ``connect`` (nothing sent), ``invalid`` (bad URL), ``timeout`` or ``dropped``."""
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
         return "connect", ConnectionFailed(f"cannot reach the server: {exc}")
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return "invalid", ConnectionFailed(f"not a usable server URL: {exc}")
     if isinstance(exc, httpx.TimeoutException):
         return "timeout", Timeout(f"no reply in time ({type(exc).__name__})")
     return "dropped", ConnectionFailed(f"the connection failed: {type(exc).__name__}: {exc}")
@@ -155,6 +157,12 @@ class _Base(_Methods):
     def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float | None = DEFAULT_TIMEOUT_S,
                  max_retries: int = 2, backoff_s: float = 0.5) -> None:
         self.url = (url or os.environ.get("AIAA_SERVER") or DEFAULT_URL).rstrip("/")
+        try:
+            parsed = httpx.URL(self.url)
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"not a server URL: {self.url!r} ({exc})") from None
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ValueError(f"the server URL must look like http://host:port, not {self.url!r}")
         self.token = token
         self.timeout = timeout
         self.retry = RetryPolicy(max_retries, backoff_s)

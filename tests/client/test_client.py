@@ -256,3 +256,20 @@ async def test_admin_calls_on_a_server_without_the_jobs_api_say_so(api):
         await call(api.jobs())
     with pytest.raises(NotFound, match="no admin API"):
         await call(api.versions("annotation_test"))
+
+
+def test_a_dicom_folder_is_sent_as_image0_to_n(tmp_path):
+    from helpers import dicom_series_files
+
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for i, data in enumerate(dicom_series_files()):
+        (folder / f"IM{i:04d}").write_bytes(data)
+    roomy = Settings(config="unused.json", max_upload_bytes=64 * 1024 * 1024, max_voxels=512 * 512 * 64)
+    with TestClient(create_app(roomy, standin_pool())) as test_client:
+        client = Client("http://testserver", http_client=test_client)
+        info = client.create_session(folder)
+        assert info["session_info"]["image"]["shape"] == [512, 512, 20]
+        points = [[200, 250, 2], [300, 250, 2], [250, 200, 2], [250, 300, 2], [250, 250, 0], [250, 250, 19]]
+        result = client.dextr3d("annotation_test", None, points, session_id=info["session_id"])
+        assert result.mask.shape == (512, 512, 20) and result.mask.any()

@@ -208,3 +208,10 @@ def test_a_reply_without_a_mask_for_dextr3d_is_a_protocol_error():
     script = Script(httpx.Response(200, json={"points": []}))
     with pytest.raises(ProtocolError, match="no image"):
         make(script).dextr3d("m", NIFTI, [[0, 0, 0]] * 6)
+
+
+def test_a_bad_server_url_is_refused_before_any_request():
+    with pytest.raises(ValueError, match="http://host:port"):
+        Client("127.0.0.1:5000")
+    with pytest.raises(ValueError, match="not a server URL"):
+        Client("http://[::1")
