@@ -25,7 +25,7 @@ def state():
     return FakeAdmin()
 
 
-@pytest.fixture(params=["sync-asgi", "async-asgi", "sync-uvicorn"])
+@pytest.fixture(params=["sync-asgi", "async-asgi", "sync-uvicorn", "async-uvicorn"])
 async def admin(request, state):
     """(client, state) with the admin token; in-process or over a loopback socket (real SSE streaming)."""
     app = create_fake_admin(state)
@@ -35,9 +35,13 @@ async def admin(request, state):
     elif request.param == "async-asgi":
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app)) as http:
             yield AsyncClient("http://testserver", TOKEN, http_client=http)
-    else:
+    elif request.param == "sync-uvicorn":
         with serve_in_thread(app) as port, Client(f"http://127.0.0.1:{port}", TOKEN, timeout=10) as client:
             yield client
+    else:
+        with serve_in_thread(app) as port:
+            async with AsyncClient(f"http://127.0.0.1:{port}", TOKEN, timeout=10) as client:
+                yield client
 
 
 async def call(value):
