@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from engines.pool import EnginePool
 from server.errors import install_handlers
 from server.logbuffer import LogBuffer
+from server.openapi import ERROR_RESPONSE, install_openapi
 from server.routers import health, inference, logs, models, session
 from server.runner import GateKeeper
 from server.sessions import SessionStore
@@ -40,7 +41,7 @@ def create_app(settings: Settings | None = None, pool: EnginePool | None = None)
             app.state.logs.detach()
 
     app = FastAPI(title="AIAA-compatible annotation server", version="0.1.0", lifespan=lifespan,
-                  redirect_slashes=False)
+                  redirect_slashes=False, responses=ERROR_RESPONSE)
     app.state.settings = settings
     app.state.pool = pool or EnginePool()
     app.state.sessions = SessionStore(settings.session_default_expiry_s, settings.session_max_expiry_s,
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None, pool: EnginePool | None = None)
     app.state.logs = LogBuffer()
     app.state.gates = GateKeeper(settings.max_running_per_model, settings.max_queued_per_model)
     install_handlers(app)
+    install_openapi(app)
     for module in (models, inference, session, health, logs):
         app.include_router(module.router)
     return app

@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "client"))  # aiaa_client, its own distribution
 
 from helpers import (  # noqa: E402
     annotation_config,

@@ -12,6 +12,7 @@ from engines.errors import WrongModelTypeError
 from engines.io import Volume, write_volume
 from server.deps import GatesDep, PoolDep, SessionsDep, SettingsDep
 from server.errors import BadRequest, SessionExpired
+from server.openapi import inference_docs
 from server.wire import decode_upload, multipart_reply, read_upload, result_format
 
 router = APIRouter(tags=["inference"])
@@ -83,5 +84,5 @@ def _route(api: str):
 
 
 for _api in ("dextr3d", "segmentation", "inference"):
-    router.add_api_route(f"/v1/{_api}", _route(_api), methods=["POST"])
+    router.add_api_route(f"/v1/{_api}", _route(_api), methods=["POST"], **inference_docs(_api))
     router.add_api_route(f"/v1/{_api}/", _route(_api), methods=["POST"], include_in_schema=False)

@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 
 from server.deps import SessionsDep, SettingsDep
 from server.errors import ApiError, BadRequest
+from server.openapi import SESSION_DOCS, SESSION_PUT_DOCS
 from server.wire import decode_upload, read_upload
 
 router = APIRouter(tags=["session"])
@@ -19,7 +20,7 @@ class SessionNotFound(ApiError):
     status = 404
 
 
-@router.put("/session/")
+@router.put("/session/", **SESSION_PUT_DOCS)
 @router.put("/session", include_in_schema=False)
 async def create_session(request: Request, sessions: SessionsDep, settings: SettingsDep,
                          expiry: int | None = None) -> JSONResponse:
@@ -32,7 +33,7 @@ async def create_session(request: Request, sessions: SessionsDep, settings: Sett
     return JSONResponse(session.info())
 
 
-@router.get("/session/{session_id}")
+@router.get("/session/{session_id}", **SESSION_DOCS)
 def get_session(session_id: str, sessions: SessionsDep, update_ts: bool = False) -> JSONResponse:
     """Session info while it lives; 404 once unknown or expired."""
     session = sessions.get(session_id, touch=update_ts)
@@ -41,7 +42,7 @@ def get_session(session_id: str, sessions: SessionsDep, update_ts: bool = False)
     return JSONResponse(session.info())
 
 
-@router.delete("/session/{session_id}")
+@router.delete("/session/{session_id}", **SESSION_DOCS)
 def delete_session(session_id: str, sessions: SessionsDep) -> JSONResponse:
     """Close a session; 404 if unknown."""
     if not sessions.delete(session_id):
