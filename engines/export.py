@@ -29,6 +29,7 @@ import torch
 
 from engines.backends import MeanEnsemble, TorchBackend, load_artifact, select_device
 from engines.backends.base import require
+from engines.backends.selection import file_sha256
 from engines.backends.tensorrt import ShapeProfile, build_serialized_engine
 from engines.config import ModelConfig, load_model_config
 from engines.errors import ConfigError
@@ -290,9 +291,11 @@ def export_model(config_path: str | Path, options: ExportOptions, datalist: str 
         diffs = [float((a - b).abs().max()) for a, b in zip(art_recorder.outputs, recorder.outputs)]
         dices = [_mask_dice(a, b, n_labels) for a, b in zip(art_masks, ref_masks)]
         ref_ms, art_ms = time_alternately(reference, artifact, example, options.repeats)
+        weights = (config_dir / str(member.model_path)).resolve()
         members_report.append({
             "artifact": artifact_path.name, "network": member.network.name if member.network else None,
-            "weights": str(member.model_path), "input_shape": list(example.shape),
+            "weights": str(member.model_path), "weights_sha256": file_sha256(weights),
+            "input_shape": list(example.shape),
             "max_abs_diff": round(max(diffs), 6), "mask_dice_min": round(min(dices), 5),
             "mask_dice_mean": round(float(np.mean(dices)), 5), "latency_ms": art_ms, "pytorch_latency_ms": ref_ms,
             "speedup": round(ref_ms / art_ms, 2) if art_ms else None,

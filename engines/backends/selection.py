@@ -1,7 +1,9 @@
 """``model_format: auto``: pick the fastest verified export that runs well on this hardware.
 
 A candidate is an export folder listed in the model config's ``exports`` whose
-``export_report.json`` passed, whose runtime is installed, whose device is here, whose
+``export_report.json`` passed, that was exported from the very weights the config names
+(SHA-256 of each network's checkpoint; a fine-tuned version never serves its parent's
+artifacts), whose runtime is installed, whose device is here, whose
 precision this hardware runs natively, and (for reduced precision) whose validation Dice
 moved by less than :data:`MAX_DICE_DELTA`. Among candidates, latencies measured on this
 same CPU/GPU model decide; otherwise a fixed order of runtimes does. No candidate: the
@@ -10,6 +12,8 @@ PyTorch checkpoint.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -20,7 +24,7 @@ from engines.backends.base import has_module
 from engines.config import ModelConfig
 from engines.hardware import Hardware
 
-__all__ = ["MAX_DICE_DELTA", "RUNTIME_PACKAGES", "Candidate", "choose_export", "read_report"]
+__all__ = ["MAX_DICE_DELTA", "RUNTIME_PACKAGES", "Candidate", "choose_export", "file_sha256", "read_report"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,20 @@ class Candidate:
         return [self.folder / str(m["artifact"]) for m in self.report["members"]]
 
 
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file (a checkpoint's fingerprint in export reports)."""
+    return _sha256(str(Path(path).resolve()), Path(path).stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: str, _mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def read_report(folder: Path) -> dict[str, Any] | None:
     """The export report in ``folder``, or None when absent or unreadable."""
     try:
@@ -63,8 +81,8 @@ def read_report(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-def _rejection(report: dict[str, Any] | None, folder: Path, config: ModelConfig, hardware: Hardware,
-               device: str) -> str | None:
+def _rejection(report: dict[str, Any] | None, folder: Path, config: ModelConfig, config_dir: Path,
+               hardware: Hardware, device: str) -> str | None:
     """Why an export cannot be served here, or None when it can."""
     if report is None:
         return "no readable export_report.json"
@@ -75,6 +93,10 @@ def _rejection(report: dict[str, Any] | None, folder: Path, config: ModelConfig,
         return f"it has {len(report.get('members', []))} networks, the model has {len(config.members())}"
     if any(not (folder / str(m.get("artifact"))).exists() for m in report["members"]):
         return "an artifact file is missing"
+    for member, exported in zip(config.members(), report["members"]):
+        weights = config_dir / str(member.model_path)
+        if not weights.is_file() or exported.get("weights_sha256") != file_sha256(weights):
+            return f"it was not exported from {weights.name} as it is now (weights differ; re-export)"
     if not has_module(RUNTIME_PACKAGES.get(str(fmt), str(fmt))):
         return f"runtime for '{fmt}' is not installed"
     if report.get("device", "cpu") != device:
@@ -110,7 +132,7 @@ def choose_export(config: ModelConfig, config_dir: Path, hardware: Hardware, dev
     for entry in config.exports:
         folder = (config_dir / entry).resolve()
         report = read_report(folder)
-        reason = _rejection(report, folder, config, hardware, device)
+        reason = _rejection(report, folder, config, config_dir, hardware, device)
         if reason is not None:
             log.info("auto: skipping export %s: %s", folder, reason)
             continue

@@ -3,7 +3,7 @@ import json
 import pytest
 from helpers import segmentation_config
 
-from engines.backends.selection import MAX_DICE_DELTA, choose_export
+from engines.backends.selection import MAX_DICE_DELTA, choose_export, file_sha256
 from engines.config import ModelConfig
 from engines.hardware import Hardware
 
@@ -15,11 +15,15 @@ def _export(root, name, fmt="openvino", precision="fp32", passed=True, dice_delt
             latency=10.0, members=1):
     folder = root / name
     folder.mkdir()
+    weights = root / "model.pt"  # what segmentation_config() names
+    if not weights.exists():
+        weights.write_bytes(b"weights")
     for i in range(members):
         (folder / f"member{i + 1}.bin").write_bytes(b"x")
     report = {"format": fmt, "precision": precision, "passed": passed, "device": "cpu",
               "hardware": {"cpu": cpu, "gpu": None}, "validation": {"dice_delta": dice_delta},
-              "members": [{"artifact": f"member{i + 1}.bin", "latency_ms": latency} for i in range(members)]}
+              "members": [{"artifact": f"member{i + 1}.bin", "latency_ms": latency, "weights_sha256": file_sha256(weights)}
+                          for i in range(members)]}
     (folder / "export_report.json").write_text(json.dumps(report))
     return name
 
@@ -57,3 +61,10 @@ def test_latency_measured_on_this_cpu_decides_otherwise_openvino_first(tmp_path)
 def test_exports_belong_to_auto_configs_only():
     with pytest.raises(ValueError, match="model_format 'auto'"):
         ModelConfig.model_validate(segmentation_config(exports=["x"]))
+
+
+def test_an_export_of_other_weights_is_never_served(tmp_path):
+    exports = [_export(tmp_path, "ov")]
+    assert choose_export(_config(exports), tmp_path, CASCADE_LAKE, "cpu") is not None
+    (tmp_path / "model.pt").write_bytes(b"fine-tuned weights")  # a new version in place of the exported one
+    assert choose_export(_config(exports), tmp_path, CASCADE_LAKE, "cpu") is None
