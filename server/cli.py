@@ -27,14 +27,22 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from engines.errors import EngineError
+    from engines.errors import EngineError, TrainingStopped
     from engines.training import train
+    from server.train_progress import TrainProgress
 
+    reporter = TrainProgress(args.progress_file, args.stop_file)
     try:
-        train(args.config, args.datalist, args.train_config, args.output, device=args.device, member=args.member)
+        train(args.config, args.datalist, args.train_config, args.output, device=args.device, member=args.member,
+              progress=reporter.message, on_progress=reporter, should_stop=reporter.should_stop, resume=args.resume)
+    except TrainingStopped as exc:
+        print(f"aiaa train: {exc}", file=sys.stderr)
+        return 3
     except EngineError as exc:
         print(f"aiaa train: {exc}", file=sys.stderr)
         return 2
+    finally:
+        reporter.close()
     return 0
 
 
@@ -59,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     train.add_argument("--member", type=int, default=None,
                        help="for an ensemble model config: which network to train (1..N)")
+    train.add_argument("--resume", action="store_true", help="continue from checkpoint_last.pt in the output folder")
+    train.add_argument("--progress-file", default=None, help="append progress as JSON lines (for a job supervisor)")
+    train.add_argument("--stop-file", default=None, help="stop at the next batch, with a checkpoint, once this exists")
     train.set_defaults(func=_train)
     return parser
 
