@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from server import admin_cli
 from server.logbuffer import LOG_FORMAT
 
 __all__ = ["main"]
@@ -20,6 +21,8 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {"config": args.config}
     if args.max_upload_mb is not None:
         overrides["max_upload_bytes"] = int(args.max_upload_mb * 1024 * 1024)
+    if args.admin_token_file is not None:
+        overrides["admin_token_file"] = args.admin_token_file
     settings = Settings(**overrides)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
                 timeout_keep_alive=30)
@@ -57,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=5000)
     serve.add_argument("--max-upload-mb", type=float, default=None, help="largest accepted upload (MiB)")
     serve.add_argument("--log-level", default="info")
+    serve.add_argument("--admin-token-file", default=None,
+                       help="file holding the bearer token of the /admin/ routes (or set AIAA_ADMIN_TOKEN)")
     serve.set_defaults(func=_serve)
 
     train = sub.add_parser("train", help="train a model from a Clara datalist")
@@ -71,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--progress-file", default=None, help="append progress as JSON lines (for a job supervisor)")
     train.add_argument("--stop-file", default=None, help="stop at the next batch, with a checkpoint, once this exists")
     train.set_defaults(func=_train)
+    admin_cli.add_parsers(sub)
     return parser
 
 

@@ -100,9 +100,10 @@ def test_a_server_crash_leaves_running_jobs_interrupted_and_finished_ones_intact
             except httpx.TransportError:
                 assert time.monotonic() < deadline and server.poll() is None, "the server did not start"
                 time.sleep(0.2)
-        finished = _submit(client, tiny_job(tmp_path, epochs=1))
-        assert wait_for(client, finished, lambda j: j["state"] != "queued" and j["state"] != "running",
-                        timeout=120)["state"] == "succeeded"
+        finished = _submit(client, {"kind": "evaluate", "model": "tiny",
+                                    "datalist": str(tmp_path / "data" / "datalist.json")})
+        evaluated = wait_for(client, finished, lambda j: j["state"] not in ("queued", "running"), timeout=120)
+        assert evaluated["state"] == "succeeded", evaluated["error"]
         running = _submit(client, tiny_job(tmp_path, epochs=5000))
         worker = wait_for(client, running, lambda j: (j["epoch"] or 0) >= 1)["pid"]
     finally:
@@ -113,8 +114,10 @@ def test_a_server_crash_leaves_running_jobs_interrupted_and_finished_ones_intact
     with TestClient(create_app(settings)) as restarted:
         jobs = {j["id"]: j for j in restarted.get("/admin/jobs", headers=AUTH).json()}
         assert jobs[running]["state"] == "interrupted" and "restarted" in jobs[running]["error"]
-        assert jobs[finished]["state"] == "succeeded" and jobs[finished]["result"]["version"] == "3"
-        assert restarted.get("/v1/models").json()[0]["version"] == "3"  # the deployed version still serves
+        assert jobs[finished] == {**evaluated, "updated_at": jobs[finished]["updated_at"]}
+        report = jobs[finished]["result"]
+        assert report["summary"]["cases"] == 1 and set(report["cases"][0]["dice"]) == {"hippocampus"}
+        assert 0 <= report["summary"]["dice_per_label"]["hippocampus"] <= 1
         deadline = time.monotonic() + 10
         while _alive(worker) and time.monotonic() < deadline:
             time.sleep(0.1)
