@@ -13,7 +13,7 @@ import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -21,11 +21,12 @@ from monai import transforms as mt
 from monai.data import CacheDataset, DataLoader
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
-from monai.losses import DiceCELoss
+from monai.losses import DiceCELoss, DiceLoss
 from monai.utils import set_determinism
 from pydantic import Field, ValidationError
 
 from engines.backends import TorchBackend, select_device
+from engines.clara_train import clara_to_train_config, is_clara_train_config
 from engines.config import ComponentSpec, ModelConfig, _Strict, describe_validation_error, load_json, load_model_config
 from engines.dextr3d import Dextr3dEngine
 from engines.engine import Engine
@@ -64,12 +65,19 @@ class TrainConfig(_Strict):
     save_half: bool = True
     init_weights: str | None = None  # start from these weights (fine-tuning), relative to the train config
     mixed_precision: bool = True  # float16 autocast and gradient scaling, on CUDA only
+    loss: Literal["DiceCELoss", "DiceLoss"] = "DiceCELoss"
+    lr_schedule: Literal["cosine", "poly", "constant"] = "cosine"
+    poly_power: float = Field(0.9, gt=0)
+    clara_notes: list[str] = Field(default_factory=list)  # how a Clara config_train.json was mapped
 
 
 def load_train_config(path: str | Path) -> TrainConfig:
     """Read and validate a train config file."""
+    data = load_json(path)
+    if is_clara_train_config(data):
+        data = clara_to_train_config(data, str(path))
     try:
-        return TrainConfig.model_validate(load_json(path))
+        return TrainConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(str(path), exc)) from None
 
@@ -126,6 +134,15 @@ def _validate(engine: Engine, cases: list[dict[str, str]], dist: DistributedCont
     if dist:
         scores = dist.gather(scores)
     return [float(v) for v in np.mean([s["dice"] for s in scores], axis=0)]
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    length = cfg.lr_schedule_epochs or cfg.epochs
+    if cfg.lr_schedule == "poly":
+        return torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=length, power=cfg.poly_power)
+    if cfg.lr_schedule == "constant":
+        return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=length)
 
 
 def _hardware(device: torch.device) -> str:
@@ -229,6 +246,8 @@ def train(
     if not dist.is_main:
         progress = lambda _: None  # noqa: E731
         on_progress = None
+    for note in cfg.clara_notes:
+        progress(f"Clara config_train.json: {note}")
 
     pipeline = _train_pipeline(config, cfg)
     pipeline.set_random_state(seed=cfg.seed + dist.rank)
@@ -244,9 +263,10 @@ def train(
         progress(f"initialised from {init}")
     network = network.to(dev)
     binary = config.type == "annotation"
-    loss_fn = DiceCELoss(sigmoid=binary, softmax=not binary, to_onehot_y=not binary)
+    loss_cls = DiceCELoss if cfg.loss == "DiceCELoss" else DiceLoss
+    loss_fn = loss_cls(sigmoid=binary, softmax=not binary, to_onehot_y=not binary)
     optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.lr_schedule_epochs or cfg.epochs)
+    scheduler = _scheduler(optimizer, cfg)
     amp = cfg.mixed_precision and dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     engine_cls = Dextr3dEngine if binary else SegmentationEngine
