@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +137,8 @@ class ModelStore:
                 config["version"] = str(number)
                 (tmp / "model_config.json").write_text(json.dumps(config, indent=2))
                 load_model_config(tmp / "model_config.json")  # a version that does not parse is never published
-                record = {"version": str(number), "created_at": time.time(), "source": source,
+                created = datetime.now(timezone.utc).isoformat()
+                record = {"version": str(number), "created_at": created, "source": source,
                           "metrics": metrics or {}}
                 (tmp / "version.json").write_text(json.dumps(record, indent=2))
                 os.rename(tmp, folder / str(number))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from typing import Any
@@ -23,6 +24,7 @@ class AdminError(Exception):
 def _client(args: argparse.Namespace):
     import httpx
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would drown the answers
     token = args.token or os.environ.get("AIAA_ADMIN_TOKEN")
     if not token:
         raise AdminError("no admin token: pass --token or set AIAA_ADMIN_TOKEN")
@@ -102,6 +104,7 @@ def _follow(args: argparse.Namespace) -> None:
     bar = tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}<{remaining}] {postfix}",
                file=sys.stderr, disable=not sys.stderr.isatty())
     job: dict[str, Any] = {}
+    shown = None
     try:
         with _client(args) as client, client.stream("GET", f"/admin/jobs/{args.job_id}/events",
                                                     timeout=httpx.Timeout(args.timeout, read=None)) as stream:
@@ -119,8 +122,10 @@ def _follow(args: argparse.Namespace) -> None:
                 post.update({k: round(v, 4) for k, v in metrics.items() if isinstance(v, (int, float))})
                 bar.n = round(job["progress"] * 100, 1)
                 bar.set_postfix(post, refresh=True)
-                if bar.disable:
-                    print(json.dumps({"state": job["state"], "progress": job["progress"], **post}), flush=True)
+                line = json.dumps({"state": job["state"], "progress": job["progress"], **post})
+                if bar.disable and line != shown:
+                    print(line, flush=True)
+                    shown = line
     except httpx.TransportError as exc:
         raise AdminError(f"cannot reach {args.server}: {exc}") from None
     finally:
