@@ -52,7 +52,7 @@ def test_progress_stop_at_a_batch_and_resume(tmp_path):
 
 
 def test_two_gloo_processes_train_under_torchrun(tmp_path):
-    cfg_path, datalist, train_cfg = _setup(tmp_path)
+    cfg_path, datalist, train_cfg = _setup(tmp_path, epochs=1)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                           "-m", "server.cli", "train", "--config", str(cfg_path), "--datalist", str(datalist),
@@ -62,8 +62,8 @@ def test_two_gloo_processes_train_under_torchrun(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["hardware"].endswith("x 2 processes")
-    assert [h["epoch"] for h in metrics["history"]] == [1, 2] and len(metrics["final"]["val_dice"]) == 2
+    assert [h["epoch"] for h in metrics["history"]] == [1] and len(metrics["final"]["val_dice"]) == 2
     # two training cases over two ranks: one batch each per epoch, reported by rank 0 only
     events = [json.loads(line) for line in (tmp_path / "progress.jsonl").read_text().splitlines()]
-    assert [(e["epoch"], e["batch"], e["batches"]) for e in events if e["event"] == "batch"] == [(1, 1, 1), (2, 1, 1)]
+    assert [(e["epoch"], e["batch"], e["batches"]) for e in events if e["event"] == "batch"] == [(1, 1, 1)]
     assert (tmp_path / "out" / "model.pt").is_file()

@@ -16,6 +16,7 @@ from helpers import REPO, serve_in_thread
 from jobs_helpers import AUTH, TOKEN, phantom_setup, tiny_job, wait_for
 
 from server.app import create_app
+from server.cli import main
 
 
 @pytest.fixture()
@@ -39,27 +40,52 @@ def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
 
 
-def test_cancel_stops_at_a_batch_with_a_checkpoint_and_resume_finishes(served):
+def test_cancel_stops_at_a_batch_with_a_checkpoint_and_resume_finishes_from_the_admin_cli(served, capsys,
+                                                                                          monkeypatch):
     client, tmp = served
-    job_id = _submit(client, tiny_job(tmp, epochs=25))
+    monkeypatch.setenv("AIAA_ADMIN_TOKEN", TOKEN)
+    cli = ["--server", str(client.base_url)]
+    assert main(["jobs", "submit", "finetune", "--model", "tiny", "--datalist", str(tmp / "data" / "datalist.json"),
+                 "--param", "epochs=12", "--param", "batch_size=1", "--param", "val_interval=100", *cli]) == 0
+    job_id = json.loads(capsys.readouterr().out)["job_id"]
     running = wait_for(client, job_id, lambda j: (j["epoch"] or 0) >= 2)
     assert running["state"] == "running" and 0 < running["progress"] < 1 and running["eta_s"] is not None
-    assert client.delete(f"/admin/jobs/{job_id}", headers=AUTH).status_code == 202
+    assert main(["jobs", "cancel", job_id, *cli]) == 0
     job = wait_for(client, job_id, lambda j: j["state"] != "running")
     assert job["state"] == "cancelled" and job["cancelled_by"] == "stop" and job["error"] is None
     assert job["progress"] < 1 and job["pid"] is None
     work = tmp / "state" / "jobs" / job_id
     assert (work / "out" / "model" / "checkpoint_last.pt").is_file()
     assert client.delete(f"/admin/jobs/{job_id}", headers=AUTH).status_code == 409  # already over
+    capsys.readouterr()
 
-    assert client.post(f"/admin/jobs/{job_id}/resume", headers=AUTH).json()["attempt"] == 2
-    done = wait_for(client, job_id, lambda j: j["state"] in ("succeeded", "failed"), timeout=180)
-    assert done["state"] == "succeeded", done["error"]
-    assert done["result"]["version"] == str(int(done["params"]["base_version"]) + 1) and done["attempt"] == 2
-    assert "resumed from" in client.get(f"/admin/jobs/{job_id}/logs", headers=AUTH, params={"lines": 1000}).text
+    assert main(["jobs", "resume", job_id, *cli]) == 0
+    assert json.loads(capsys.readouterr().out)["attempt"] == 2
+    assert main(["jobs", "show", job_id, "--follow", *cli]) == 0
+    out = capsys.readouterr().out
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith('{"state"')]
+    assert lines[-1]["state"] == "succeeded" and lines[-1]["progress"] == 1.0  # plain lines off a terminal
+    done = client.get(f"/admin/jobs/{job_id}", headers=AUTH).json()
+    new_version = str(int(done["params"]["base_version"]) + 1)
+    assert done["result"]["version"] == new_version and done["attempt"] == 2
     metrics = json.loads((work / "out" / "model" / "metrics.json").read_text())
-    assert [h["epoch"] for h in metrics["history"]] == list(range(1, 26))
+    assert [h["epoch"] for h in metrics["history"]] == list(range(1, 13))
     assert (work / "out" / "model" / "tensorboard").is_dir()
+
+    assert main(["jobs", "logs", job_id, "--lines", "1000", *cli]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    assert main(["jobs", "list", *cli]) == 0
+    assert job_id in capsys.readouterr().out
+    assert main(["models", "versions", "tiny", *cli]) == 0
+    assert json.loads(capsys.readouterr().out)["serving"] == new_version
+    assert main(["models", "serve", "tiny", done["params"]["base_version"], *cli]) == 0
+    assert json.loads(capsys.readouterr().out) == {"model": "tiny", "version": done["params"]["base_version"]}
+    assert main(["jobs", "resume", job_id, *cli]) == 2  # a succeeded job does not resume
+    assert "only interrupted, cancelled or failed" in capsys.readouterr().err
+    assert main(["jobs", "list", "--token", "wrong", *cli]) == 2
+    assert "HTTP 401" in capsys.readouterr().err
+    assert main(["jobs", "list", "--server", "http://127.0.0.1:9"]) == 2
+    assert "cannot reach" in capsys.readouterr().err
 
 
 def test_a_worker_killed_with_sigkill_is_interrupted_within_seconds_and_the_queue_moves_on(served):
@@ -77,7 +103,9 @@ def test_a_worker_killed_with_sigkill_is_interrupted_within_seconds_and_the_queu
     job = wait_for(client, killed, lambda j: j["state"] != "running", timeout=10)
     assert time.monotonic() - killed_at < 10
     assert job["state"] == "interrupted" and "signal 9" in job["error"]
-    assert wait_for(client, following, lambda j: j["state"] not in ("queued", "running"))["state"] == "succeeded"
+    started = wait_for(client, following, lambda j: j["state"] == "running" and j["pid"])  # the queue moves on
+    os.kill(started["pid"], signal.SIGKILL)
+    assert wait_for(client, following, lambda j: j["state"] != "running")["state"] == "interrupted"
     assert client.get(f"/admin/jobs/{never}", headers=AUTH).json()["started_at"] is None
 
 
