@@ -9,13 +9,16 @@ both on the whole validation split (30 cases, exact extreme points, through the 
 Augmentations are those of the shipped network (its train_config.json), one CPU thread.
 
 ``latency``: times dextr3d clicks (one validation case, through the HTTP API) on an idle server,
-then while a fine-tune job submitted through ``POST /admin/jobs`` runs.
+then while a fine-tune job submitted through ``POST /admin/jobs`` runs (the job is cancelled after),
+then idle again; the 1-minute load average is recorded around each phase (other work on the machine
+shows there).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -95,21 +98,33 @@ def latency(args: argparse.Namespace) -> dict:
         return {"n": len(values), "median_ms": round(statistics.median(values), 1),
                 "p90_ms": round(float(np.percentile(values, 90)), 1), "max_ms": round(max(values), 1)}
 
+    def phase(clicks: int, while_running: str | None = None) -> dict:
+        load = os.getloadavg()[0]
+        times = []
+        while len(times) < clicks:
+            if while_running and client.get(f"/admin/jobs/{while_running}", headers=headers).json()["state"] != "running":
+                break
+            times.append(click())
+        return {**stats(times), "load_avg_1min_before": round(load, 2), "load_avg_1min_after": round(os.getloadavg()[0], 2)}
+
     click()  # warm
-    idle = [click() for _ in range(args.clicks)]
+    idle = phase(args.clicks)
     job = client.post("/admin/jobs", headers=headers, json={
         "kind": "finetune", "model": args.model, "datalist": args.datalist,
-        "params": {"epochs": 1, "val_interval": 1, "max_train_cases": 20, "max_val_cases": 2, "deploy": False}})
+        "params": {"epochs": 1, "val_interval": 1, "max_train_cases": 40, "max_val_cases": 2, "deploy": False}})
     job.raise_for_status()
     job_id = job.json()["job_id"]
     while client.get(f"/admin/jobs/{job_id}", headers=headers).json()["state"] == "queued":
         time.sleep(0.2)
-    busy = []
-    while client.get(f"/admin/jobs/{job_id}", headers=headers).json()["state"] == "running" and len(busy) < args.clicks:
-        busy.append(click())
-    final = client.get(f"/admin/jobs/{job_id}", headers=headers).json()
-    return {"model": args.model, "case": case["image"], "idle": stats(idle),
-            "during_finetune": stats(busy) if busy else None, "job_state_at_end": final["state"]}
+    time.sleep(8)  # past the worker's start-up (imports), into training
+    busy = phase(args.clicks, while_running=job_id)
+    state = client.get(f"/admin/jobs/{job_id}", headers=headers).json()["state"]
+    client.delete(f"/admin/jobs/{job_id}", headers=headers)
+    while client.get(f"/admin/jobs/{job_id}", headers=headers).json()["state"] == "running":
+        time.sleep(0.5)
+    after = phase(args.clicks)
+    return {"model": args.model, "case": case["image"], "cpu_cores": os.cpu_count(), "idle": idle,
+            "during_finetune": busy, "idle_after": after, "job_state_while_measuring": state}
 
 
 def main() -> None:

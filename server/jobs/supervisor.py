@@ -100,6 +100,10 @@ class Supervisor:
             self._signal(run, signal.SIGKILL)
             run.process.wait(timeout=10)
             run.log.close()
+            if self.store.get(run.job_id)["cancel_requested"]:
+                self.store.update(run.job_id, state="cancelled", cancelled_by="SIGKILL", finished_at=time.time(),
+                                  pid=None, error="the server stopped before the job's clean stop")
+                continue
             self.store.update(run.job_id, state="interrupted", finished_at=time.time(), pid=None,
                               error="the server stopped while the job ran; resume it with POST /admin/jobs/{id}/resume")
         self._runs.clear()
