@@ -244,9 +244,13 @@ class Supervisor:
             row = self.store.get(run.job_id)
             progress = dict(row["progress"] or {})
             steps = max(len(run.steps), 1)
-            progress.update({k: latest[k] for k in ("epoch", "epochs", "eta_s") if k in latest})
+            done = float(latest.get("progress", 0.0))
+            progress.update({k: latest[k] for k in ("epoch", "epochs") if k in latest})
             progress["metrics"] = {**progress.get("metrics", {}), **latest.get("metrics", {})}
-            progress["progress"] = round((run.index + float(latest.get("progress", 0.0))) / steps, 4)
+            progress["progress"] = round((run.index + done) / steps, 4)
+            if latest.get("eta_s") is not None and done > 0:  # this step's ETA plus the steps after it
+                step_s = (time.time() - run.started) / done
+                progress["eta_s"] = round(latest["eta_s"] + (steps - run.index - 1) * step_s, 1)
             self.store.update(run.job_id, progress=progress, heartbeat=heartbeat)
         return heartbeat
 
