@@ -43,7 +43,8 @@ class ServingManager:
 
         A model from ``engine_pool.json`` with no version yet is registered as its own config's
         version (``1`` unless the config names a number), so a restart serves what was deployed
-        before it, and models added through the admin API come back.
+        before it. Models added through the admin API come back; a configured model that left
+        ``engine_pool.json`` does not.
         """
         for record in self.pool.records():
             if record.entry is None or record.config_path is None or record.engine is None:
@@ -53,6 +54,8 @@ class ServingManager:
         for name in self.store.models():
             serving = self.store.serving(name)
             current = self.pool.record(name)
+            if current is None and (self.store.entry(name) or {}).get("origin") != "upload":
+                continue  # a configured model no longer in engine_pool.json stays off
             if serving is None or (current is not None and current.engine is not None
                                    and current.engine.version == serving):
                 continue
@@ -66,8 +69,8 @@ class ServingManager:
         weights = [(config_path.parent / str(m.model_path)).resolve() for m in config.members()]
         beside = [w.parent for w in weights]
         number = int(version) if version.isdigit() and int(version) > 0 else 1
-        self.store.set_entry(name, entry.model_dump(by_alias=True, exclude={"config_file", "version"},
-                                                    exclude_none=True))
+        self.store.set_entry(name, {**entry.model_dump(by_alias=True, exclude={"config_file", "version"},
+                                                       exclude_none=True), "origin": "configured"})
         self.store.register(name, VersionFiles(config, weights, [b / "train_config.json" for b in beside],
                                                [b / "metrics.json" for b in beside]),
                             source={"kind": "configured", "config_file": str(config_path)}, number=number)
@@ -76,7 +79,7 @@ class ServingManager:
 
     def entry(self, name: str, version: str) -> PoolEntry:
         """The pool entry that serves one stored version."""
-        fields = self.store.entry(name) or {}
+        fields = {k: v for k, v in (self.store.entry(name) or {}).items() if k != "origin"}
         if not fields:
             config = load_model_config(self.store.config_path(name, version))
             cls, module = ENGINE_OF_TYPE[config.type]
@@ -118,7 +121,8 @@ class ServingManager:
             raise ConfigError("an uploaded model must be one network ('model_path'), not an 'ensemble'")
         if self.store.entry(name) is None:
             cls, module = ENGINE_OF_TYPE[config.type]
-            self.store.set_entry(name, {"name": name, "class": cls, "module": module, "labels": config.labels})
+            self.store.set_entry(name, {"name": name, "class": cls, "module": module, "labels": config.labels,
+                                        "origin": "upload"})
         version = self.store.register(name, VersionFiles(config, [weights], [None], [None]), source=source)
         try:
             return self.deploy(name, version)

@@ -19,18 +19,18 @@ import numpy as np
 import torch
 from monai import transforms as mt
 from monai.data import CacheDataset, DataLoader
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DistributedSampler
 from monai.losses import DiceCELoss, DiceLoss
 from monai.utils import set_determinism
 from pydantic import Field, ValidationError
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
 
 from engines.backends import TorchBackend, select_device
 from engines.clara_train import clara_to_train_config, is_clara_train_config
 from engines.config import ComponentSpec, ModelConfig, _Strict, describe_validation_error, load_json, load_model_config
 from engines.dextr3d import Dextr3dEngine
-from engines.engine import Engine
 from engines.distributed import DistributedContext
+from engines.engine import Engine
 from engines.errors import ConfigError, TrainingStopped
 from engines.evaluation import score_cases
 from engines.networks import build_network

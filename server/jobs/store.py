@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-__all__ = ["ACTIVE", "FINISHED", "JobStore", "STATES"]
+__all__ = ["ACTIVE", "FINISHED", "STATES", "JobStore"]
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 ACTIVE = ("queued", "running")

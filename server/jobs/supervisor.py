@@ -179,7 +179,7 @@ class Supervisor:
         env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "AIAA_JOB_ID": job_id,
                "PYTHONPATH": python_path}
         argv = ["nice", "-n", str(self.settings.niceness), *step.argv] if self.settings.niceness else step.argv
-        log_file = open(work / "job.log", "ab")
+        log_file = open(work / "job.log", "ab")  # noqa: SIM115 - the worker writes to it; closed when it ends
         log_file.write(f"$ {' '.join(step.argv)}\n".encode())
         log_file.flush()
         process = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import annotation_config, phantom
+from helpers import annotation_config
 from test_training import make_dataset
 
 from engines.config import ModelConfig

@@ -40,7 +40,7 @@ def test_progress_stop_at_a_batch_and_resume(tmp_path):
     assert [(e["epoch"], e["batch"]) for e in batches] == [(1, 1), (1, 2), (2, 1)]
     assert [e["progress"] for e in batches] == [0.25, 0.5, 0.75]
     assert all(e["epochs"] == 2 and e["eta_s"] is not None and e["metrics"]["loss"] > 0 for e in batches)
-    epoch_end = [e for e in events if e["event"] == "epoch"][0]
+    epoch_end = next(e for e in events if e["event"] == "epoch")
     assert 0 <= epoch_end["metrics"]["dice"] <= 1
 
     messages, events = [], []
@@ -58,7 +58,7 @@ def test_two_gloo_processes_train_under_torchrun(tmp_path):
                           "-m", "server.cli", "train", "--config", str(cfg_path), "--datalist", str(datalist),
                           "--train-config", str(train_cfg), "--output", str(tmp_path / "out"), "--device", "cpu",
                           "--progress-file", str(tmp_path / "progress.jsonl")],
-                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["hardware"].endswith("x 2 processes")

@@ -33,8 +33,8 @@ def job_settings(tmp: Path, **overrides) -> Settings:
     pool = tmp / "engine_pool.json"
     pool.write_text(json.dumps([{"name": MODEL, "class": "Dextr3dCroppedEngine", "module": "medical.aas.dextr3dcropped",
                                  "config_file": str(REPO / "model_configs" / "annotation_mri_hippocampus_fast.json")}]))
-    values = dict(config=str(pool), state_dir=str(tmp / "state"), admin_token=TOKEN,
-                  data_roots=f"{tmp}:{HIPPOCAMPUS}", job_stop_grace_s=60, max_voxels=10_000_000)
+    values = {"config": str(pool), "state_dir": str(tmp / "state"), "admin_token": TOKEN,
+              "data_roots": f"{tmp}:{HIPPOCAMPUS}", "job_stop_grace_s": 60, "max_voxels": 10_000_000}
     values.update(overrides)
     return Settings(**values)
 
@@ -79,8 +79,8 @@ def phantom_setup(tmp: Path, cases: int = 5, **overrides) -> Settings:
     write_model(tmp / "model", "tiny", annotation_config())
     pool = write_pool(tmp, [{"name": "tiny", "class": "Dextr3dCroppedEngine", "module": "medical.aas.dextr3dcropped",
                              "config_file": "model/tiny.json"}])
-    values = dict(config=str(pool), state_dir=str(tmp / "state"), admin_token=TOKEN, data_roots=str(data),
-                  job_stop_grace_s=60, warmup=False, job_niceness=0)
+    values = {"config": str(pool), "state_dir": str(tmp / "state"), "admin_token": TOKEN, "data_roots": str(data),
+              "job_stop_grace_s": 60, "warmup": False, "job_niceness": 0}
     values.update(overrides)
     return Settings(**values)
 

@@ -8,9 +8,9 @@ from fastapi.testclient import TestClient
 from helpers import TINY_UNET, annotation_config, phantom, phantom_points
 from jobs_helpers import AUTH, phantom_setup
 
+from engines.config import ComponentSpec
 from engines.io import write_volume
 from engines.networks import build_network
-from engines.config import ComponentSpec
 from server.app import create_app
 
 

@@ -81,7 +81,7 @@ def test_datalists_outside_the_data_roots_are_refused(admin):
 
 
 def test_bad_job_requests_get_clear_4xx(admin):
-    client, tmp = admin
+    client, _ = admin
     assert client.post("/admin/jobs", headers=AUTH, json={"kind": "dance", "model": "m"}).status_code == 422
     reply = client.post("/admin/jobs", headers=AUTH, json={"kind": "train", "model": "../etc", "datalist": "x"})
     assert reply.status_code == 400 and "invalid model name" in reply.json()["detail"]

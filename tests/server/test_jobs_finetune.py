@@ -16,9 +16,9 @@ pytestmark = pytest.mark.realdata
 def served(tmp_path):
     if not HIPPOCAMPUS.is_dir():
         pytest.skip("../shared/data/msd_hippocampus is absent (real data lives beside the repo)")
-    with serve_in_thread(create_app(job_settings(tmp_path))) as port:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
-            yield client, tmp_path
+    with serve_in_thread(create_app(job_settings(tmp_path))) as port, \
+            httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+        yield client, tmp_path
 
 
 def test_finetune_registers_and_serves_a_new_version_without_failing_a_click_then_rolls_back(served):

@@ -21,9 +21,9 @@ from server.cli import main
 
 @pytest.fixture()
 def served(tmp_path):
-    with serve_in_thread(create_app(phantom_setup(tmp_path))) as port:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            yield client, tmp_path
+    with serve_in_thread(create_app(phantom_setup(tmp_path))) as port, \
+            httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        yield client, tmp_path
 
 
 def _submit(client, body) -> str:
