@@ -74,7 +74,7 @@ def get_model(name: str, request: Request, pool: PoolDep) -> JSONResponse:
 async def put_model(name: str, request: Request, settings: SettingsDep) -> JSONResponse:
     """Add a model, or a new version of it, from a model config (``config``) and weights (``data``), and serve it.
 
-    Weights are PyTorch state dicts (loaded weights-only) or TorchScript files, per the config's ``model_format``.
+    Weights must be a PyTorch state dict (loaded weights-only), never a TorchScript file (which can carry code).
     """
     name = _name(name)
     form = await read_form(request, settings.max_upload_bytes, max_files=2)
@@ -91,6 +91,9 @@ async def put_model(name: str, request: Request, settings: SettingsDep) -> JSONR
         raise BadRequest(f"'config' is not a JSON object: {exc}") from None
     except ValidationError as exc:
         raise BadRequest(describe_validation_error("config", exc)) from None
+    if config.model_format != "pytorch":
+        raise BadRequest("an uploaded model must be a PyTorch state dict (model_format 'pytorch', loaded weights-only); "
+                         "TorchScript files can carry code")
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "model.pt"
         weights.write_bytes(await data.read())

@@ -49,6 +49,9 @@ def test_a_model_is_added_served_versioned_and_deleted(tmp_path):
         bad_config = client.put("/admin/model/other", headers=AUTH,
                                 files={"config": (None, json.dumps({"type": "annotation"})), "data": ("m.pt", b"")})
         assert bad_config.status_code == 400 and "labels" in bad_config.json()["detail"]
+        scripted = client.put("/admin/model/other", headers=AUTH, files={
+            "config": (None, json.dumps({**config, "model_format": "torchscript"})), "data": ("m.ts", b"")})
+        assert scripted.status_code == 400 and "weights-only" in scripted.json()["detail"]
         assert client.put("/admin/model/..bad", headers=AUTH,
                           files={"config": (None, "{}"), "data": ("m.pt", b"")}).status_code == 400
 
