@@ -55,7 +55,7 @@ class ModelStore:
     """Versions of every model under one root folder (thread-safe registration)."""
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+        self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
 

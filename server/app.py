@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import torch
 from anyio import to_thread
 from fastapi import FastAPI
 
@@ -34,7 +35,8 @@ def create_app(settings: Settings | None = None, pool: EnginePool | None = None)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.logs.attach()
         if pool is None:
-            log.info("loading models from %s", settings.config)
+            torch.set_num_threads(settings.inference_thread_count())
+            log.info("loading models from %s (%d inference threads)", settings.config, torch.get_num_threads())
             app.state.pool = await to_thread.run_sync(lambda: EnginePool.from_file(settings.config, settings.warmup))
         await to_thread.run_sync(_start_admin, app)
         try:

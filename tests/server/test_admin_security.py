@@ -112,3 +112,10 @@ def test_uploaded_datasets_are_stored_inside_the_state_folder(admin):
     assert client.post("/admin/datasets", headers=AUTH, files=bad).status_code == 400
     uneven = [("images", ("a.nii.gz", image)), ("labels", ("a.nii.gz", label))]
     assert client.post("/admin/datasets", headers=AUTH, files=uneven).status_code == 400
+
+
+def test_inference_leaves_the_jobs_their_cores():
+    cores = os.cpu_count() or 1
+    assert Settings(jobs_max_running=1, job_threads=1).inference_thread_count() == max(1, cores - 1)
+    assert Settings(jobs_max_running=64, job_threads=4).inference_thread_count() == 1
+    assert Settings(inference_threads=3).inference_thread_count() == 3
