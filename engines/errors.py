@@ -11,7 +11,8 @@
     ├── ModelUnavailableError       the model is configured but failed to load
     ├── WrongModelTypeError         the model cannot serve this kind of request
     ├── BackendUnavailableError     an optional runtime is missing
-    └── InferenceError              the model failed on valid input (a server fault)
+    ├── InferenceError              the model failed on valid input (a server fault)
+    └── TrainingStopped             a training stopped on request (a checkpoint was kept)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "WrongModelTypeError",
     "BackendUnavailableError",
     "InferenceError",
+    "TrainingStopped",
 ]
 
 
@@ -78,3 +80,7 @@ class BackendUnavailableError(EngineError):
 
 class InferenceError(EngineError):
     """Running the model failed on input that passed validation."""
+
+
+class TrainingStopped(EngineError):
+    """A training run stopped at a batch boundary because it was asked to; its last checkpoint is kept."""

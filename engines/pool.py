@@ -58,6 +58,8 @@ class ModelRecord:
     status: Literal["ready", "unavailable"]
     engine: Engine | None = None
     error: str | None = None
+    entry: PoolEntry | None = None  # how it was configured (None for engines added directly)
+    config_path: Path | None = None
 
     def summary(self) -> dict[str, Any]:
         """Status for health reports."""
@@ -96,22 +98,59 @@ class EnginePool:
 
     def load(self, entry: PoolEntry, base_dir: Path, warmup: bool = True) -> ModelRecord:
         """Load (or replace) one model; failures become an unavailable record."""
+        config_path = (base_dir / entry.config_file).resolve()
         try:
             engine = self._build(entry, base_dir)
             if warmup:
                 engine.warmup()
-            record = ModelRecord(entry.name, "ready", engine)
+            record = ModelRecord(entry.name, "ready", engine, entry=entry, config_path=config_path)
             runtime = describe(engine.backend)
-            log.info("model %s ready (%s) on %s %s, %s", entry.name, engine.type, runtime["runtime"],
-                     runtime["precision"], runtime["device"])
+            log.info("model %s ready (%s, version %s) on %s %s, %s", entry.name, engine.type, engine.version,
+                     runtime["runtime"], runtime["precision"], runtime["device"])
         except EngineError as exc:
-            record = ModelRecord(entry.name, "unavailable", error=str(exc))
+            record = ModelRecord(entry.name, "unavailable", error=str(exc), entry=entry, config_path=config_path)
             log.error("model %s unavailable: %s", entry.name, exc)
         except Exception as exc:  # a broken model must never stop the pool
-            record = ModelRecord(entry.name, "unavailable", error=f"{type(exc).__name__}: {exc}")
+            record = ModelRecord(entry.name, "unavailable", error=f"{type(exc).__name__}: {exc}", entry=entry,
+                                 config_path=config_path)
             log.exception("model %s unavailable", entry.name)
         self._set(record)
         return record
+
+    def swap(self, entry: PoolEntry, base_dir: Path, warmup: bool = True) -> ModelRecord:
+        """Build and warm up ``entry`` beside the serving engine, then switch to it atomically.
+
+        Requests already holding the old engine finish on it; it is released when the last of them
+        lets go. A model that fails to build or warm up raises and leaves the old one serving.
+
+        Raises:
+            EngineError: the new model failed to load (or any error of its warm-up, wrapped).
+        """
+        try:
+            engine = self._build(entry, base_dir)
+            if warmup:
+                engine.warmup()
+        except EngineError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"model '{entry.name}' failed to load: {type(exc).__name__}: {exc}") from exc
+        record = ModelRecord(entry.name, "ready", engine, entry=entry,
+                             config_path=(base_dir / entry.config_file).resolve())
+        self._set(record)
+        runtime = describe(engine.backend)
+        log.info("model %s now serves version %s on %s %s, %s", entry.name, engine.version, runtime["runtime"],
+                 runtime["precision"], runtime["device"])
+        return record
+
+    def remove(self, name: str) -> None:
+        """Stop serving a model (requests in flight finish on it)."""
+        with self._lock:
+            if self._records.pop(name, None) is None:
+                raise ModelNotFoundError(f"model '{name}' not found; GET /v1/models lists the models")
+
+    def record(self, name: str) -> ModelRecord | None:
+        """The record of one model, if configured."""
+        return self._records.get(name)
 
     @staticmethod
     def _build(entry: PoolEntry, base_dir: Path) -> Engine:
@@ -131,11 +170,10 @@ class EnginePool:
         self._set(ModelRecord(engine.name, "ready", engine))
 
     def _set(self, record: ModelRecord) -> None:
+        # A replaced engine is not closed here: requests in flight may still hold it. Dropping the
+        # pool's reference releases it (and its weights) when the last of them finishes.
         with self._lock:
-            old = self._records.get(record.name)
             self._records[record.name] = record
-        if old is not None and old.engine is not None and old.engine is not record.engine:
-            old.engine.close()
 
     def get(self, name: str) -> Engine:
         """The ready engine called ``name``.

@@ -6,14 +6,19 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import torch
 from anyio import to_thread
 from fastapi import FastAPI
 
 from engines.pool import EnginePool
+from engines.serving import ServingManager
+from engines.versions import ModelStore
 from server.errors import install_handlers
+from server.jobs.store import JobStore
+from server.jobs.supervisor import Supervisor, SupervisorSettings
 from server.logbuffer import LogBuffer
 from server.openapi import ERROR_RESPONSE, install_openapi
-from server.routers import health, inference, logs, models, session
+from server.routers import admin_jobs, admin_models, health, inference, logs, models, session
 from server.runner import GateKeeper
 from server.sessions import SessionStore
 from server.settings import Settings
@@ -31,11 +36,14 @@ def create_app(settings: Settings | None = None, pool: EnginePool | None = None)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.logs.attach()
         if pool is None:
-            log.info("loading models from %s", settings.config)
+            torch.set_num_threads(settings.inference_thread_count())
+            log.info("loading models from %s (%d inference threads)", settings.config, torch.get_num_threads())
             app.state.pool = await to_thread.run_sync(lambda: EnginePool.from_file(settings.config, settings.warmup))
+        await to_thread.run_sync(_start_admin, app)
         try:
             yield
         finally:
+            await to_thread.run_sync(app.state.supervisor.stop)
             if pool is None:
                 app.state.pool.close()
             app.state.logs.detach()
@@ -50,6 +58,21 @@ def create_app(settings: Settings | None = None, pool: EnginePool | None = None)
     app.state.gates = GateKeeper(settings.max_running_per_model, settings.max_queued_per_model)
     install_handlers(app)
     install_openapi(app)
-    for module in (models, inference, session, health, logs):
+    for module in (models, inference, session, health, logs, admin_jobs, admin_models):
         app.include_router(module.router)
     return app
+
+
+def _start_admin(app: FastAPI) -> None:
+    """Model versions (first versions registered, serving versions loaded), the job table and its supervisor."""
+    settings: Settings = app.state.settings
+    state_dir = settings.state_path()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    app.state.serving = ServingManager(app.state.pool, ModelStore(settings.model_store_path()), settings.warmup)
+    app.state.serving.sync_at_start()
+    app.state.jobs = JobStore(settings.job_db_url())
+    app.state.supervisor = Supervisor(app.state.jobs, app.state.serving, SupervisorSettings(
+        work_root=state_dir / "jobs", max_running=settings.jobs_max_running, threads=settings.job_threads,
+        niceness=settings.job_niceness, stop_grace_s=settings.job_stop_grace_s,
+        term_grace_s=settings.job_term_grace_s))
+    app.state.supervisor.start()

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from server import admin_cli
 from server.cli_export import add_export_parser
 from server.logbuffer import LOG_FORMAT
 
@@ -21,6 +22,8 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {"config": args.config}
     if args.max_upload_mb is not None:
         overrides["max_upload_bytes"] = int(args.max_upload_mb * 1024 * 1024)
+    if args.admin_token_file is not None:
+        overrides["admin_token_file"] = args.admin_token_file
     settings = Settings(**overrides)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
                 timeout_keep_alive=30)
@@ -28,14 +31,22 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from engines.errors import EngineError
+    from engines.errors import EngineError, TrainingStopped
     from engines.training import train
+    from server.train_progress import TrainProgress
 
+    reporter = TrainProgress(args.progress_file, args.stop_file)
     try:
-        train(args.config, args.datalist, args.train_config, args.output, device=args.device, member=args.member)
+        train(args.config, args.datalist, args.train_config, args.output, device=args.device, member=args.member,
+              progress=reporter.message, on_progress=reporter, should_stop=reporter.should_stop, resume=args.resume)
+    except TrainingStopped as exc:
+        print(f"aiaa train: {exc}", file=sys.stderr)
+        return 3
     except EngineError as exc:
         print(f"aiaa train: {exc}", file=sys.stderr)
         return 2
+    finally:
+        reporter.close()
     return 0
 
 
@@ -50,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=5000)
     serve.add_argument("--max-upload-mb", type=float, default=None, help="largest accepted upload (MiB)")
     serve.add_argument("--log-level", default="info")
+    serve.add_argument("--admin-token-file", default=None,
+                       help="file holding the bearer token of the /admin/ routes (or set AIAA_ADMIN_TOKEN)")
     serve.set_defaults(func=_serve)
 
     train = sub.add_parser("train", help="train a model from a Clara datalist")
@@ -60,9 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     train.add_argument("--member", type=int, default=None,
                        help="for an ensemble model config: which network to train (1..N)")
+    train.add_argument("--resume", action="store_true", help="continue from checkpoint_last.pt in the output folder")
+    train.add_argument("--progress-file", default=None, help="append progress as JSON lines (for a job supervisor)")
+    train.add_argument("--stop-file", default=None, help="stop at the next batch, with a checkpoint, once this exists")
     train.set_defaults(func=_train)
 
     add_export_parser(sub)
+    admin_cli.add_parsers(sub)
     return parser
 
 

@@ -2,6 +2,10 @@
 
     ApiError                     carries its own status
     ├── BadRequest               400
+    ├── Unauthorized             401 (admin token missing or wrong)
+    ├── Forbidden                403 (admin API disabled, path outside the data roots)
+    ├── NotFound                 404
+    ├── Conflict                 409 (the job is not in a state that allows it)
     ├── PayloadTooLarge          413
     ├── SessionExpired           440 (AIAA clients drop their session and retry)
     └── Busy                     503 with Retry-After
@@ -20,7 +24,8 @@ from fastapi.responses import JSONResponse
 
 from engines import errors as E
 
-__all__ = ["ApiError", "BadRequest", "PayloadTooLarge", "SessionExpired", "Busy", "install_handlers"]
+__all__ = ["ApiError", "BadRequest", "Unauthorized", "Forbidden", "NotFound", "Conflict", "PayloadTooLarge",
+           "SessionExpired", "Busy", "install_handlers"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +45,30 @@ class BadRequest(ApiError):
     """The request is malformed."""
 
     status = 400
+
+
+class Unauthorized(ApiError):
+    """No or a wrong ``Authorization: Bearer`` token on an admin route."""
+
+    status = 401
+
+
+class Forbidden(ApiError):
+    """Not allowed at all: the admin API is disabled, or a path lies outside the data roots."""
+
+    status = 403
+
+
+class NotFound(ApiError):
+    """No such job or dataset."""
+
+    status = 404
+
+
+class Conflict(ApiError):
+    """The resource's state does not allow the request (e.g. resuming a running job)."""
+
+    status = 409
 
 
 class PayloadTooLarge(ApiError):

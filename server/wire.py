@@ -187,3 +187,19 @@ def multipart_reply(params: dict[str, Any], data: bytes, filename: str) -> Respo
     ).encode()
     body = head + data + f"\r\n--{boundary}--\r\n".encode()
     return Response(content=body, media_type=f"multipart/form-data; boundary={boundary}")
+
+
+async def read_form(request: Request, max_bytes: int, max_files: int = MAX_SERIES_FILES) -> Any:
+    """A multipart form within the byte limit (admin uploads: datasets, models)."""
+    body = await _read_body(request, max_bytes)
+    if "multipart/form-data" not in request.headers.get("content-type", "").lower():
+        raise BadRequest("expected multipart/form-data")
+
+    async def replay() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        return await Request(request.scope, replay).form(max_files=max_files, max_fields=64,
+                                                         max_part_size=16 * 1024 * 1024)
+    except Exception as exc:  # python-multipart raises several types for broken bodies
+        raise BadRequest(f"malformed multipart body: {exc}") from None

@@ -35,6 +35,17 @@ def standin_pool() -> EnginePool:
     return pool
 
 
+@pytest.fixture(scope="session")
+def _state_dir(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("aiaa_state"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_state(_state_dir, monkeypatch) -> None:
+    """Job table, model versions and datasets of test servers live in a temporary folder, never in runs/."""
+    monkeypatch.setenv("AIAA_STATE_DIR", _state_dir)
+
+
 @pytest.fixture()
 def settings() -> Settings:
     return Settings(config="unused.json", max_upload_bytes=8 * 1024 * 1024, max_voxels=200_000,

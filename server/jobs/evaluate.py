@@ -1,0 +1,71 @@
+"""Evaluation worker: Dice per case and per label of a model config on a datalist's validation cases.
+
+Run as ``python -m server.jobs.evaluate --config C --datalist D --output report.json`` by an
+evaluate job; the report becomes the job's result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from engines.backends import load_backend
+from engines.config import load_model_config
+from engines.errors import EngineError
+from engines.evaluation import score_cases, summarize
+from engines.pool import ENGINE_CLASSES
+from engines.serving import ENGINE_OF_TYPE
+from engines.training import load_datalist
+
+__all__ = ["main"]
+
+
+def evaluate(config_path: Path, datalist: Path, output: Path, progress_file: Path | None, device: str) -> dict:
+    """Score every validation case and write the report."""
+    config = load_model_config(config_path)
+    if device != "auto":
+        config = config.model_copy(update={"device": device})
+    engine = ENGINE_CLASSES[ENGINE_OF_TYPE[config.type]](config_path.stem, config, load_backend(config, config_path.parent))
+    cases = load_datalist(datalist)["validation"]
+    start, scores = time.time(), []
+    for index, case in enumerate(cases, start=1):
+        scores += score_cases(engine, [case])
+        if progress_file is not None:
+            elapsed = time.time() - start
+            with open(progress_file, "a") as fh:
+                fh.write(json.dumps({"event": "case", "progress": round(index / len(cases), 4), "batch": index,
+                                     "batches": len(cases), "eta_s": round(elapsed / index * (len(cases) - index), 1),
+                                     "metrics": {"dice": scores[-1]["dice"]}}) + "\n")
+    report = {"model_config": str(config_path), "datalist": str(datalist), "labels": engine.labels,
+              "summary": summarize(scores, engine.labels),
+              "cases": [{"image": s["image"], "dice": dict(zip(engine.labels, [round(v, 4) for v in s["dice"]]))}
+                        for s in scores],
+              "wall_time_s": round(time.time() - start, 1)}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry of the evaluation worker."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", required=True, type=Path)
+    parser.add_argument("--datalist", required=True, type=Path)
+    parser.add_argument("--output", required=True, type=Path)
+    parser.add_argument("--progress-file", type=Path, default=None)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    args = parser.parse_args(argv)
+    try:
+        report = evaluate(args.config, args.datalist, args.output, args.progress_file, args.device)
+    except EngineError as exc:
+        print(f"evaluate: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report["summary"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
