@@ -72,7 +72,7 @@ class ServingManager:
         self.store.set_entry(name, {**entry.model_dump(by_alias=True, exclude={"config_file", "version"},
                                                        exclude_none=True), "origin": "configured"})
         self.store.register(name, VersionFiles(config, weights, [b / "train_config.json" for b in beside],
-                                               [b / "metrics.json" for b in beside]),
+                                               [b / "metrics.json" for b in beside], config_path.parent),
                             source={"kind": "configured", "config_file": str(config_path)}, number=number)
         self.store.set_serving(name, number)
         log.info("model %s: registered the configured model as version %s", name, number)
@@ -119,6 +119,8 @@ class ServingManager:
         check_model_name(name)
         if config.ensemble:
             raise ConfigError("an uploaded model must be one network ('model_path'), not an 'ensemble'")
+        # Paths in an uploaded config would name files on this server: it serves its own weights only.
+        config = config.model_copy(update={"exports": [], "datalist": None})
         if self.store.entry(name) is None:
             cls, module = ENGINE_OF_TYPE[config.type]
             self.store.set_entry(name, {"name": name, "class": cls, "module": module, "labels": config.labels,

@@ -49,6 +49,7 @@ class VersionFiles:
     weights: list[Path]  # one per member, in the config's member order
     train_configs: list[Path | None]
     metrics: list[Path | None]
+    config_dir: Path | None = None  # where the config's relative paths (datalist, exports) start
 
 
 class ModelStore:
@@ -150,6 +151,10 @@ class ModelStore:
     @staticmethod
     def _copy_files(files: VersionFiles, tmp: Path) -> dict[str, Any]:
         config = files.config.model_dump(mode="json", exclude_none=True)
+        if files.config_dir is not None:  # the version's config lives elsewhere: keep what it points at
+            if files.config.datalist:
+                config["datalist"] = str((files.config_dir / files.config.datalist).resolve())
+            config["exports"] = [str((files.config_dir / e).resolve()) for e in files.config.exports]
         members = files.config.members()
         if len(files.weights) != len(members):
             raise ConfigError(f"{len(files.weights)} weight files for {len(members)} networks")

@@ -319,6 +319,8 @@ class Supervisor:
             finals.append(load_json(metrics[-1]).get("final", {}))
         summary = {"val_mean_dice": [f.get("val_mean_dice") for f in finals],
                    "val_dice": [f.get("val_dice") for f in finals], "labels": config.labels}
+        # New weights: the parent's exports were made from other weights, so the new version lists none.
+        config = config.model_copy(update={"exports": []})
         version = self.serving.store.register(
             name, VersionFiles(config, weights, [Path(s.extra["train_config"]) for s in steps], metrics),
             source={"job_id": row["id"], "kind": row["kind"], "datalist": row["datalist"], "base_version": base},

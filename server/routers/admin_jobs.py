@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 
 from engines.errors import ConfigError
+from engines.export import ExportOptions
 from engines.versions import check_model_name
 from server.admin_auth import require_admin
 from server.datasets import resolve_datalist, save_dataset
@@ -76,6 +77,11 @@ def submit(body: JobRequest, request: Request, settings: SettingsDep) -> JSONRes
         gpus = params.get("gpus", 1)
         if not isinstance(gpus, int) or gpus < 1:
             raise BadRequest("params.gpus must be a positive integer")
+    elif body.kind == "export":
+        try:
+            ExportOptions(format=str(params.get("format")), precision=str(params.get("precision", "fp32"))).validate()
+        except ConfigError as exc:
+            raise BadRequest(f"params.format / params.precision: {exc}") from None
     row = state.jobs.create(body.kind, body.model, datalist, params, str(settings.state_path() / "jobs"))
     state.supervisor.wake()
     return JSONResponse({"job_id": row["id"]}, status_code=202)

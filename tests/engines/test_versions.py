@@ -74,3 +74,33 @@ def test_a_swap_keeps_in_flight_engines_usable_and_a_broken_version_leaves_the_o
     restarted = EnginePool.from_file(tmp_path / "engine_pool.json", warmup=False)
     ServingManager(restarted, ModelStore(tmp_path / "store"), warmup=False).sync_at_start()
     assert restarted.get("tiny").version == "3"
+
+
+def test_a_configured_version_keeps_serving_its_verified_export(tmp_path):
+    from helpers import segmentation_config, write_phantom_datalist
+
+    from engines.backends import describe, load_backend
+    from engines.export import ExportOptions, export_model
+
+    datalist = write_phantom_datalist(tmp_path / "data", n=2)
+    source = tmp_path / "configs"
+    path = write_model(source, "seg", segmentation_config())
+    export_model(path, ExportOptions(format="openvino", repeats=1), datalist=datalist, output=source / "exports/ov",
+                 progress=lambda _: None)
+    config = ModelConfig.model_validate({**json.loads(path.read_text()), "model_format": "auto",
+                                         "exports": ["exports/ov"], "datalist": "../data/datalist.json"})
+    store = ModelStore(tmp_path / "store")
+    number = store.register("seg", VersionFiles(config, [source / "model.pt"], [None], [None], source), source={})
+    version_config = store.config_path("seg", number)
+    stored = json.loads(version_config.read_text())
+    assert stored["datalist"] == str((tmp_path / "data" / "datalist.json").resolve())
+    from engines.config import load_model_config
+
+    backend = load_backend(load_model_config(version_config), version_config.parent)
+    assert describe(backend)["runtime"] == "openvino"  # same weights (fingerprint), so the export still serves
+    write_model(tmp_path / "b", "seg", segmentation_config(), seed=3)
+    retrained = VersionFiles(load_model_config(version_config), [tmp_path / "b" / "model.pt"], [None], [None],
+                             version_config.parent)
+    # a version with other weights never serves the parent's export (the job also drops the list)
+    other = store.config_path("seg", store.register("seg", retrained, source={}))
+    assert describe(load_backend(load_model_config(other), other.parent))["runtime"] == "pytorch"
