@@ -2,8 +2,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import annotation_config
-from test_training import make_dataset
+from helpers import annotation_config, write_phantom_datalist
 
 from engines.config import ModelConfig
 from engines.errors import ConfigError
@@ -49,7 +48,7 @@ def test_a_clara_config_train_maps_onto_our_train_config_and_monai_augmentations
     assert cfg.augment_before == "transforms.AddExtremePointsChannel"
     assert any("'pert'=2" in note for note in cfg.clara_notes)
     # the mapped augmentations run on a real training case of the annotation pipeline
-    datalist = make_dataset(tmp_path / "data")
+    datalist = write_phantom_datalist(tmp_path / "data")
     sample = _train_pipeline(ModelConfig.model_validate(annotation_config()), cfg)(load_datalist(datalist)["training"][0])
     assert tuple(sample["image"].shape) == (2, 32, 32, 32) and set(np.unique(np.asarray(sample["label"]))) <= {0, 1}
 

@@ -7,15 +7,14 @@ import sys
 
 import pytest
 import torch
-from helpers import REPO, segmentation_config
-from test_training import make_dataset
+from helpers import REPO, segmentation_config, write_phantom_datalist
 
 from engines.errors import TrainingStopped
 from engines.training import LAST_CHECKPOINT, train
 
 
 def _setup(tmp_path, epochs=2, **extra):
-    datalist = make_dataset(tmp_path / "data", n=3)
+    datalist = write_phantom_datalist(tmp_path / "data", n=3)
     cfg_path = tmp_path / "seg.json"
     cfg_path.write_text(json.dumps(segmentation_config()))
     train_cfg = tmp_path / "train.json"
