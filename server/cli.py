@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--member", type=int, default=None,
                        help="for an ensemble model config: which network to train (1..N)")
     train.set_defaults(func=_train)
+
+    from server.cli_data import add_data_commands
+
+    add_data_commands(sub)
     return parser
 
 
