@@ -56,7 +56,7 @@ class Geometry:
 
 @dataclass
 class Volume:
-    """An image array in ``[i, j, k]`` order with its geometry."""
+    """An image array in ``[i, j, k]`` order (``[i, j, k, c]`` for several channels) with its geometry."""
 
     array: np.ndarray
     geometry: Geometry

@@ -89,3 +89,21 @@ def test_evaluate_a_shipped_model_on_real_cases(tmp_path):
     assert main(["evaluate", "--config", str(config), "--datalist", str(tmp_path / "d.json"), "-o", str(tmp_path / "r")]) == 0
     rows = list(csv.DictReader(open(tmp_path / "r" / "raw.csv")))
     assert len(rows) == 2 and all(float(r["dice"]) > 0.8 and 0 < float(r["hd95"]) < 5 for r in rows)
+
+
+def test_progress_is_a_bar_on_a_terminal_and_lines_otherwise():
+    import io
+
+    from server.cli_data import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal, pipe = Terminal(), io.StringIO()
+    for stream in (terminal, pipe):
+        report = Progress("infer", stream)
+        for n in range(1, 4):
+            report(n, 3, f"case{n}")
+    assert "3/3" in terminal.getvalue() and "|" in terminal.getvalue() and "case3" in terminal.getvalue()
+    assert pipe.getvalue().splitlines() == ["infer: 1/3 case1", "infer: 2/3 case2", "infer: 3/3 case3"]
