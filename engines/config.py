@@ -19,6 +19,7 @@ __all__ = [
     "EnsembleMember",
     "ModelConfig",
     "PoolEntry",
+    "WriterSpec",
     "load_json",
     "load_model_config",
     "parse_pool",
@@ -69,6 +70,27 @@ class EnsembleMember(_Strict):
     network: ComponentSpec | None = None
 
 
+class WriterArgs(_Strict):
+    """How a batch-inference writer encodes each mask (``field`` is Clara's, kept for compatibility)."""
+
+    suffix: Literal[".nii.gz", ".nii", ".mha", ".nrrd"] = ".nii.gz"
+    dtype: Literal["uint8", "uint16", "int16", "int32", "float32"] = "uint8"
+    field: str = "pred"
+
+
+class WriterSpec(_Strict):
+    """A writer of ``aiaa infer``: the mask on the input's grid, one file per input, named after it."""
+
+    name: Literal["WriteNifti", "writers.WriteNifti", "WriteImage"]
+    args: WriterArgs = WriterArgs()
+
+    @model_validator(mode="after")
+    def _nifti_suffix(self) -> WriterSpec:
+        if "Nifti" in self.name and not self.args.suffix.startswith(".nii"):
+            raise ValueError(f"writer '{self.name}' writes NIfTI: suffix must be .nii.gz or .nii (or use WriteImage)")
+        return self
+
+
 class ModelConfig(_Strict):
     """How one model runs (``model_configs/<name>.json``), Clara keys plus what we need.
 
@@ -104,6 +126,8 @@ class ModelConfig(_Strict):
     padding: float | None = Field(None, ge=0.0)
     sigma: float | None = Field(None, gt=0.0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Batch inference (``aiaa infer``) output; empty means one NIfTI mask per input.
+    writers: list[WriterSpec] = Field(default_factory=list)
 
     @field_validator("version", mode="before")
     @classmethod

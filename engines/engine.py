@@ -95,12 +95,23 @@ class Engine(ABC):
 
     # helpers for subclasses -------------------------------------------------
 
+    def input_channels(self) -> int:
+        """Image channels the network takes (``in_channels`` of its definition; 1 when unknown)."""
+        network = self.config.network
+        return int(network.args.get("in_channels", 1)) if network is not None else 1
+
     @staticmethod
-    def require_3d(volume: Volume) -> None:
-        """Refuse anything but a 3D scalar volume."""
-        if volume.array.ndim != 3:
+    def require_3d(volume: Volume, channels: int = 1) -> None:
+        """Refuse anything but a 3D scalar volume, or ``[i, j, k, c]`` with the model's ``channels`` (> 1)."""
+        if channels > 1:
+            if volume.array.ndim != 4 or volume.shape[3] != channels:
+                raise InvalidImageError(
+                    f"the model takes {channels} image channels (a 4D image [i, j, k, {channels}]); "
+                    f"got {volume.array.ndim}D of size {list(volume.shape)}"
+                )
+        elif volume.array.ndim != 3:
             raise InvalidImageError(f"a 3D volume is required; got {volume.array.ndim}D of size {list(volume.shape)}")
-        if min(volume.shape) < 2:
+        if min(volume.shape[:3]) < 2:
             raise InvalidImageError(f"the volume is too thin for 3D inference (size {list(volume.shape)})")
 
     @staticmethod

@@ -27,8 +27,11 @@ __all__ = [
     "DICOM_SUFFIX",
     "detect_suffix",
     "read_dicom_series",
+    "read_modalities",
+    "same_grid",
     "read_volume",
     "write_volume",
+    "write_volume_file",
 ]
 
 # Formats accepted from uploads and written as results. DICOM is read (one file or a
@@ -53,7 +56,7 @@ class Geometry:
 
 @dataclass
 class Volume:
-    """An image array in ``[i, j, k]`` order with its geometry."""
+    """An image array in ``[i, j, k]`` order (``[i, j, k, c]`` for several channels) with its geometry."""
 
     array: np.ndarray
     geometry: Geometry
@@ -253,12 +256,47 @@ def _read_path(path: str, max_voxels: int | None) -> Volume:
 
 def _to_volume(image: sitk.Image) -> Volume:
     array = sitk.GetArrayFromImage(image).transpose()  # [k, j, i] -> [i, j, k]
+    ndim = image.GetDimension()
+    spatial = min(ndim, 3)  # a 4D image is channels (modalities) on a 3D grid: keep the grid's geometry
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(ndim, ndim)[:spatial, :spatial]
     geometry = Geometry(
-        tuple(float(s) for s in image.GetSpacing()),
-        tuple(float(o) for o in image.GetOrigin()),
-        tuple(float(d) for d in image.GetDirection()),
+        tuple(float(s) for s in image.GetSpacing()[:spatial]),
+        tuple(float(o) for o in image.GetOrigin()[:spatial]),
+        tuple(float(d) for d in direction.ravel()),
     )
     return Volume(np.ascontiguousarray(array), geometry)
+
+
+def read_modalities(paths: str | Path | Sequence[str | Path]) -> Volume:
+    """One image file, or several co-registered ones stacked as channels ``[i, j, k, c]`` in order.
+
+    Raises:
+        InvalidImageError: unreadable file, or images on different voxel grids.
+    """
+    if isinstance(paths, (str, Path)):
+        return read_volume(paths)
+    volumes = [read_volume(p) for p in paths]
+    if not volumes:
+        raise InvalidImageError("an image list is empty")
+    if len(volumes) == 1:
+        return volumes[0]
+    first = volumes[0]
+    for path, volume in zip(paths, volumes):
+        if volume.array.ndim != 3 or volume.shape != first.shape or not same_grid(volume.geometry, first.geometry):
+            raise InvalidImageError(
+                f"{path}: size {list(volume.shape)} spacing {list(volume.geometry.spacing)} does not match "
+                f"{paths[0]} ({list(first.shape)}, {list(first.geometry.spacing)}): modalities must share one grid"
+            )
+    array = np.stack([np.asarray(v.array, dtype=np.float32) for v in volumes], axis=-1)
+    return Volume(array, first.geometry)
+
+
+def same_grid(a: Geometry, b: Geometry, tolerance: float = 1e-4) -> bool:
+    """Whether two geometries place voxels at the same points (within ``tolerance`` mm)."""
+    return all(
+        len(x) == len(y) and np.allclose(x, y, atol=tolerance)
+        for x, y in ((a.spacing, b.spacing), (a.origin, b.origin), (a.direction, b.direction))
+    )
 
 
 def write_volume(
@@ -289,6 +327,30 @@ def write_volume(
         sitk.WriteImage(image, path, use_compression)
         with open(path, "rb") as fh:
             return fh.read()
+
+
+def write_volume_file(volume: Volume, path: str | Path, *, dtype: str | np.dtype | None = None) -> Path:
+    """Write a volume to ``path`` (format from its suffix) atomically: a temporary name, then a rename.
+
+    ``dtype`` defaults to the array's own. An interrupted write never leaves a partial file at ``path``.
+    """
+    path = Path(path)
+    suffix = next((s for s in SUFFIXES if path.name.lower().endswith(s)), None)
+    if suffix is None or suffix == ".png":
+        raise InvalidImageError(f"cannot write {path.name!r}: name it .nii.gz, .nii, .nrrd or .mha")
+    data = write_volume(volume.array, volume.geometry, suffix, dtype=dtype or volume.array.dtype)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp's files are private; an output is an ordinary file
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
 
 
 def _first_line(exc: Exception) -> str:

@@ -23,12 +23,14 @@ from monai.transforms import MapTransform, Randomizable
 from engines import points as P
 from engines.config import ComponentSpec
 from engines.errors import ConfigError, InvalidPointsError, UnknownComponentError
-from engines.io import Geometry, Volume, read_volume
+from engines.io import Geometry, Volume, read_modalities
 
 __all__ = [
     "REGISTRY",
     "AddPointsGuidanced",
+    "BratsConvertLabelsd",
     "CropAroundPointsd",
+    "CropForegroundResized",
     "ExtremePointsFromLabeld",
     "LoadVolumed",
     "PercentileScaled",
@@ -62,7 +64,8 @@ class LoadVolumed(MapTransform):
     """Load images (path or already decoded :class:`Volume`) as ``[i, j, k]`` float arrays.
 
     The geometry is stored under ``<key>_geometry``. Serving passes decoded volumes;
-    training passes paths; both end up identical.
+    training passes paths; both end up identical. A list of paths (the modalities of
+    one case) is stacked as channels last, ``[i, j, k, c]``, in the listed order.
     """
 
     def __init__(self, keys: KeysCollection, dtype: str = "float32", allow_missing_keys: bool = False,
@@ -74,7 +77,7 @@ class LoadVolumed(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             value = d[key]
-            volume = value if isinstance(value, Volume) else read_volume(value)
+            volume = value if isinstance(value, Volume) else read_modalities(value)
             # Always a copy: a session's volume is shared by every click and must never change.
             d[key] = np.array(volume.array, dtype=self.dtype, copy=True)
             d[geometry_key(key)] = volume.geometry
@@ -229,6 +232,73 @@ class PercentileScaled(mt.ScaleIntensityRangePercentilesd):
         return d
 
 
+@register("CropForegroundResized", "transforms.CropForegroundResize")
+class CropForegroundResized(MapTransform):
+    """Crop to the non-zero region of ``source_key`` (any channel) plus ``margin`` voxels, resize to ``roi``.
+
+    Stores the box under ``crop_box`` and the spatial shape under ``original_shape``; the
+    segmentation engine resizes its output back into the box on the input grid.
+    """
+
+    def __init__(self, keys: KeysCollection, roi: Sequence[int], source_key: str = "image", margin: int = 0,
+                 modes: Sequence[str] | str = "trilinear", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if len(roi) != 3 or any(int(r) < 8 for r in roi):
+            raise ValueError(f"roi must be three sizes of at least 8, got {list(roi)}")
+        self.roi = [int(r) for r in roi]
+        self.source_key = source_key
+        self.margin = int(margin)
+        self.modes = [modes] * len(self.keys) if isinstance(modes, str) else list(modes)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        source = np.asarray(d[self.source_key])
+        shape = source.shape[1:]
+        nonzero = np.argwhere(np.any(source != 0, axis=0))
+        if len(nonzero) == 0:
+            box = P.CropBox((0,) * len(shape), tuple(shape))
+        else:
+            low = np.maximum(nonzero.min(axis=0) - self.margin, 0)
+            high = np.minimum(nonzero.max(axis=0) + 1 + self.margin, shape)
+            box = P.CropBox(tuple(int(v) for v in low), tuple(int(v) for v in high))
+        for key, mode in zip(self.keys, self.modes):
+            if key not in d:
+                if self.allow_missing_keys:
+                    continue
+                raise KeyError(f"CropForegroundResized: key {key!r} is missing")
+            crop = torch.as_tensor(np.asarray(d[key])[(slice(None), *box.slices)])
+            d[key] = P.resize(crop, self.roi, mode=mode)
+        d["crop_box"] = box
+        d["original_shape"] = tuple(int(s) for s in shape)
+        return d
+
+
+@register("BratsConvertLabelsd", "transforms.BratsConvertLabels")
+class BratsConvertLabelsd(MapTransform):
+    """BraTS label map to three nested channels TC, WT, ET (MONAI's conversion).
+
+    ``labelling="2017"`` (BraTS 2017 onwards): 1 necrosis/non-enhancing, 2 edema, 4 enhancing.
+    ``labelling="2013"``: 1 necrosis, 2 edema, 3 non-enhancing, 4 enhancing; 3 joins 1 in the
+    tumour core, so WT = {1,2,3,4}, TC = {1,3,4}, ET = {4}.
+    """
+
+    def __init__(self, keys: KeysCollection, labelling: str = "2017", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if labelling not in ("2013", "2017"):
+            raise ValueError(f"labelling must be '2013' or '2017', got {labelling!r}")
+        self.labelling = labelling
+        self.converter = mt.ConvertToMultiChannelBasedOnBratsClasses(et_label=4)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            label = torch.as_tensor(np.rint(np.asarray(d[key]))).long()
+            if self.labelling == "2013":
+                label = torch.where(label == 3, torch.ones_like(label), label)
+            d[key] = self.converter(label).float()
+        return d
+
+
 def _monai_dict(name: str) -> Callable[..., Callable]:
     return lambda **args: getattr(mt, name)(**args)
 
@@ -245,7 +315,6 @@ register("transforms.VolumeTo4dArray", "AddChanneld")(_alias("EnsureChannelFirst
 register("transforms.ScaleIntensityRange")(_alias("ScaleIntensityRanged"))
 register("transforms.NormalizeNonzeroIntensities")(_alias("NormalizeIntensityd", nonzero=True))
 register("transforms.SplitAcrossChannels")(_alias("SplitDimd", dim=0))
-register("transforms.BratsConvertLabels")(_alias("ConvertToMultiChannelBasedOnBratsClassesd"))
 register("transforms.NPRandFlip3D", "transforms.RandomSpatialFlip")(_alias("RandFlipd"))
 register("transforms.NPRandRotate3D")(_alias("RandRotated"))
 register("transforms.NPRandZoom3D")(_alias("RandZoomd"))

@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export_parser(sub)
     admin_cli.add_parsers(sub)
+
+    from server.cli_data import add_data_commands
+
+    add_data_commands(sub)
     return parser
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from engines.backends import load_backend
 from engines.config import load_model_config
 from engines.errors import EngineError
-from engines.evaluation import score_cases, summarize
+from engines.evaluation import dice_summary, score_cases
 from engines.pool import ENGINE_CLASSES
 from engines.serving import ENGINE_OF_TYPE
 from engines.training import load_datalist
@@ -40,7 +40,7 @@ def evaluate(config_path: Path, datalist: Path, output: Path, progress_file: Pat
                                      "batches": len(cases), "eta_s": round(elapsed / index * (len(cases) - index), 1),
                                      "metrics": {"dice": scores[-1]["dice"]}}) + "\n")
     report = {"model_config": str(config_path), "datalist": str(datalist), "labels": engine.labels,
-              "summary": summarize(scores, engine.labels),
+              "summary": dice_summary(scores, engine.labels),
               "cases": [{"image": s["image"], "dice": dict(zip(engine.labels, [round(v, 4) for v in s["dice"]]))}
                         for s in scores],
               "wall_time_s": round(time.time() - start, 1)}

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 
 from engines.errors import WrongModelTypeError
 from engines.io import Volume, write_volume
+from engines.snapshot import render_snapshot
 from server.deps import GatesDep, PoolDep, SessionsDep, SettingsDep
 from server.errors import BadRequest, SessionExpired
 from server.openapi import inference_docs
@@ -17,7 +18,7 @@ from server.wire import decode_upload, multipart_reply, read_upload, result_form
 
 router = APIRouter(tags=["inference"])
 
-OUTPUTS = ("all", "image", "json")
+OUTPUTS = ("all", "image", "json", "png")
 
 
 async def _infer(api: str, request: Request, pool: PoolDep, sessions: SessionsDep, settings: SettingsDep,
@@ -54,6 +55,9 @@ async def _infer(api: str, request: Request, pool: PoolDep, sessions: SessionsDe
     params = {**result.params, "model": model, "timings": timings}
     if output == "json":
         return JSONResponse(params)
+    if output == "png":  # a picture of the result: three views through the mask's centre
+        png = await to_thread.run_sync(_picture, volume, result.mask, engine.labels)
+        return Response(content=png, media_type="image/png")
     start = time.perf_counter()
     data = await to_thread.run_sync(_encode, result.mask, volume, fmt.suffix, fmt.dtype, fmt.compress)
     timings["encode"] = round((time.perf_counter() - start) * 1000, 2)
@@ -66,6 +70,10 @@ async def _infer(api: str, request: Request, pool: PoolDep, sessions: SessionsDe
 
 def _encode(mask, volume: Volume, suffix: str, dtype: str, compress: bool | None) -> bytes:
     return write_volume(mask, volume.geometry, suffix, dtype=dtype, compress=compress)
+
+
+def _picture(volume: Volume, mask, labels: list[str]) -> bytes:
+    return render_snapshot([volume], Volume(mask, volume.geometry), labels=labels, titles=["result"])
 
 
 def _route(api: str):
