@@ -122,7 +122,8 @@ def inference_docs(api: str) -> dict[str, Any]:
         }},
         "responses": {
             200: {"description": "Default (`output=all`): multipart with a `params` JSON part, then the mask file. "
-                                 "`output=image`: the mask file only. `output=json`: the `params` JSON only.",
+                                 "`output=image`: the mask file only. `output=json`: the `params` JSON only. "
+                                 "`output=png`: a picture of the mask over the image in three views.",
                   "content": {
                       "multipart/form-data": {
                           "schema": {"type": "object", "properties": {"params": RESULT_PARAMS, "image": BINARY}},
@@ -130,6 +131,7 @@ def inference_docs(api: str) -> dict[str, Any]:
                                        "image": {"contentType": "application/octet-stream"}}},
                       "application/octet-stream": {"schema": BINARY},
                       "application/json": {"schema": RESULT_PARAMS},
+                      "image/png": {"schema": {"type": "string", "format": "binary", "contentMediaType": "image/png"}},
                   }},
             **_errors(400, 404, 413, 440, 503),
         },
