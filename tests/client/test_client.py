@@ -20,6 +20,7 @@ from aiaa_client import (
     Client,
     NotFound,
     SessionExpired,
+    Unauthorized,
     read_nifti,
 )
 from aiaa_client._images import make_upload
@@ -251,10 +252,11 @@ def test_points_in_a_multipart_reply_follow_the_protocol(case):
     assert mask.shape == read_volume(path.read_bytes(), "x.nii.gz").shape
 
 
-async def test_admin_calls_on_a_server_without_the_jobs_api_say_so(api):
-    with pytest.raises(NotFound, match="no admin API"):
+async def test_admin_calls_on_a_server_without_an_admin_token_say_how_to_enable_it(api):
+    with pytest.raises(Unauthorized, match="AIAA_ADMIN_TOKEN") as refused:
         await call(api.jobs())
-    with pytest.raises(NotFound, match="no admin API"):
+    assert refused.value.status == 403
+    with pytest.raises(Unauthorized, match="AIAA_ADMIN_TOKEN"):
         await call(api.versions("annotation_test"))
 
 

@@ -39,7 +39,7 @@ def test_inference_replies_and_errors_are_declared(client):
     assert set(doc["components"]["schemas"]["ErrorBody"]["required"]) == {"error", "detail"}
     for path in INFERENCE:
         responses = doc["paths"][path]["post"]["responses"]
-        media = {"multipart/form-data", "application/octet-stream", "application/json"}
+        media = {"multipart/form-data", "application/octet-stream", "application/json", "image/png"}
         assert set(responses["200"]["content"]) == media
         assert "timings" in responses["200"]["content"]["application/json"]["schema"]["properties"]
         for status in ("400", "404", "413", "440", "503", "default"):
@@ -67,7 +67,7 @@ def test_model_parameter_lists_the_served_models_of_the_right_type(client):
     assert sorted(model_param("/v1/inference")["schema"]["enum"]) == ["annotation_test", "segmentation_test"]
     assert all(model_param(p)["required"] for p in INFERENCE)
     output = next(p for p in paths["/v1/dextr3d"]["post"]["parameters"] if p["name"] == "output")
-    assert output["schema"]["enum"] == ["all", "image", "json"]
+    assert output["schema"]["enum"] == ["all", "image", "json", "png"]
 
 
 def test_session_routes(client):
