@@ -19,6 +19,7 @@ from monai import transforms as mt
 from monai.config import KeysCollection
 from monai.networks.layers.convutils import gaussian_1d
 from monai.transforms import MapTransform, Randomizable
+from scipy import ndimage
 
 from engines import points as P
 from engines.config import ComponentSpec
@@ -32,6 +33,7 @@ __all__ = [
     "CropAroundPointsd",
     "CropForegroundResized",
     "ExtremePointsFromLabeld",
+    "LargestComponentd",
     "LoadVolumed",
     "PercentileScaled",
     "build_transform",
@@ -299,6 +301,36 @@ class BratsConvertLabelsd(MapTransform):
         return d
 
 
+@register("KeepLargestConnectedComponentd", "transforms.KeepLargestConnectedComponent")
+class LargestComponentd(mt.KeepLargestConnectedComponentd):
+    """MONAI's ``KeepLargestConnectedComponentd``, with a direct path for one label in a label map.
+
+    The common post-processing of a click (one applied label, one channel, one component) is a
+    connected-component labelling and a count; done on the NumPy array with SciPy it skips
+    MONAI's tensor conversions, about 2 ms of a click. Every other configuration is MONAI's.
+    """
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        keep = self.converter
+        if keep.is_onehot or keep.applied_labels is None or len(keep.applied_labels) != 1 or keep.num_components != 1:
+            return super().__call__(data)
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = np.asarray(d[key])
+            if image.shape[0] != 1:
+                return super().__call__(data)
+            foreground = image[0] == keep.applied_labels[0]
+            structure = ndimage.generate_binary_structure(foreground.ndim, keep.connectivity or foreground.ndim)
+            components, count = ndimage.label(foreground, structure)
+            if count > 1:
+                sizes = np.bincount(components.ravel())
+                sizes[0] = 0
+                image = image.copy()
+                image[0][foreground & (components != int(sizes.argmax()))] = 0
+            d[key] = image
+        return d
+
+
 def _monai_dict(name: str) -> Callable[..., Callable]:
     return lambda **args: getattr(mt, name)(**args)
 
@@ -320,7 +352,6 @@ register("transforms.NPRandRotate3D")(_alias("RandRotated"))
 register("transforms.NPRandZoom3D")(_alias("RandZoomd"))
 register("transforms.ScaleShiftIntensity")(_alias("ShiftIntensityd"))
 register("transforms.ArgmaxAcrossChannels")(_alias("AsDiscreted", argmax=True))
-register("transforms.KeepLargestConnectedComponent")(_alias("KeepLargestConnectedComponentd"))
 
 
 def _resolve(name: str) -> Callable[..., Callable]:

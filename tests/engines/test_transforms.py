@@ -103,3 +103,21 @@ def test_simulated_points_are_skipped_when_points_are_given():
     assert t({"label": np.ones((1, 4, 4, 4)), "points": given})["points"] is given
     simulated = t({"label": np.pad(np.ones((1, 4, 4, 4)), ((0, 0), (2, 2), (2, 2), (2, 2)))})["points"]
     assert simulated.shape == (6, 3)
+
+
+def test_largest_component_equals_monais():
+    from monai import transforms as mt
+
+    rng = np.random.default_rng(1)
+    labels = (rng.random((1, 24, 20, 18)) > 0.7).astype(np.uint8)  # many components, touching by corners
+    labels[0, 2:8, 2:8, 2:8] = 1
+    labels[0, 12:14, 12:14, 12:14] = 2
+    for connectivity in (None, 1, 2):
+        args = {"keys": "pred", "applied_labels": [1], "connectivity": connectivity}
+        ours = build_transform(ComponentSpec(name="KeepLargestConnectedComponentd", args=args))({"pred": labels})
+        monai = mt.KeepLargestConnectedComponentd(**args)({"pred": labels})
+        np.testing.assert_array_equal(np.asarray(ours["pred"]), np.asarray(monai["pred"]))
+    several = {"keys": "pred", "applied_labels": [1, 2], "independent": False}
+    ours = build_transform(ComponentSpec(name="KeepLargestConnectedComponentd", args=several))({"pred": labels})
+    np.testing.assert_array_equal(np.asarray(ours["pred"]),
+                                  np.asarray(mt.KeepLargestConnectedComponentd(**several)({"pred": labels})["pred"]))
