@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from engines.errors import InvalidImageError, InvalidInputError
+from engines.io import write_atomically
 
 __all__ = [
     "OUTPUT_SUFFIXES",
@@ -206,16 +206,7 @@ def resample(image: sitk.Image, spacing: Sequence[float], label: bool = False) -
 def write_image_atomic(image: sitk.Image, path: Path) -> None:
     """Write under a temporary name in the same folder, then rename onto ``path``."""
     suffix = next(s for s in OUTPUT_SUFFIXES if path.name.endswith(s))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        sitk.WriteImage(image, tmp, suffix == ".nii.gz")
-        os.chmod(tmp, 0o644)  # mkstemp's files are private; an output is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomically(path, lambda tmp: sitk.WriteImage(image, tmp, suffix == ".nii.gz"), suffix=suffix)
 
 
 def convert(

@@ -11,7 +11,7 @@ import io
 import os
 import tempfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,7 @@ __all__ = [
     "same_grid",
     "read_volume",
     "write_volume",
+    "write_atomically",
     "write_volume_file",
 ]
 
@@ -340,17 +341,25 @@ def write_volume_file(volume: Volume, path: str | Path, *, dtype: str | np.dtype
         raise InvalidImageError(f"cannot write {path.name!r}: name it .nii.gz, .nii, .nrrd or .mha")
     data = write_volume(volume.array, volume.geometry, suffix, dtype=dtype or volume.array.dtype)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    write_atomically(path, lambda tmp: Path(tmp).write_bytes(data))
+    return path
+
+
+def write_atomically(path: Path, write: Callable[[str], object], suffix: str = ".part") -> None:
+    """Call ``write(tmp)`` for a temporary file beside ``path``, then rename it onto ``path``.
+
+    An interrupted write never leaves a partial file at ``path`` (nor a temporary one beside it).
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        write(tmp)
         os.chmod(tmp, 0o644)  # mkstemp's files are private; an output is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return path
 
 
 def _first_line(exc: Exception) -> str:
