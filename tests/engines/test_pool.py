@@ -57,3 +57,15 @@ def test_one_broken_model_is_unavailable_while_the_others_serve(tmp_path):
         pool.get("nothing")
     volume, mask = phantom()
     assert pool.get("ann").infer(volume, {"points": phantom_points(mask)}).mask.dtype == np.uint8
+
+
+def test_the_shipped_pool_serves_the_verified_openvino_exports():
+    from helpers import REPO
+
+    pool = EnginePool.from_file(REPO / "engine_pool.json", warmup=False)
+    backends = {r.name: r.summary().get("backend", {}) for r in pool.records()}
+    assert set(backends) == {"annotation_mri_hippocampus", "segmentation_mri_hippocampus"}
+    for name, backend in backends.items():
+        assert backend["runtime"] == "openvino", (name, backend)
+        assert backend["precision"] in ("fp32", "bf16")  # bf16 only on CPUs that run it natively
+    pool.close()
