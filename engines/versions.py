@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ class VersionFiles:
     train_configs: list[Path | None]
     metrics: list[Path | None]
     config_dir: Path | None = None  # where the config's relative paths (datalist, exports) start
+    exports: dict[str, Path] = field(default_factory=dict)  # export folders to copy in, by name (served by 'auto')
 
 
 class ModelStore:
@@ -155,6 +156,10 @@ class ModelStore:
             if files.config.datalist:
                 config["datalist"] = str((files.config_dir / files.config.datalist).resolve())
             config["exports"] = [str((files.config_dir / e).resolve()) for e in files.config.exports]
+        for name, folder in files.exports.items():
+            shutil.copytree(folder, tmp / "exports" / name)
+            config["exports"] = [*config.get("exports", []), f"exports/{name}"]
+            config["model_format"] = "auto"  # the checkpoint stays the fallback
         members = files.config.members()
         if len(files.weights) != len(members):
             raise ConfigError(f"{len(files.weights)} weight files for {len(members)} networks")

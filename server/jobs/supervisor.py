@@ -294,9 +294,10 @@ class Supervisor:
                 result = load_json(steps[0].output / "report.json")
             else:
                 report = steps[0].output / "export_report.json"
-                result = {"output": str(steps[0].output), "report": load_json(report) if report.is_file() else None}
-                if result["report"] is not None and not result["report"].get("passed", False):
+                if not report.is_file() or not load_json(report).get("passed", False):
                     raise EngineError(f"the export did not pass its checks (see {report})")
+                result = {"output": str(steps[0].output), "report": load_json(report),
+                          **self._register_export(row, steps[0].output, load_json(report))}
         except Exception as exc:
             self.store.update(job_id, state="failed", error=f"{type(exc).__name__}: {exc}", finished_at=time.time(),
                               pid=None)
@@ -325,7 +326,28 @@ class Supervisor:
             name, VersionFiles(config, weights, [Path(s.extra["train_config"]) for s in steps], metrics),
             source={"job_id": row["id"], "kind": row["kind"], "datalist": row["datalist"], "base_version": base},
             metrics=summary)
-        result: dict[str, Any] = {"version": version, "base_version": base, "metrics": summary, "deployed": False}
+        return self._deploy(row, version, base, {"metrics": summary})
+
+    def _register_export(self, row: dict, output: Path, report: dict[str, Any]) -> dict[str, Any]:
+        """A new version with the same weights and the verified export (which ``auto`` then serves)."""
+        name = row["model"]
+        base = str(row["params"].get("base_version") or self.serving.store.serving(name))
+        config_path = self.serving.store.config_path(name, base)
+        config = load_model_config(config_path)
+        weights = [(config_path.parent / str(m.model_path)).resolve() for m in config.members()]
+        none: list[Path | None] = [None] * len(weights)
+        version = self.serving.store.register(
+            name, VersionFiles(config, weights, none, none, config_path.parent,
+                               {f"{report['format']}_{report['precision']}": output}),
+            source={"job_id": row["id"], "kind": "export", "base_version": base},
+            metrics={"export": {k: report.get(k) for k in ("format", "precision", "speedup_vs_pytorch",
+                                                           "mask_dice_min", "validation")}})
+        return self._deploy(row, version, base, {})
+
+    def _deploy(self, row: dict, version: str, base: str, extra: dict[str, Any]) -> dict[str, Any]:
+        """Serve a new version unless the job says ``deploy: false``; a failed load leaves ``base`` serving."""
+        name = row["model"]
+        result: dict[str, Any] = {"version": version, "base_version": base, **extra, "deployed": False}
         if row["params"].get("deploy", True):
             try:
                 self.serving.deploy(name, version)
