@@ -34,7 +34,7 @@ from engines.config import load_model_config  # noqa: E402
 from engines.export import ExportOptions, time_alternately, write_artifact  # noqa: E402
 from engines.hardware import detect  # noqa: E402
 from engines.io import read_volume  # noqa: E402
-from engines.points import extreme_points  # noqa: E402
+from engines.points import simulated_params  # noqa: E402
 from engines.pool import engine_for_type  # noqa: E402
 from engines.training import load_datalist  # noqa: E402
 
@@ -60,7 +60,7 @@ def network_input(config_path: Path) -> list[torch.Tensor]:
     config = load_model_config(config_path)
     case = load_datalist(config_path.parent / str(config.datalist))["validation"][0]
     volume, truth = read_volume(case["image"]), read_volume(case["label"]).array
-    params = {"points": extreme_points(truth > 0).tolist()} if config.type == "annotation" else {}
+    params = simulated_params(config.type, np.rint(truth))
     seen: list[torch.Tensor] = []
 
     def record(x: torch.Tensor) -> torch.Tensor:

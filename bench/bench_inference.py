@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path

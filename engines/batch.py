@@ -15,12 +15,11 @@ import numpy as np
 
 from engines.backends import load_backend
 from engines.config import WriterSpec, load_model_config
-from engines.dextr3d import Dextr3dEngine
 from engines.engine import Engine, InferenceResult
 from engines.errors import InvalidInputError
 from engines.io import SUFFIXES, Volume, read_modalities, read_volume, write_volume_file
-from engines.points import extreme_points
-from engines.segmentation import SegmentationEngine
+from engines.points import simulated_params
+from engines.pool import engine_for_type
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -36,15 +35,16 @@ __all__ = [
 Progress = Callable[[int, int, str], None]  # (done, total, name) after each case
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")
 DEFAULT_WRITER = WriterSpec(name="WriteNifti")
-ENGINES: dict[str, type[Engine]] = {"annotation": Dextr3dEngine, "segmentation": SegmentationEngine}
 
 
-def load_engine(config_path: str | Path, name: str | None = None) -> Engine:
-    """The engine of a model config, built as the server's pool builds it."""
+def load_engine(config_path: str | Path, name: str | None = None, device: str | None = None) -> Engine:
+    """The engine of a model config, built as the server's pool builds it (``device`` overrides the config's)."""
     config_path = Path(config_path)
     config = load_model_config(config_path)
+    if device is not None and device != "auto":
+        config = config.model_copy(update={"device": device})
     backend = load_backend(config, config_path.parent.resolve())
-    return ENGINES[config.type](name or config_path.stem, config, backend)
+    return engine_for_type(config.type)(name or config_path.stem, config, backend)
 
 
 def strip_suffix(name: str) -> str:
@@ -75,19 +75,20 @@ def find_images(folder: str | Path) -> list[dict[str, Any]]:
 
 
 def run_case(engine: Engine, case: dict[str, Any], rng: np.random.RandomState | None = None,
-             perturbation: float = 0.0) -> tuple[Volume, InferenceResult]:
-    """Read one case and run the engine; an annotation model gets the label's extreme points."""
+             perturbation: float = 0.0) -> tuple[Volume, np.ndarray | None, InferenceResult]:
+    """Read one case (image, and its label rounded to integers when it has one) and run the engine.
+
+    An annotation model gets the label's extreme points (:func:`~engines.points.simulated_params`).
+    """
     volume = read_modalities(case["image"])
-    params: dict[str, Any] = {}
-    if isinstance(engine, Dextr3dEngine):
-        if not case.get("label"):
-            raise InvalidInputError(
-                f"{case_name(case['image'])}: extreme-point model '{engine.name}' needs a label to simulate the "
-                "clicks from (use a datalist, not --images)"
-            )
-        truth = np.rint(read_volume(case["label"]).array) > 0
-        params["points"] = extreme_points(truth, rng, perturbation).tolist()
-    return volume, engine.infer(volume, params)
+    truth = np.rint(read_volume(case["label"]).array).astype(np.uint8) if case.get("label") else None
+    if truth is None and engine.type == "annotation":
+        raise InvalidInputError(
+            f"{case_name(case['image'])}: extreme-point model '{engine.name}' needs a label to simulate the "
+            "clicks from (use a datalist, not --images)"
+        )
+    params = simulated_params(engine.type, truth, rng, perturbation) if truth is not None else {}
+    return volume, truth, engine.infer(volume, params)
 
 
 def infer_cases(
@@ -119,7 +120,7 @@ def infer_cases(
             if not overwrite and all(t.exists() for t in targets):
                 written += targets
             else:
-                volume, result = run_case(engine, case, rng, perturbation)
+                volume, _, result = run_case(engine, case, rng, perturbation)
                 for writer, target in zip(writers, targets):
                     written.append(write_volume_file(Volume(result.mask, volume.geometry), target,
                                                      dtype=writer.args.dtype))

@@ -27,8 +27,7 @@ from monai.metrics import compute_average_surface_distance, compute_dice, comput
 
 from engines.engine import Engine
 from engines.errors import InvalidInputError
-from engines.io import read_modalities, read_volume
-from engines.points import extreme_points
+from engines.io import read_volume
 
 __all__ = [
     "CaseScore",
@@ -65,16 +64,13 @@ def score_cases(engine: Engine, cases: list[dict[str, str]]) -> list[dict[str, A
     An annotation engine gets the exact extreme points of all labelled voxels (one object), as a
     user's six clicks; a segmentation engine runs on the image alone.
     """
+    from engines.batch import run_case
+
     scores = []
     for case in cases:
-        volume = read_modalities(case["image"])
-        truth = np.rint(read_volume(case["label"]).array).astype(np.uint8)
+        _, truth, result = run_case(engine, case)
         if engine.type == "annotation":
             truth = (truth > 0).astype(np.uint8)
-            params = {"points": extreme_points(truth > 0).tolist()}
-        else:
-            params = {}
-        result = engine.infer(volume, params)
         scores.append({"image": case["image"], "dice": dice_per_label(result.mask, truth, len(engine.labels))})
     return scores
 
@@ -247,7 +243,7 @@ def evaluate_masks(prediction_dir: str | Path, label_dir: str | Path, output: st
         InvalidInputError: no predictions, unmatched predictions, or different grids.
     """
     from engines.batch import IMAGE_SUFFIXES, strip_suffix
-    from engines.io import read_volume, same_grid
+    from engines.io import same_grid
 
     def listing(folder: Path) -> dict[str, Path]:
         if not folder.is_dir():
@@ -294,25 +290,22 @@ def evaluate_model(config: str | Path, datalist: str | Path, output: str | Path,
     its one object against every labelled voxel). Extreme points come from each label.
     """
     from engines.batch import case_name, load_engine, run_case
-    from engines.dextr3d import Dextr3dEngine
-    from engines.io import read_volume
     from engines.training import load_datalist
 
     cases = load_datalist(datalist).get(split) or []
     if not cases:
         raise InvalidInputError(f"{datalist} has no '{split}' cases")
     engine = load_engine(config)
-    binary = isinstance(engine, Dextr3dEngine)
+    binary = engine.type == "annotation"
     regions = regions or {name: [n] for n, name in enumerate(engine.labels, 1)}
     rng = np.random.RandomState(seed) if perturbation > 0 else None
     rows: list[CaseScore] = []
     try:
         for n, case in enumerate(cases, 1):
             name = case_name(case["image"])
-            volume, result = run_case(engine, case, rng, perturbation)
-            truth = read_volume(case["label"]).array
+            volume, truth, result = run_case(engine, case, rng, perturbation)
             if binary:
-                truth = np.rint(truth) > 0
+                truth = truth > 0
             rows += score_case(name, result.mask, truth, volume.geometry.spacing, regions)
             if progress:
                 progress(n, len(cases), name)

@@ -35,8 +35,8 @@ from engines.config import ModelConfig, load_model_config
 from engines.errors import ConfigError
 from engines.evaluation import dice_per_label
 from engines.hardware import detect
-from engines.io import read_volume
-from engines.points import extreme_points
+from engines.io import read_modalities, read_volume
+from engines.points import simulated_params
 from engines.pool import engine_for_type
 from engines.training import load_datalist
 
@@ -111,11 +111,6 @@ def _cases(config: ModelConfig, config_dir: Path, datalist: str | Path | None, m
     if not cases:
         raise ConfigError(f"{source}: no validation cases to measure parity on")
     return cases
-
-
-def _params(model_type: str, truth: np.ndarray) -> dict[str, Any]:
-    """The request a case stands for: the label's six extreme points for an annotation model."""
-    return {"points": extreme_points(truth > 0).tolist()} if model_type == "annotation" else {}
 
 
 def _profile(inputs: list[torch.Tensor], options: ExportOptions) -> ShapeProfile:
@@ -270,7 +265,7 @@ def export_model(config_path: str | Path, options: ExportOptions, datalist: str 
         truth = np.rint(read_volume(case["label"]).array).astype(np.uint8)
         if config.type == "annotation":
             truth = (truth > 0).astype(np.uint8)
-        cases.append((read_volume(case["image"]), truth, _params(config.type, truth)))
+        cases.append((read_modalities(case["image"]), truth, simulated_params(config.type, truth)))
     progress(f"exporting {config_path.stem} to {options.format} {options.precision}: {len(config.members())} "
              f"network(s), parity on {len(cases)} validation case(s)")
 

@@ -177,6 +177,18 @@ def _first_extreme_points(mask: np.ndarray) -> np.ndarray:
     return np.asarray(points, dtype=np.float64)
 
 
+def simulated_params(model_type: str, label: np.ndarray, rng: np.random.RandomState | None = None,
+                     perturbation: float = 0.0) -> dict:
+    """The request a labelled case stands for, as Clara's inference simulated it.
+
+    An annotation model gets the six extreme points of every labelled voxel (one object),
+    jittered by up to ``perturbation`` voxels with ``rng``; a segmentation model nothing.
+    """
+    if model_type != "annotation":
+        return {}
+    return {"points": extreme_points(np.asarray(label) > 0, rng, perturbation).tolist()}
+
+
 def round_points(points: np.ndarray) -> list[list[int]]:
     """Points as JSON-ready integer lists."""
     return [[int(math.floor(v + 0.5)) for v in p] for p in np.asarray(points)]

@@ -28,13 +28,12 @@ from torch.utils.data import DistributedSampler
 from engines.backends import TorchBackend, select_device
 from engines.clara_train import clara_to_train_config, is_clara_train_config
 from engines.config import ComponentSpec, ModelConfig, _Strict, describe_validation_error, load_json, load_model_config
-from engines.dextr3d import Dextr3dEngine
 from engines.distributed import DistributedContext
 from engines.engine import Engine
 from engines.errors import ConfigError, TrainingStopped
 from engines.evaluation import score_cases
 from engines.networks import build_network
-from engines.segmentation import SegmentationEngine
+from engines.pool import engine_for_type
 from engines.transforms import build_transform
 
 __all__ = ["LAST_CHECKPOINT", "TrainConfig", "load_datalist", "load_train_config", "train"]
@@ -280,8 +279,7 @@ def train(
     scheduler = _scheduler(optimizer, cfg)
     amp = cfg.mixed_precision and dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    engine_cls = Dextr3dEngine if binary else SegmentationEngine
-    engine = engine_cls(config_path.stem, config, TorchBackend(network, dev))
+    engine = engine_for_type(config.type)(config_path.stem, config, TorchBackend(network, dev))
     model = DistributedDataParallel(network, device_ids=[dev.index] if dev.type == "cuda" else None) \
         if dist.enabled else network
 

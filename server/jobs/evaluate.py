@@ -12,12 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from engines.backends import load_backend
-from engines.config import load_model_config
+from engines.batch import load_engine
 from engines.errors import EngineError
 from engines.evaluation import dice_summary, score_cases
-from engines.pool import ENGINE_CLASSES
-from engines.serving import ENGINE_OF_TYPE
 from engines.training import load_datalist
 
 __all__ = ["main"]
@@ -25,10 +22,7 @@ __all__ = ["main"]
 
 def evaluate(config_path: Path, datalist: Path, output: Path, progress_file: Path | None, device: str) -> dict:
     """Score every validation case and write the report."""
-    config = load_model_config(config_path)
-    if device != "auto":
-        config = config.model_copy(update={"device": device})
-    engine = ENGINE_CLASSES[ENGINE_OF_TYPE[config.type]](config_path.stem, config, load_backend(config, config_path.parent))
+    engine = load_engine(config_path, device=device)
     cases = load_datalist(datalist)["validation"]
     start, scores = time.time(), []
     for index, case in enumerate(cases, start=1):
