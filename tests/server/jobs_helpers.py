@@ -63,19 +63,9 @@ def wait_for(client: httpx.Client, job_id: str, until, timeout: float = 120.0) -
 
 def phantom_setup(tmp: Path, cases: int = 5, **overrides) -> Settings:
     """Settings of a server with a tiny random annotation model and a phantom dataset (no real data needed)."""
-    from helpers import annotation_config, phantom, write_model, write_pool
+    from helpers import annotation_config, write_model, write_phantom_datalist, write_pool
 
-    from engines.io import write_volume
-
-    data = tmp / "data"
-    data.mkdir(parents=True)
-    items = []
-    for i in range(cases):
-        volume, mask = phantom(center=(18 + i % 3, 25 - i % 2, 15))
-        (data / f"img{i}.nii.gz").write_bytes(write_volume(volume.array, volume.geometry, dtype="float32"))
-        (data / f"lab{i}.nii.gz").write_bytes(write_volume(mask, volume.geometry))
-        items.append({"image": f"img{i}.nii.gz", "label": f"lab{i}.nii.gz"})
-    (data / "datalist.json").write_text(json.dumps({"training": items[:-1], "validation": items[-1:]}))
+    data = write_phantom_datalist(tmp / "data", n=cases).parent
     write_model(tmp / "model", "tiny", annotation_config())
     pool = write_pool(tmp, [{"name": "tiny", "class": "Dextr3dCroppedEngine", "module": "medical.aas.dextr3dcropped",
                              "config_file": "model/tiny.json"}])
