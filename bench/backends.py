@@ -30,13 +30,13 @@ sys.path.insert(0, str(ROOT))
 
 from engines.backends import TorchBackend, load_artifact  # noqa: E402
 from engines.backends.tensorrt import ShapeProfile  # noqa: E402
-from engines.config import load_model_config  # noqa: E402
-from engines.export import ExportOptions, time_alternately, write_artifact  # noqa: E402
+from engines.config.model import load_model_config  # noqa: E402
+from engines.data.datalist import load_datalist  # noqa: E402
+from engines.data.io import read_volume  # noqa: E402
+from engines.export.exporter import ExportOptions, time_alternately, write_artifact  # noqa: E402
 from engines.hardware import detect  # noqa: E402
-from engines.io import read_volume  # noqa: E402
-from engines.points import simulated_params  # noqa: E402
-from engines.pool import engine_for_type  # noqa: E402
-from engines.training import load_datalist  # noqa: E402
+from engines.tasks.registry import engine_for_type  # noqa: E402
+from engines.transforms.points import simulated_params  # noqa: E402
 
 DEFAULT_CONFIGS = ["model_configs/annotation_mri_hippocampus.json", "model_configs/segmentation_mri_hippocampus.json"]
 

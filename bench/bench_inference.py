@@ -30,8 +30,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from helpers import serve_in_thread  # noqa: E402
 
-from engines.io import read_volume  # noqa: E402
-from engines.points import extreme_points  # noqa: E402
+from engines.data.io import read_volume  # noqa: E402
+from engines.transforms.points import extreme_points  # noqa: E402
 from server.app import create_app  # noqa: E402
 from server.settings import Settings  # noqa: E402
 

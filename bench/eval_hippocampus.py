@@ -24,10 +24,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from helpers import client_crop, client_uncrop  # noqa: E402
 
-from engines.evaluation import dice_per_label  # noqa: E402
-from engines.io import read_volume  # noqa: E402
-from engines.points import extreme_points  # noqa: E402
-from engines.pool import EnginePool  # noqa: E402
+from engines.data.io import read_volume  # noqa: E402
+from engines.evaluation.scoring import dice_per_label  # noqa: E402
+from engines.serving.pool import EnginePool  # noqa: E402
+from engines.transforms.points import extreme_points  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "msd_hippocampus"
 

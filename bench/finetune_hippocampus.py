@@ -42,7 +42,7 @@ def _datalist(out: Path, name: str, training: list, validation: list) -> Path:
 
 
 def dice(args: argparse.Namespace) -> dict:
-    from engines.training import train
+    from engines.training.trainer import train
 
     out = ROOT / "runs" / "bench_finetune"
     out.mkdir(parents=True, exist_ok=True)
@@ -77,8 +77,8 @@ def latency(args: argparse.Namespace) -> dict:
     import httpx
     import numpy as np
 
-    from engines.io import read_volume
-    from engines.points import extreme_points
+    from engines.data.io import read_volume
+    from engines.transforms.points import extreme_points
 
     case = json.loads((DATA / "datalist.json").read_text())["validation"][0]
     label = read_volume(DATA / case["label"]).array > 0

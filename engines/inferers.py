@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer
 
-from engines.config import ComponentSpec
+from engines.config.model import ComponentSpec
 from engines.errors import ConfigError, UnknownComponentError
 
 __all__ = ["INFERERS", "FlipAveraged", "build_inferer"]

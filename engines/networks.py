@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from monai.networks import nets
 
-from engines.config import ComponentSpec
+from engines.config.model import ComponentSpec
 from engines.errors import ConfigError, UnknownComponentError
 
 __all__ = ["NETWORKS", "build_network"]

@@ -10,17 +10,20 @@ import torch
 from anyio import to_thread
 from fastapi import FastAPI
 
-from engines.pool import EnginePool
-from engines.serving import ServingManager
-from engines.versions import ModelStore
+from engines.serving.deploy import ServingManager
+from engines.serving.pool import EnginePool
+from engines.serving.versions import ModelStore
+from server import health, logs
+from server.admin import jobs as admin_jobs
+from server.admin import models as admin_models
+from server.admission import GateKeeper
 from server.errors import install_handlers
 from server.jobs.store import JobStore
 from server.jobs.supervisor import Supervisor, SupervisorSettings
 from server.logbuffer import LogBuffer
-from server.openapi import ERROR_RESPONSE, install_openapi
-from server.routers import admin_jobs, admin_models, health, inference, logs, models, session
-from server.runner import GateKeeper
-from server.sessions import SessionStore
+from server.protocols.aiaa import inference, models, session
+from server.protocols.aiaa.openapi import ERROR_RESPONSE, install_openapi
+from server.sessions.store import SessionStore
 from server.settings import Settings
 
 __all__ = ["create_app"]

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from engines.pool import EnginePool
-from server.runner import GateKeeper
-from server.sessions import SessionStore
+from engines.serving.pool import EnginePool
+from server.admission import GateKeeper
+from server.sessions.store import SessionStore
 from server.settings import Settings
 
 __all__ = ["PoolDep", "SessionsDep", "SettingsDep", "GatesDep"]

@@ -18,10 +18,10 @@ from helpers import (  # noqa: E402
     segmentation_config,
 )
 
-from engines.config import ModelConfig  # noqa: E402
-from engines.dextr3d import Dextr3dEngine  # noqa: E402
-from engines.pool import EnginePool  # noqa: E402
-from engines.segmentation import SegmentationEngine  # noqa: E402
+from engines.config.model import ModelConfig  # noqa: E402
+from engines.serving.pool import EnginePool  # noqa: E402
+from engines.tasks.dextr3d import Dextr3dEngine  # noqa: E402
+from engines.tasks.segmentation import SegmentationEngine  # noqa: E402
 from server.app import create_app  # noqa: E402
 from server.settings import Settings  # noqa: E402
 

@@ -16,9 +16,9 @@ import SimpleITK as sitk
 import torch
 import uvicorn
 
-from engines.config import ModelConfig
-from engines.io import Geometry, Volume
-from engines.points import extreme_points
+from engines.config.model import ModelConfig
+from engines.data.io import Geometry, Volume
+from engines.transforms.points import extreme_points
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -118,7 +118,7 @@ def write_phantom_datalist(folder: Path, n: int = 3) -> Path:
 
     The last case is the validation split, the others the training split.
     """
-    from engines.io import write_volume
+    from engines.data.io import write_volume
 
     (folder / "images").mkdir(parents=True)
     (folder / "labels").mkdir()

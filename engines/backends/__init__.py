@@ -16,7 +16,7 @@ from engines.backends.base import Backend, describe, require, select_device
 from engines.backends.ensemble import MeanEnsemble
 from engines.backends.pytorch import TorchBackend, load_state_dict
 from engines.backends.selection import Candidate, choose_export, read_report
-from engines.config import ModelConfig
+from engines.config.model import ModelConfig
 from engines.errors import ConfigError
 from engines.hardware import detect
 

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from engines.config import ModelConfig
+from engines.config.model import ModelConfig
 from engines.errors import BackendUnavailableError, ConfigError
 from engines.networks import build_network
 

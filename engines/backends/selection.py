@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.backends.base import has_module
-from engines.config import ModelConfig
+from engines.config.model import ModelConfig
 from engines.hardware import Hardware
 
 __all__ = ["MAX_DICE_DELTA", "RUNTIME_PACKAGES", "Candidate", "choose_export", "file_sha256", "read_report"]

@@ -17,9 +17,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from engines.config import describe_validation_error, load_json, load_model_config
+from engines.config.model import describe_validation_error, load_json, load_model_config
 from engines.errors import ConfigError
-from engines.training import LAST_CHECKPOINT, TrainConfig
+from engines.training.trainer import LAST_CHECKPOINT, TrainConfig
 
 __all__ = ["JOB_KINDS", "JOB_PARAMS", "Step", "plan", "train_configs"]
 
@@ -71,8 +71,8 @@ def train_configs(kind: str, params: dict[str, Any], model_config_path: Path) ->
 def _python(gpus: int) -> list[str]:
     if gpus > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", "-m",
-                "server.cli"]
-    return [sys.executable, "-m", "server.cli"]
+                "server.cli.main"]
+    return [sys.executable, "-m", "server.cli.main"]
 
 
 def plan(kind: str, params: dict[str, Any], datalist: str | None, model_config_path: Path, work: Path,
@@ -105,7 +105,7 @@ def plan(kind: str, params: dict[str, Any], datalist: str | None, model_config_p
         return steps
     if kind == "evaluate":
         output = work / "evaluation"
-        return [Step([sys.executable, "-m", "server.jobs.evaluate", "--config", str(model_config_path),
+        return [Step([sys.executable, "-m", "server.cli.evaluate_job", "--config", str(model_config_path),
                       "--datalist", str(datalist), "--output", str(output / "report.json"), "--device", device,
                       *progress], output)]
     if kind == "export":
@@ -113,7 +113,7 @@ def plan(kind: str, params: dict[str, Any], datalist: str | None, model_config_p
         if fmt not in EXPORT_FORMATS:
             raise ConfigError(f"an export job needs params.format, one of {', '.join(EXPORT_FORMATS)}")
         output = work / "export"
-        argv = [sys.executable, "-m", "server.cli", "export", "--config", str(model_config_path), "--format", fmt,
+        argv = [sys.executable, "-m", "server.cli.main", "export", "--config", str(model_config_path), "--format", fmt,
                 "--output", str(output)]
         if params.get("precision"):
             argv += ["--precision", str(params["precision"])]

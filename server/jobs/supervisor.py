@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from engines.config import load_json, load_model_config
+from engines.config.model import load_json, load_model_config
 from engines.errors import EngineError
-from engines.serving import ServingManager
-from engines.versions import VersionFiles
+from engines.serving.deploy import ServingManager
+from engines.serving.versions import VersionFiles
 from server.jobs.commands import Step, plan
 from server.jobs.store import JobStore
 
@@ -35,7 +35,7 @@ __all__ = ["EXIT_STOPPED", "Supervisor", "SupervisorSettings"]
 log = logging.getLogger(__name__)
 
 EXIT_STOPPED = 3  # a worker that stopped on request (``aiaa train`` after a cooperative stop)
-# Workers import this very checkout (they run in their job folder, where ``-m server.cli`` would not find it).
+# Workers import this very checkout (they run in their job folder, where ``-m server.cli.main`` would not find it).
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from aiaa_client import BadRequest, Client, NotFound
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from helpers import serve_in_thread  # noqa: E402
 from jobs_helpers import TOKEN, phantom_setup, tiny_job  # noqa: E402

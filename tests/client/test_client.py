@@ -29,7 +29,7 @@ from conftest import standin_pool
 from fastapi.testclient import TestClient
 from helpers import dice, phantom, phantom_points, serve_in_thread
 
-from engines.io import read_volume, write_volume
+from engines.data.io import read_volume, write_volume
 from server.app import create_app
 from server.settings import Settings
 
@@ -236,8 +236,8 @@ async def test_busy_model_is_busy_with_retry_after(api, app, case):
 
 
 def test_points_in_a_multipart_reply_follow_the_protocol(case):
-    """What the client puts on the wire, read as NVIDIA's Python client reads multipart (tests/server/multipart.py)."""
-    source = Path(__file__).parents[1] / "server" / "multipart.py"
+    """What the client puts on the wire, read as NVIDIA's Python client reads multipart (tests/multipart.py)."""
+    source = Path(__file__).parents[1] / "multipart.py"
     spec = importlib.util.spec_from_file_location("server_multipart", source)
     multipart = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(multipart)

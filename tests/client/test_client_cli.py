@@ -16,7 +16,7 @@ from conftest import standin_pool
 from fake_admin import TOKEN, create_fake_admin
 from helpers import dice, phantom, phantom_points, serve_in_thread
 
-from engines.io import write_volume
+from engines.data.io import write_volume
 from server.app import create_app
 from server.settings import Settings
 

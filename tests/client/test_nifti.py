@@ -1,4 +1,4 @@
-"""The built-in NIfTI-1 codec agrees with nibabel and SimpleITK (engines.io), both ways."""
+"""The built-in NIfTI-1 codec agrees with nibabel and SimpleITK (engines.data.io), both ways."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from aiaa_client import read_nifti, write_nifti
 from helpers import GEOMETRY
 
-from engines.io import read_volume, write_volume
+from engines.data.io import read_volume, write_volume
 
 OBLIQUE = np.array([[0.0, -0.8, 0.0, 10.0], [0.9, 0.0, 0.0, -3.0], [0.0, 0.0, -1.5, 7.0], [0.0, 0.0, 0.0, 1.0]])
 

@@ -3,9 +3,9 @@ import torch
 from helpers import annotation_config, bright_annotation_net, dice, phantom, phantom_points
 from pydantic import ValidationError
 
-from engines.config import ModelConfig
-from engines.dextr3d import Dextr3dEngine
+from engines.config.model import ModelConfig
 from engines.inferers import FlipAveraged
+from engines.tasks.dextr3d import Dextr3dEngine
 
 
 def running_sum(x: torch.Tensor) -> torch.Tensor:

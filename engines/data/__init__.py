@@ -1,0 +1,1 @@
+"""Medical image data: reading and writing volumes, datalists, conversion, label maps and snapshots."""

@@ -1,0 +1,1 @@
+"""Offline inference over many cases and quality scoring (Dice, surface distances, reports)."""

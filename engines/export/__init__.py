@@ -1,0 +1,1 @@
+"""Export of a model's networks to optimized runtimes, with a parity and speed report."""

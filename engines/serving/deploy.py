@@ -1,0 +1,143 @@
+"""Which version of each model serves: registration at start-up, deployment, rollback, add and delete.
+
+Ties the :class:`~engines.serving.versions.ModelStore` (versions on disk) to the
+:class:`~engines.serving.pool.EnginePool` (what answers requests). A deployment builds and
+warms the new version beside the serving one and switches atomically; when it fails,
+the old version keeps serving and the serving pointer is unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from engines.config.model import ModelConfig, PoolEntry, load_model_config
+from engines.errors import ConfigError, ModelNotFoundError
+from engines.serving.pool import EnginePool
+from engines.serving.versions import ModelStore, VersionFiles, check_model_name
+
+__all__ = ["ENGINE_OF_TYPE", "ServingManager"]
+
+log = logging.getLogger(__name__)
+
+# The Clara class/module a model of each type is served with when none is given.
+ENGINE_OF_TYPE = {
+    "annotation": ("Dextr3dCroppedEngine", "medical.aas.dextr3dcropped"),
+    "segmentation": ("SegmentationEngine", "medical.aas.segmentation"),
+}
+
+
+class ServingManager:
+    """Versions of the pool's models: the store is the record, the pool what serves."""
+
+    def __init__(self, pool: EnginePool, store: ModelStore, warmup: bool = True) -> None:
+        self.pool = pool
+        self.store = store
+        self.warmup = warmup
+        self._deploy_lock = threading.Lock()
+
+    def sync_at_start(self) -> None:
+        """Give every configured model a first version, and serve each model's recorded serving version.
+
+        A model from ``engine_pool.json`` with no version yet is registered as its own config's
+        version (``1`` unless the config names a number), so a restart serves what was deployed
+        before it. Models added through the admin API come back; a configured model that left
+        ``engine_pool.json`` does not.
+        """
+        for record in self.pool.records():
+            if record.entry is None or record.config_path is None or record.engine is None:
+                continue
+            if not self.store.numbers(record.name):
+                self._register_configured(record.name, record.entry, record.config_path, record.engine.version)
+        for name in self.store.models():
+            serving = self.store.serving(name)
+            current = self.pool.record(name)
+            if current is None and (self.store.entry(name) or {}).get("origin") != "upload":
+                continue  # a configured model no longer in engine_pool.json stays off
+            if serving is None or (current is not None and current.engine is not None
+                                   and current.engine.version == serving):
+                continue
+            try:
+                self.deploy(name, serving)
+            except Exception as exc:  # a broken version must not stop the server; it is reported
+                log.error("model %s: serving version %s failed to load: %s", name, serving, exc)
+
+    def _register_configured(self, name: str, entry: PoolEntry, config_path: Path, version: str) -> None:
+        config = load_model_config(config_path, name)
+        weights = [(config_path.parent / str(m.model_path)).resolve() for m in config.members()]
+        beside = [w.parent for w in weights]
+        number = int(version) if version.isdigit() and int(version) > 0 else 1
+        self.store.set_entry(name, {**entry.model_dump(by_alias=True, exclude={"config_file", "version"},
+                                                       exclude_none=True), "origin": "configured"})
+        self.store.register(name, VersionFiles(config, weights, [b / "train_config.json" for b in beside],
+                                               [b / "metrics.json" for b in beside], config_path.parent),
+                            source={"kind": "configured", "config_file": str(config_path)}, number=number)
+        self.store.set_serving(name, number)
+        log.info("model %s: registered the configured model as version %s", name, number)
+
+    def entry(self, name: str, version: str) -> PoolEntry:
+        """The pool entry that serves one stored version."""
+        fields = {k: v for k, v in (self.store.entry(name) or {}).items() if k != "origin"}
+        if not fields:
+            config = load_model_config(self.store.config_path(name, version))
+            cls, module = ENGINE_OF_TYPE[config.type]
+            fields = {"name": name, "class": cls, "module": module}
+        return PoolEntry.model_validate({**fields, "name": name,
+                                         "config_file": str(self.store.config_path(name, version)),
+                                         "version": str(version)})
+
+    def deploy(self, name: str, version: str) -> dict[str, Any]:
+        """Serve ``version`` of ``name``: load and warm it, switch atomically, record it as serving.
+
+        Raises:
+            ModelNotFoundError: no such model or version.
+            EngineError: the version failed to load (the old one still serves).
+        """
+        check_model_name(name)
+        with self._deploy_lock:
+            entry = self.entry(name, version)
+            self.pool.swap(entry, Path("/"), warmup=self.warmup)
+            self.store.set_serving(name, version)
+        return {"model": name, "version": str(int(version))}
+
+    def serving_config(self, name: str) -> tuple[str, Path]:
+        """The serving version of a model and its model config path.
+
+        Raises:
+            ModelNotFoundError: the model has no stored version.
+        """
+        check_model_name(name)
+        version = self.store.serving(name)
+        if version is None:
+            raise ModelNotFoundError(f"model '{name}' has no stored versions (GET /v1/models lists the models)")
+        return version, self.store.config_path(name, version)
+
+    def add_model(self, name: str, config: ModelConfig, weights: Path, source: dict[str, Any]) -> dict[str, Any]:
+        """Add a model (one network) or a new version of it from a config and a weights file, and serve it."""
+        check_model_name(name)
+        if config.ensemble:
+            raise ConfigError("an uploaded model must be one network ('model_path'), not an 'ensemble'")
+        # Paths in an uploaded config would name files on this server: it serves its own weights only.
+        config = config.model_copy(update={"exports": [], "datalist": None})
+        if self.store.entry(name) is None:
+            cls, module = ENGINE_OF_TYPE[config.type]
+            self.store.set_entry(name, {"name": name, "class": cls, "module": module, "labels": config.labels,
+                                        "origin": "upload"})
+        version = self.store.register(name, VersionFiles(config, [weights], [None], [None]), source=source)
+        try:
+            return self.deploy(name, version)
+        except Exception:
+            if len(self.store.numbers(name)) == 1:  # a new model that cannot load is not kept
+                self.store.delete(name)
+            raise
+
+    def delete_model(self, name: str) -> None:
+        """Stop serving a model and delete its versions."""
+        check_model_name(name)
+        if self.pool.record(name) is None and not self.store.numbers(name):
+            raise ModelNotFoundError(f"model '{name}' not found; GET /v1/models lists the models")
+        if self.pool.record(name) is not None:
+            self.pool.remove(name)
+        self.store.delete(name)

@@ -1,0 +1,128 @@
+"""One target object's interaction loop: prompts so far, the current mask, exact undo.
+
+No HTTP and no backend here: :func:`predict_step` takes any ``network`` callable that maps an
+input ``(C, *roi)`` float32 array (:func:`engines.transforms.prompts.encode`) to the object's
+logits ``(*roi)``. Serving wraps a backend into that callable; training and the interactive
+evaluation protocol pass a PyTorch module. So training, evaluation and every door run the very
+same crop, encode, predict, zoom-out and paste-back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engines.errors import InvalidInputError
+from engines.transforms.prompts import Prompt, crop_box, encode, to_crop, touches_border
+
+__all__ = ["InteractionState", "StepResult", "predict_step"]
+
+Network = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class StepResult:
+    """A prediction: the full-volume mask and the box ``[lo, hi)`` where it may have changed."""
+
+    mask: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    zooms: int = 0
+
+
+def predict_step(network: Network, image: np.ndarray, spacing: Sequence[float], prompts: Sequence[Prompt],
+                 mask: np.ndarray | None, roi: Sequence[int], *, margin: float = 0.25, min_size_mm: float = 40.0,
+                 max_zooms: int = 2, zoom_factor: float = 1.6) -> StepResult:
+    """Crop around the prompts and mask, predict at the ROI, paste back; zoom out while the object reaches the border.
+
+    ``image`` is the normalised full volume. The returned mask equals ``mask`` outside ``[lo, hi)``.
+    """
+    current = np.zeros(image.shape, bool) if mask is None else mask
+    zoom, zooms = 1.0, 0
+    while True:
+        lo, hi = crop_box(image.shape, spacing, prompts, current, margin=margin, min_size_mm=min_size_mm, zoom=zoom)
+        logits = network(encode(image, current, prompts, lo, hi, roi))
+        crop = to_crop(np.asarray(logits, dtype=np.float32).reshape(tuple(roi)), lo, hi)
+        if zooms >= max_zooms or not touches_border(crop, lo, hi, image.shape):
+            break
+        zoom *= zoom_factor
+        zooms += 1
+    out = current.copy()
+    out[tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))] = crop
+    return StepResult(out, lo, hi, zooms)
+
+
+@dataclass
+class _Step:
+    prompts: tuple[Prompt, ...]
+    mask: np.ndarray | None
+
+
+@dataclass
+class InteractionState:
+    """The prompts and mask of one target object, with every earlier step kept for exact undo.
+
+    Masks are stored packed (1 bit per voxel) so a long undo stack stays small.
+    """
+
+    shape: tuple[int, int, int]
+    prompts: tuple[Prompt, ...] = ()
+    _mask_bits: np.ndarray | None = None
+    _history: list[_Step] = field(default_factory=list)
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        """The current mask (bool, full volume), or None before the first prediction."""
+        if self._mask_bits is None:
+            return None
+        n = int(np.prod(self.shape))
+        return np.unpackbits(self._mask_bits, count=n).reshape(self.shape).astype(bool)
+
+    @property
+    def steps(self) -> int:
+        """How many steps can be undone."""
+        return len(self._history)
+
+    def nbytes(self) -> int:
+        """Memory held by the mask and the undo stack (for the sessions' memory budget)."""
+        masks = [self._mask_bits] + [s.mask for s in self._history]
+        prompts = sum(p.voxels.nbytes for p in self.prompts)
+        return sum(m.nbytes for m in masks if m is not None) + prompts
+
+    def _push(self) -> None:
+        self._history.append(_Step(self.prompts, self._mask_bits))
+
+    def _set(self, mask: np.ndarray) -> None:
+        if mask.shape != self.shape:
+            raise InvalidInputError(f"mask shape {list(mask.shape)} differs from the image's {list(self.shape)}")
+        self._mask_bits = np.packbits(mask.astype(bool).ravel())
+
+    def apply(self, prompt: Prompt, predict: Callable[[Sequence[Prompt], np.ndarray | None], StepResult]) -> StepResult:
+        """Add a prompt and predict; on any error nothing changes."""
+        prompt.check(self.shape)
+        prompts = self.prompts + (prompt,)
+        result = predict(prompts, self.mask)
+        self._push()
+        self.prompts = prompts
+        self._set(result.mask)
+        return result
+
+    def set_mask(self, mask: np.ndarray) -> None:
+        """Start from an existing mask (an undoable step; prompts so far are kept)."""
+        if mask.shape != self.shape:
+            raise InvalidInputError(f"mask shape {list(mask.shape)} differs from the image's {list(self.shape)}")
+        self._push()
+        self._set(mask)
+
+    def undo(self) -> None:
+        """Go back one step, exactly."""
+        if not self._history:
+            raise InvalidInputError("nothing to undo")
+        step = self._history.pop()
+        self.prompts, self._mask_bits = step.prompts, step.mask
+
+    def reset(self) -> None:
+        """Forget every prompt, the mask and the undo stack (a new object)."""
+        self.prompts, self._mask_bits, self._history = (), None, []

@@ -1,0 +1,1 @@
+"""Training models from datalists with MONAI, alone or under torchrun."""

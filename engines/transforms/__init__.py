@@ -1,0 +1,1 @@
+"""Pre- and post-processing: the allowlisted transform registry and prompt geometry (extreme points)."""

@@ -1,0 +1,1 @@
+"""The administration API: token check, jobs, datasets and model versions."""

@@ -1,0 +1,179 @@
+"""Jobs API (admin): submit, list, follow, cancel and resume jobs; upload datasets.
+
+``POST /admin/jobs`` -> 202 ``{"job_id"}``; ``GET /admin/jobs[/{id}]``; ``GET /admin/jobs/{id}/logs``;
+``GET /admin/jobs/{id}/events`` (server-sent events); ``DELETE /admin/jobs/{id}`` cancels;
+``POST /admin/jobs/{id}/resume``; ``POST /admin/datasets`` (multipart ``images`` and ``labels``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from typing import Any, Literal
+
+from anyio import to_thread
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import UploadFile
+
+from engines.errors import ConfigError
+from engines.export.exporter import ExportOptions
+from engines.serving.versions import check_model_name
+from server.admin.auth import require_admin
+from server.admin.datasets import resolve_datalist, save_dataset
+from server.deps import SettingsDep
+from server.errors import BadRequest, Conflict, NotFound
+from server.jobs.commands import train_configs
+from server.jobs.store import ACTIVE, FINISHED
+from server.protocols.aiaa.wire import read_form
+
+router = APIRouter(tags=["admin: jobs"], dependencies=[Depends(require_admin)])
+
+
+class JobRequest(BaseModel):
+    """Body of ``POST /admin/jobs``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["train", "finetune", "evaluate", "export"]
+    model: str
+    datalist: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+def _job(request: Request, job_id: str) -> dict:
+    row = request.app.state.jobs.get(job_id)
+    if row is None:
+        raise NotFound(f"no job {job_id!r} (GET /admin/jobs lists them)")
+    return row
+
+
+@router.post("/admin/jobs", status_code=202)
+def submit(body: JobRequest, request: Request, settings: SettingsDep) -> JSONResponse:
+    """Queue a job; it runs in a worker process when a slot is free."""
+    state = request.app.state
+    try:
+        check_model_name(body.model)
+    except ConfigError as exc:
+        raise BadRequest(str(exc)) from None
+    datalist = None
+    if body.kind != "export" or body.datalist:
+        if not body.datalist:
+            raise BadRequest(f"a {body.kind} job needs a 'datalist' (a path inside the data roots or a dataset id)")
+        datalist = str(resolve_datalist(body.datalist, settings.data_root_paths(), settings.state_path() / "datasets"))
+    version, config_path = state.serving.serving_config(body.model)
+    params = {**body.params}
+    if "base_version" in params:
+        config_path = state.serving.store.config_path(body.model, str(params["base_version"]))
+    else:
+        params["base_version"] = version
+    if body.kind in ("train", "finetune"):
+        try:
+            train_configs(body.kind, params, config_path)
+        except ConfigError as exc:
+            raise BadRequest(str(exc)) from None
+        gpus = params.get("gpus", 1)
+        if not isinstance(gpus, int) or gpus < 1:
+            raise BadRequest("params.gpus must be a positive integer")
+    elif body.kind == "export":
+        try:
+            ExportOptions(format=str(params.get("format")), precision=str(params.get("precision", "fp32"))).validate()
+        except ConfigError as exc:
+            raise BadRequest(f"params.format / params.precision: {exc}") from None
+    row = state.jobs.create(body.kind, body.model, datalist, params, str(settings.state_path() / "jobs"))
+    state.supervisor.wake()
+    return JSONResponse({"job_id": row["id"]}, status_code=202)
+
+
+@router.get("/admin/jobs")
+def list_jobs(request: Request, state: str | None = None, limit: int = 100) -> JSONResponse:
+    """Jobs, newest first (``?state=running``)."""
+    states = tuple(state.split(",")) if state else None
+    return JSONResponse([request.app.state.jobs.public(r) for r in request.app.state.jobs.list(states, limit)])
+
+
+@router.get("/admin/jobs/{job_id}")
+def get_job(job_id: str, request: Request) -> JSONResponse:
+    """One job: state, progress, metrics, ETA, times, error, worker pid, result."""
+    return JSONResponse(request.app.state.jobs.public(_job(request, job_id)))
+
+
+@router.get("/admin/jobs/{job_id}/logs")
+def job_logs(job_id: str, request: Request, lines: int = 100) -> PlainTextResponse:
+    """The last ``lines`` lines of the job's log (its workers' output)."""
+    row = _job(request, job_id)
+    try:
+        with open(row["log_path"], errors="replace") as fh:
+            tail = deque(fh, maxlen=max(1, min(lines, 100_000)))
+    except FileNotFoundError:
+        tail = deque()
+    return PlainTextResponse("".join(tail))
+
+
+@router.get("/admin/jobs/{job_id}/events")
+async def job_events(job_id: str, request: Request) -> StreamingResponse:
+    """Server-sent events: a ``progress`` event at every change, then ``end`` once the job finished."""
+    _job(request, job_id)
+    jobs = request.app.state.jobs
+
+    async def stream():
+        last = None
+        while True:
+            row = await to_thread.run_sync(jobs.get, job_id)
+            public = jobs.public(row)
+            if row["updated_at"] != last:
+                last = row["updated_at"]
+                yield f"event: progress\ndata: {json.dumps(public)}\n\n"
+            if row["state"] in FINISHED:
+                yield f"event: end\ndata: {json.dumps(public)}\n\n"
+                return
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(0.5)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.delete("/admin/jobs/{job_id}", status_code=202)
+def cancel(job_id: str, request: Request) -> JSONResponse:
+    """Cancel: a clean stop at the next batch (with a checkpoint), then SIGTERM, then SIGKILL."""
+    row = _job(request, job_id)
+    if row["state"] not in ACTIVE:
+        raise Conflict(f"job {job_id} is {row['state']}; only queued or running jobs can be cancelled")
+    request.app.state.jobs.update(job_id, cancel_requested=True)
+    request.app.state.supervisor.wake()
+    return JSONResponse(request.app.state.jobs.public(_job(request, job_id)), status_code=202)
+
+
+@router.post("/admin/jobs/{job_id}/resume", status_code=202)
+def resume(job_id: str, request: Request) -> JSONResponse:
+    """Queue an interrupted, cancelled or failed training again; it continues from its last checkpoint."""
+    row = _job(request, job_id)
+    if row["kind"] not in ("train", "finetune"):
+        raise Conflict(f"job {job_id} is a {row['kind']} job; only training jobs resume (submit it again)")
+    if row["state"] not in ("interrupted", "cancelled", "failed"):
+        raise Conflict(f"job {job_id} is {row['state']}; only interrupted, cancelled or failed jobs resume")
+    request.app.state.jobs.update(job_id, only_if_state=("interrupted", "cancelled", "failed"), state="queued",
+                                  resume=True, cancel_requested=False, cancelled_by=None, error=None,
+                                  finished_at=None, attempt=row["attempt"] + 1)
+    request.app.state.supervisor.wake()
+    return JSONResponse({"job_id": job_id, "attempt": row["attempt"] + 1}, status_code=202)
+
+
+@router.post("/admin/datasets", status_code=201)
+async def upload_dataset(request: Request, settings: SettingsDep) -> JSONResponse:
+    """Store labelled cases (multipart ``images`` and ``labels`` parts, paired in order; optional
+    ``validation`` count); the returned ``dataset_id`` is usable as a job's ``datalist``."""
+    form = await read_form(request, settings.max_upload_bytes)
+    images = [(f.filename, await f.read()) for f in form.getlist("images") if isinstance(f, UploadFile)]
+    labels = [(f.filename, await f.read()) for f in form.getlist("labels") if isinstance(f, UploadFile)]
+    validation = form.get("validation")
+    try:
+        count = int(validation) if isinstance(validation, str) and validation else None
+    except ValueError:
+        raise BadRequest("validation must be an integer") from None
+    summary = await to_thread.run_sync(save_dataset, images, labels, settings.state_path() / "datasets", count)
+    return JSONResponse(summary, status_code=201)

@@ -1,0 +1,1 @@
+"""All command-line code: the ``aiaa`` command and its subcommands."""

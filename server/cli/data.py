@@ -1,0 +1,232 @@
+"""Data subcommands of ``aiaa``: convert, infer, evaluate, merge-labels, snapshot.
+
+Argument parsing and reporting live here; the work is done by the engine core
+(``engines.data.convert``, ``engines.evaluation.batch``, ``engines.evaluation.scoring``, ``engines.data.labels``,
+``engines.data.snapshot``). Errors print one clear line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_data_commands", "Progress"]
+
+
+class Progress:
+    """Progress of a loop: a tqdm bar on a terminal, plain lines (``what: n/N name``) otherwise."""
+
+    def __init__(self, what: str, stream: Any = None) -> None:
+        self.what = what
+        self.stream = stream or sys.stderr
+        self.bar = None
+
+    def __call__(self, done: int, total: int, name: str) -> None:
+        """Report that item ``done`` of ``total`` (called ``name``) is finished."""
+        if self.stream.isatty():
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, desc=self.what, file=self.stream, unit="case")
+            self.bar.set_postfix_str(name, refresh=False)
+            self.bar.update(1)
+            if done >= total:
+                self.bar.close()
+        else:
+            print(f"{self.what}: {done}/{total} {name}", file=self.stream, flush=True)
+
+
+def _fail(command: str, message: object) -> int:
+    print(f"aiaa {command}: {message}", file=sys.stderr)
+    return 2
+
+
+def _run(command: str, work: Callable[[], int | None]) -> int:
+    from engines.errors import EngineError
+
+    try:
+        return int(work() or 0)
+    except EngineError as exc:
+        return _fail(command, exc)
+    except OSError as exc:
+        return _fail(command, f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
+
+
+def _merge_labels(args: argparse.Namespace) -> int:
+    def work() -> None:
+        from engines.data.io import write_volume_file
+        from engines.data.labels import merge_masks, read_mask
+
+        masks = [read_mask(spec) for spec in args.masks]
+        merged = merge_masks(masks, args.values, names=args.masks)
+        write_volume_file(merged, args.output)
+        print(f"wrote {args.output}: values {args.values or list(range(1, len(masks) + 1))} from {len(masks)} masks")
+
+    return _run("merge-labels", work)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    def work() -> int:
+        from engines.data.convert import convert
+
+        results = convert(args.directory, args.output, source_suffix=args.source_suffix,
+                          output_suffix=args.output_suffix, resolution=args.resolution, label=args.label,
+                          force=args.force, progress=Progress("convert"))
+        for result in results:
+            line = f"{result.status}: {result.output}" + (f" ({result.message})" if result.message else "")
+            print(line, file=sys.stderr if result.status == "failed" else sys.stdout)
+        failed = sum(r.status == "failed" for r in results)
+        if failed:
+            return _fail("convert", f"{failed} of {len(results)} input(s) could not be converted (see above)")
+        return 0
+
+    return _run("convert", work)
+
+
+def _cases(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from engines.data.datalist import load_datalist
+    from engines.errors import InvalidInputError
+    from engines.evaluation.batch import find_images
+
+    if args.images:
+        return find_images(args.images)
+    cases = load_datalist(args.datalist).get(args.split) or []
+    if not cases:
+        raise InvalidInputError(f"{args.datalist} has no '{args.split}' cases")
+    return cases
+
+
+def _infer(args: argparse.Namespace) -> int:
+    def work() -> None:
+        from engines.evaluation.batch import infer_cases
+
+        cases = _cases(args)
+        written = infer_cases(args.config, cases, args.output, perturbation=args.perturbation, seed=args.seed,
+                              progress=Progress("infer"))
+        print(f"wrote {len(written)} file(s) to {args.output}")
+
+    return _run("infer", work)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    def work() -> int:
+        from engines.evaluation.scoring import evaluate_masks, evaluate_model, parse_regions
+
+        regions = parse_regions(args.regions) if args.regions else None
+        if args.predictions or args.labels:
+            if not (args.predictions and args.labels) or args.config or args.datalist:
+                return _fail("evaluate", "give either --config and --datalist, or --predictions and --labels")
+            evaluate_masks(args.predictions, args.labels, args.output, regions, progress=Progress("evaluate"))
+        elif args.config and args.datalist:
+            evaluate_model(args.config, args.datalist, args.output, regions=regions, split=args.split,
+                           perturbation=args.perturbation, seed=args.seed, progress=Progress("evaluate"))
+        else:
+            return _fail("evaluate", "give either --config and --datalist, or --predictions and --labels")
+        print((Path(args.output) / "summary.txt").read_text(), end="")
+        return 0
+
+    return _run("evaluate", work)
+
+
+def _point(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a voxel index i,j,k")
+    return values
+
+
+def _snapshot(args: argparse.Namespace) -> int:
+    def work() -> None:
+        from engines.data.io import read_volume
+        from engines.data.snapshot import render_snapshot
+        from engines.evaluation.batch import case_name
+
+        images = [read_volume(path) for path in args.images]
+        mask = read_volume(args.mask) if args.mask else None
+        png = render_snapshot(images, mask, point=args.point, labels=args.labels,
+                              titles=[case_name(p) for p in args.images], alpha=args.alpha)
+        output = Path(args.output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_bytes(png)
+        print(f"wrote {output}")
+
+    return _run("snapshot", work)
+
+
+def add_data_commands(sub: argparse._SubParsersAction) -> None:
+    """Register the data subcommands on the ``aiaa`` parser's subparsers."""
+    merge = sub.add_parser(
+        "merge-labels", help="combine binary masks into one label map (later masks overwrite earlier ones)",
+        description="Combine binary masks into one label map; mask n gets value n (or --values), later masks win. "
+                    "A mask may be FILE:v1,v2 to take those values of a label map, e.g. OTMultiClass.nii.gz:1,3,4.",
+    )
+    merge.add_argument("masks", nargs="+", metavar="MASK", help="mask files (or FILE:v1,v2,...) in order")
+    merge.add_argument("-o", "--output", required=True, help="output label map (.nii.gz, .nii, .nrrd, .mha)")
+    merge.add_argument("--values", nargs="+", type=int, default=None, help="value of each mask (default 1..N)")
+    merge.set_defaults(func=_merge_labels)
+
+    convert = sub.add_parser(
+        "convert", help="DICOM series or image files to NIfTI/MHA, optionally resampled (as tlt-dataconvert)",
+        description="Convert every DICOM series (-s .dcm) or every image file with suffix -s under -d into -o, "
+                    "keeping the geometry; -r resamples over the same physical extent.")
+    convert.add_argument("-d", "--directory", required=True, help="input folder (searched recursively)")
+    convert.add_argument("-o", "--output", required=True, help="output folder")
+    convert.add_argument("-s", "--source-suffix", default=".dcm",
+                         help="input kind: .dcm (DICOM series) or .nii.gz, .nii, .mha, .mhd, .nrrd")
+    convert.add_argument("-e", "--output-suffix", default=".nii.gz", choices=[".nii.gz", ".nii", ".mha"])
+    convert.add_argument("-r", "--resolution", type=float, nargs="+", default=None, metavar="MM",
+                         help="resample to this spacing: one value (isotropic) or three (per axis)")
+    convert.add_argument("-l", "--label", action="store_true", help="inputs are label maps (nearest neighbour)")
+    convert.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
+    convert.set_defaults(func=_convert)
+
+    snapshot = sub.add_parser(
+        "snapshot", help="PNG of axial, coronal and sagittal views with a mask overlaid",
+        description="Axial, coronal and sagittal views (radiological orientation, true aspect) through the "
+                    "mask's centre or --point, one row per image, the mask in one colour per label.")
+    snapshot.add_argument("images", nargs="+", metavar="IMAGE", help="image(s) on one grid, e.g. the modalities")
+    snapshot.add_argument("--mask", help="label map on the images' grid")
+    snapshot.add_argument("--point", type=_point, help="voxel index i,j,k the views go through")
+    snapshot.add_argument("--labels", nargs="+", help="names of mask values 1, 2, ... for the legend")
+    snapshot.add_argument("--alpha", type=float, default=0.5, help="mask opacity (default 0.5)")
+    snapshot.add_argument("-o", "--output", required=True, help="output PNG")
+    snapshot.set_defaults(func=_snapshot)
+
+    infer = sub.add_parser("infer", help="run a model over a datalist or a folder of images (as tlt-infer)",
+                           description="Run a model config over the validation cases of a datalist (or every "
+                                       "image of --images DIR) and write the masks as the config's writers say "
+                                       "(default: NIfTI on each input's grid, named after the input).")
+    infer.add_argument("--config", required=True, help="model config (model_configs/<name>.json)")
+    source = infer.add_mutually_exclusive_group(required=True)
+    source.add_argument("--datalist", help="datalist JSON")
+    source.add_argument("--images", help="folder of images (segmentation models)")
+    infer.add_argument("--split", default="validation", help="datalist section (default: validation)")
+    infer.add_argument("-o", "--output", required=True, help="output folder")
+    infer.add_argument("--perturbation", type=float, default=0.0,
+                       help="extreme-point models: jitter the simulated points by up to this many voxels")
+    infer.add_argument("--seed", type=int, default=0, help="seed of the jitter")
+    infer.set_defaults(func=_infer)
+
+    evaluate = sub.add_parser(
+        "evaluate", help="Dice, HD95 and surface distance of a model or of masks (as tlt-evaluate)",
+        description="Score a model on a datalist (--config --datalist) or masks against labels "
+                    "(--predictions DIR --labels DIR, matched by file name). Writes raw.csv, summary.json, "
+                    "summary.txt and dice_boxplot.png to --output.")
+    evaluate.add_argument("--config", help="model config to run")
+    evaluate.add_argument("--datalist", help="datalist JSON (with --config)")
+    evaluate.add_argument("--split", default="validation", help="datalist section (default: validation)")
+    evaluate.add_argument("--predictions", help="folder of predicted masks")
+    evaluate.add_argument("--labels", help="folder of label maps (same file names as the predictions)")
+    evaluate.add_argument("--regions", nargs="+", metavar="NAME=V1,V2",
+                          help="score unions of label values, e.g. WT=1,2,3 TC=2,3 ET=3 (default: each label)")
+    evaluate.add_argument("--perturbation", type=float, default=0.0,
+                          help="extreme-point models: jitter the simulated points by up to this many voxels")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the jitter")
+    evaluate.add_argument("-o", "--output", required=True, help="report folder")
+    evaluate.set_defaults(func=_evaluate)

@@ -1,0 +1,1 @@
+"""Wire protocols the server speaks, one package per protocol."""

@@ -1,0 +1,1 @@
+"""NVIDIA Clara's AIAA protocol: wire format, OpenAPI additions and routes."""

@@ -1,0 +1,127 @@
+"""Sessions: an uploaded volume kept decoded in memory so that later clicks need no upload.
+
+Expiry counts from the last use and is capped by the server maximum; all sessions
+together stay within a memory budget (least recently used go first).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from engines.data.io import Volume
+from engines.errors import InputTooLargeError
+
+__all__ = ["Session", "SessionStore"]
+
+
+@dataclass
+class Session:
+    """One uploaded volume and its bookkeeping."""
+
+    id: str
+    volume: Volume
+    suffix: str
+    name: str
+    expiry_s: int
+    create_ts: float = field(default_factory=time.time)
+    last_access_ts: float = field(default_factory=time.time)
+
+    def expired(self, now: float) -> bool:
+        """Whether the session has been idle longer than its expiry."""
+        return now - self.last_access_ts > self.expiry_s
+
+    def info(self) -> dict[str, Any]:
+        """JSON shape of ``GET /session/{id}`` (MONAI Label's, which AIAA clients accept)."""
+        g = self.volume.geometry
+        return {
+            "session_id": self.id,
+            "session_info": {
+                "name": self.name,
+                "image": {
+                    "shape": list(self.volume.shape),
+                    "dtype": str(self.volume.array.dtype),
+                    "spacing": list(g.spacing),
+                    "origin": list(g.origin),
+                    "direction": list(g.direction),
+                    "format": self.suffix,
+                },
+                "create_ts": int(self.create_ts),
+                "last_access_ts": int(self.last_access_ts),
+                "expiry": self.expiry_s,
+                "expires_in": max(0, int(self.expiry_s - (time.time() - self.last_access_ts))),
+            },
+        }
+
+
+class SessionStore:
+    """Thread-safe, memory-bounded session cache."""
+
+    def __init__(self, default_expiry_s: int, max_expiry_s: int, memory_budget: int) -> None:
+        self.default_expiry_s = default_expiry_s
+        self.max_expiry_s = max_expiry_s
+        self.memory_budget = memory_budget
+        self._sessions: OrderedDict[str, Session] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def expiry_for(self, requested: int | None) -> int:
+        """``0``/missing means the default; anything is capped at the maximum."""
+        if not requested or requested <= 0:
+            return min(self.default_expiry_s, self.max_expiry_s)
+        return min(int(requested), self.max_expiry_s)
+
+    def create(self, volume: Volume, suffix: str, name: str, expiry: int | None = None) -> Session:
+        """Store a volume; evicts least recently used sessions to stay within the budget.
+
+        Raises:
+            InputTooLargeError: the volume alone exceeds the memory budget.
+        """
+        if volume.nbytes > self.memory_budget:
+            raise InputTooLargeError(
+                f"the image needs {volume.nbytes} bytes; sessions may hold at most {self.memory_budget}"
+            )
+        session = Session(str(uuid.uuid4()), volume, suffix, name, self.expiry_for(expiry))
+        with self._lock:
+            self._purge(time.time())
+            while self._used() + volume.nbytes > self.memory_budget and self._sessions:
+                self._sessions.popitem(last=False)
+            self._sessions[session.id] = session
+        return session
+
+    def get(self, session_id: str, touch: bool = True) -> Session | None:
+        """The live session, or ``None`` if unknown or expired; ``touch`` renews its expiry."""
+        now = time.time()
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None:
+                return None
+            if session.expired(now):
+                del self._sessions[session_id]
+                return None
+            if touch:
+                session.last_access_ts = now
+                self._sessions.move_to_end(session_id)
+            return session
+
+    def delete(self, session_id: str) -> bool:
+        """Remove a session; ``False`` if it did not exist (or had expired)."""
+        with self._lock:
+            session = self._sessions.pop(session_id, None)
+        return session is not None and not session.expired(time.time())
+
+    def stats(self) -> dict[str, int]:
+        """Count and memory of live sessions."""
+        with self._lock:
+            self._purge(time.time())
+            return {"count": len(self._sessions), "bytes": self._used(), "budget": self.memory_budget}
+
+    def _used(self) -> int:
+        return sum(s.volume.nbytes for s in self._sessions.values())
+
+    def _purge(self, now: float) -> None:
+        for sid in [sid for sid, s in self._sessions.items() if s.expired(now)]:
+            del self._sessions[sid]

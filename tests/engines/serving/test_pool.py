@@ -1,0 +1,71 @@
+import json
+
+import numpy as np
+import pytest
+from helpers import annotation_config, phantom, phantom_points, segmentation_config, write_model, write_pool
+
+from engines.errors import ModelNotFoundError, ModelUnavailableError
+from engines.serving.pool import EnginePool
+
+
+def entry(name, config_file, cls="Dextr3dCroppedEngine", module="medical.aas.dextr3dcropped", **kw):
+    return {"name": name, "class": cls, "module": module, "config_file": config_file, **kw}
+
+
+def test_pool_loads_warms_and_serves(tmp_path):
+    write_model(tmp_path / "models", "ann", annotation_config())
+    write_model(tmp_path / "models", "seg", segmentation_config(model_path="seg.pt"), seed=1)
+    pool = EnginePool.from_file(write_pool(tmp_path, [
+        entry("ann", "models/ann.json", labels=["thing"], version=3),
+        entry("seg", "models/seg.json", cls="SegmentationEngine", module="medical.aas.segmentation"),
+    ]))
+    assert [r.status for r in pool.records()] == ["ready", "ready"]
+    ann = pool.get("ann")
+    assert ann.info()["labels"] == ["thing"] and ann.info()["version"] == "3"
+    volume, mask = phantom()
+    result = ann.infer(volume, {"points": phantom_points(mask)})
+    assert result.mask.shape == volume.shape
+    assert pool.get("seg").infer(volume, {}).mask.shape == volume.shape
+
+
+def test_one_broken_model_is_unavailable_while_the_others_serve(tmp_path):
+    write_model(tmp_path, "ann", annotation_config())
+    (tmp_path / "broken.json").write_text(json.dumps(annotation_config(model_path="missing.pt")))
+    # a segmentation config pointing at the annotation model's weights
+    (tmp_path / "mismatch.json").write_text(json.dumps(segmentation_config(model_path="model.pt")))
+    pool = EnginePool.from_file(write_pool(tmp_path, [
+        entry("ann", "ann.json"),
+        entry("no_weights", "broken.json"),
+        entry("bad_class", "ann.json", cls="Nope", module="x"),
+        entry("wrong_weights", "mismatch.json", cls="SegmentationEngine", module="medical.aas.segmentation"),
+        entry("no_config", "absent.json"),
+        entry("type_clash", "ann.json", cls="SegmentationEngine", module="medical.aas.segmentation"),
+        {"name": "bad entry", "class": "X"},
+    ]))
+    status = {r.name: r for r in pool.records()}
+    assert status["ann"].status == "ready"
+    assert "missing.pt" in status["no_weights"].error
+    assert "unknown engine" in status["bad_class"].error
+    assert "do not fit" in status["wrong_weights"].error
+    assert "absent.json" in status["no_config"].error
+    assert "does not match" in status["type_clash"].error
+    assert any(r.name.startswith("<entry 6>") and r.status == "unavailable" for r in pool.records())
+    assert [e.name for e in pool.engines()] == ["ann"]
+    with pytest.raises(ModelUnavailableError, match="missing.pt"):
+        pool.get("no_weights")
+    with pytest.raises(ModelNotFoundError):
+        pool.get("nothing")
+    volume, mask = phantom()
+    assert pool.get("ann").infer(volume, {"points": phantom_points(mask)}).mask.dtype == np.uint8
+
+
+def test_the_shipped_pool_serves_the_verified_openvino_exports():
+    from helpers import REPO
+
+    pool = EnginePool.from_file(REPO / "engine_pool.json", warmup=False)
+    backends = {r.name: r.summary().get("backend", {}) for r in pool.records()}
+    assert set(backends) == {"annotation_mri_hippocampus", "segmentation_mri_hippocampus"}
+    for name, backend in backends.items():
+        assert backend["runtime"] == "openvino", (name, backend)
+        assert backend["precision"] in ("fp32", "bf16")  # bf16 only on CPUs that run it natively
+    pool.close()

@@ -1,0 +1,69 @@
+"""The interaction loop: crop-predict-paste with zoom-out, and exact undo."""
+
+import numpy as np
+import pytest
+
+from engines.errors import InvalidInputError, InvalidPointsError
+from engines.tasks.interaction import InteractionState, predict_step
+from engines.transforms.prompts import Prompt, normalise_volume
+
+
+def bright_network(x: np.ndarray) -> np.ndarray:
+    """Stand-in network: the object is whatever is bright."""
+    return np.where(x[0] > 0.5, 4.0, -4.0)
+
+
+def sphere_volume(shape=(64, 64, 12), centre=(32, 32, 6), radius=20.0):
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1)
+    obj = (((grid - centre) * [1, 1, 4]) ** 2).sum(-1) <= radius ** 2
+    return normalise_volume(obj.astype(np.float32) * 100), obj
+
+
+def dice(a, b):
+    return 2 * (a & b).sum() / (a.sum() + b.sum())
+
+
+def test_zoom_out_brings_a_large_object_out_whole_on_a_thin_stack():
+    image, obj = sphere_volume()
+    click = [Prompt("point", voxels=np.array([[32, 32, 6]]))]
+    once = predict_step(bright_network, image, (1, 1, 4), click, None, (16, 16, 16), min_size_mm=10, max_zooms=0)
+    zoomed = predict_step(bright_network, image, (1, 1, 4), click, None, (16, 16, 16), min_size_mm=10, max_zooms=4)
+    assert zoomed.zooms > 0 and dice(zoomed.mask, obj) > dice(once.mask, obj) and dice(zoomed.mask, obj) > 0.9
+
+
+def test_only_the_crop_goes_through_the_network():
+    image, obj = sphere_volume()
+    seen = []
+
+    def network(x):
+        seen.append(x.shape)
+        return np.full(x.shape[1:], -4.0)
+
+    out = predict_step(network, image, (1, 1, 4), [Prompt("box", box=((30, 30, 5), (34, 34, 6)))], None,
+                       (16, 16, 16), min_size_mm=8, max_zooms=0)
+    assert seen == [(5, 16, 16, 16)] and not out.mask.any() and (out.hi - out.lo < obj.shape).all()
+
+
+def test_undo_is_exact_and_errors_change_nothing():
+    image, obj = sphere_volume()
+    state = InteractionState(obj.shape)
+
+    def predict(prompts, mask):
+        return predict_step(bright_network, image, (1, 1, 4), prompts, mask, (16, 16, 16))
+
+    state.apply(Prompt("point", voxels=np.array([[32, 32, 6]])), predict)
+    first = state.mask.copy()
+    state.apply(Prompt("point", False, np.array([[32, 32, 6]])), predict)
+    with pytest.raises(InvalidPointsError):
+        state.apply(Prompt("point", voxels=np.array([[99, 0, 0]])), predict)
+    assert state.steps == 2 and len(state.prompts) == 2
+    state.undo()
+    assert (state.mask == first).all() and len(state.prompts) == 1
+    state.undo()
+    assert state.mask is None and state.prompts == ()
+    with pytest.raises(InvalidInputError):
+        state.undo()
+    state.set_mask(obj)
+    assert (state.mask == obj).all() and state.nbytes() < obj.size
+    state.reset()
+    assert state.mask is None and state.steps == 0
