@@ -5,7 +5,7 @@ import torch
 from helpers import annotation_config, phantom, phantom_points, write_model, write_pool
 
 from engines.config.model import ModelConfig
-from engines.errors import ConfigError, ModelNotFoundError
+from engines.errors import ConfigError, InvalidNameError, ModelLoadError, ModelNotFoundError, VersionExistsError
 from engines.serving.deploy import ServingManager
 from engines.serving.pool import EnginePool
 from engines.serving.versions import ModelStore, VersionFiles, check_model_name
@@ -42,7 +42,7 @@ def test_a_version_whose_files_are_wrong_is_never_published(tmp_path):
 
 def test_model_names_cannot_escape_the_store():
     for bad in ("../x", "a/b", "..", ".hidden", ""):
-        with pytest.raises(ConfigError):
+        with pytest.raises(InvalidNameError):
             check_model_name(bad)
     assert check_model_name("annotation_mri_hippocampus.v2") == "annotation_mri_hippocampus.v2"
 
@@ -66,7 +66,7 @@ def test_a_swap_keeps_in_flight_engines_usable_and_a_broken_version_leaves_the_o
     broken = _files(tmp_path / "c", seed=2)
     torch.save({"nonsense": torch.zeros(1)}, broken.weights[0])
     bad = serving.store.register("tiny", broken, source={})
-    with pytest.raises(ConfigError, match="do not fit"):
+    with pytest.raises(ModelLoadError, match="do not fit"):
         serving.deploy("tiny", bad)
     assert pool.get("tiny").version == "3" and serving.store.serving("tiny") == "3"
 
