@@ -78,14 +78,21 @@ class Engine(ABC):
     def infer(self, volume: Volume, params: dict[str, Any]) -> InferenceResult:
         """Run the model on a decoded volume with the request's params."""
 
-    def warmup(self) -> None:
-        """Run once on a synthetic volume so the first real request is not slow."""
-        array = np.zeros((32, 32, 32), np.float32)
-        array[8:24, 8:24, 8:24] = 1.0
+    def example_input(self) -> tuple[Volume, dict[str, Any]]:
+        """A synthetic request this engine accepts (its warm-up): a bright cube in a 32^3 volume with
+        the model's image channels (``[i, j, k, c]`` for a multi-channel model) and no params.
+        Engine kinds whose requests need more (points, prompts) extend it."""
         from engines.data.io import Geometry
 
-        params = {"points": [[8, 16, 16], [23, 16, 16], [16, 8, 16], [16, 23, 16], [16, 16, 8], [16, 16, 23]]}
-        self.infer(Volume(array, Geometry.identity()), params)
+        channels = self.input_channels()
+        shape = (32, 32, 32) if channels == 1 else (32, 32, 32, channels)
+        array = np.zeros(shape, np.float32)
+        array[8:24, 8:24, 8:24] = 1.0
+        return Volume(array, Geometry.identity()), {}
+
+    def warmup(self) -> None:
+        """Run once on :meth:`example_input` so the first real request is not slow."""
+        self.infer(*self.example_input())
 
     def close(self) -> None:
         """Release the backend."""

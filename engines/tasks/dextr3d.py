@@ -31,6 +31,15 @@ class Dextr3dEngine(Engine):
         info.update(padding=self.config.padding, roi=list(self.config.roi or []), sigma=self.config.sigma)
         return info
 
+    def example_input(self) -> tuple[Volume, dict[str, Any]]:
+        """The base example (one channel: the point channel is added by the pre-transforms) with the
+        six extreme points of its cube."""
+        volume, params = super().example_input()
+        if volume.array.ndim == 4:
+            volume = Volume(volume.array[..., 0].copy(), volume.geometry)
+        points = [[8, 16, 16], [23, 16, 16], [16, 8, 16], [16, 23, 16], [16, 16, 8], [16, 16, 23]]
+        return volume, {**params, "points": points}
+
     def infer(self, volume: Volume, params: dict[str, Any]) -> InferenceResult:
         timer = Timer()
         with timer.stage("pre"):

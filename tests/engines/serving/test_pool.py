@@ -69,3 +69,23 @@ def test_the_shipped_pool_serves_the_verified_openvino_exports():
         assert backend["runtime"] == "openvino", (name, backend)
         assert backend["precision"] in ("fp32", "bf16")  # bf16 only on CPUs that run it natively
     pool.close()
+
+
+def test_a_multi_channel_model_passes_its_warm_up(tmp_path):
+    # Was: the warm-up volume had one channel, so a two-modality model (the BraTS one) was never served.
+    from helpers import REPO, segmentation_config, write_model, write_pool
+
+    from engines.serving.pool import EnginePool
+
+    brats = json.loads((REPO / "model_configs" / "segmentation_mri_brats_tumour.json").read_text())
+    cfg = segmentation_config(pre_transforms=brats["pre_transforms"], post_transforms=[])
+    cfg["pre_transforms"][3]["args"]["roi"] = [32, 32, 32]  # the shipped pipeline, at a test's size
+    cfg["network"]["args"]["in_channels"] = 2
+    write_model(tmp_path / "m", "two", cfg)
+    pool_file = write_pool(tmp_path, [{"name": "two", "class": "SegmentationEngine",
+                                       "module": "medical.aas.segmentation", "config_file": "m/two.json"}])
+    pool = EnginePool.from_file(pool_file, warmup=True)
+    record = pool.record("two")
+    assert record.status == "ready", record.error
+    volume, params = record.engine.example_input()
+    assert volume.array.shape == (32, 32, 32, 2) and params == {}
