@@ -14,7 +14,7 @@ import torch
 
 from engines.config.model import ModelConfig
 from engines.data.io import Volume
-from engines.errors import EngineError, InferenceError, InvalidImageError
+from engines.errors import EngineError, InferenceError, InvalidImageError, ResourceExhaustedError
 from engines.inferers import FlipAveraged, build_inferer
 from engines.transforms.registry import build_transforms
 
@@ -140,6 +140,8 @@ class Engine(ABC):
         """Batch, run the inferer with the backend, and return (C, *spatial) outputs."""
         try:
             out = self.inferer(image[None].float(), self.network)
+        except torch.cuda.OutOfMemoryError as exc:  # the device is full now, not broken: worth a retry
+            raise ResourceExhaustedError(f"the GPU ran out of memory for this request; retry shortly: {exc}") from exc
         except Exception as exc:
             raise InferenceError(f"network failed: {exc}") from exc
         return torch.as_tensor(out)[0].float().cpu()

@@ -5,7 +5,8 @@ import torch
 from helpers import annotation_config, phantom, phantom_points, write_model, write_pool
 
 from engines.config.model import ModelConfig
-from engines.errors import ConfigError, InvalidNameError, ModelLoadError, ModelNotFoundError, VersionExistsError
+from engines.errors import (ConfigError, InvalidNameError, ModelLoadError, ModelNotFoundError, ModelUnavailableError,
+                            VersionExistsError)
 from engines.serving.deploy import ServingManager
 from engines.serving.pool import EnginePool
 from engines.serving.versions import ModelStore, VersionFiles, check_model_name
@@ -104,3 +105,29 @@ def test_a_configured_version_keeps_serving_its_verified_export(tmp_path):
     # a version with other weights never serves the parent's export (the job also drops the list)
     other = store.config_path("seg", store.register("seg", retrained, source={}))
     assert describe(load_backend(load_model_config(other), other.parent))["runtime"] == "pytorch"
+
+
+def test_a_version_that_fails_to_load_at_start_is_not_reported_serving_nor_used_as_a_base(tmp_path):
+    write_model(tmp_path / "model", "tiny", annotation_config())
+    pool_file = write_pool(tmp_path, [{"name": "tiny", "class": "Dextr3dCroppedEngine",
+                                       "module": "medical.aas.dextr3dcropped", "config_file": "model/tiny.json"}])
+    first = ServingManager(EnginePool.from_file(pool_file, warmup=False), ModelStore(tmp_path / "store"), warmup=False)
+    first.sync_at_start()
+    good = first.store.register("tiny", _files(tmp_path / "b", seed=1), source={})
+    first.deploy("tiny", good)
+    (first.store.version_dir("tiny", good) / "model.pt").write_bytes(b"not weights any more")  # e.g. a bad disk
+
+    pool = EnginePool.from_file(pool_file, warmup=False)
+    restarted = ServingManager(pool, ModelStore(tmp_path / "store"), warmup=False)
+    restarted.sync_at_start()  # the recorded version fails to load; the configured one keeps serving
+    configured = pool.get("tiny").version
+    assert restarted.serving_version("tiny") == configured != good
+    version, config_path = restarted.serving_config("tiny")  # what the next job starts from
+    assert version == configured and config_path == restarted.store.config_path("tiny", configured)
+    listed = {v["version"]: v for v in restarted.versions("tiny")}
+    assert listed[configured]["serving"] and not listed[good]["serving"]
+    assert "load_error" in listed[good] and restarted.load_error("tiny")[0] == good
+
+    restarted.pool.remove("tiny")  # nothing of it serves at all: a job needs an explicit base version
+    with pytest.raises(ModelUnavailableError, match="failed to load"):
+        restarted.serving_config("tiny")
