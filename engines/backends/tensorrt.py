@@ -181,6 +181,7 @@ class TensorRTBackend:
         self.context = self.engine.create_execution_context()
         self.stream = torch.cuda.Stream()
         self._lock = threading.Lock()  # one execution context: one call at a time
+        self.max_concurrency = 1
 
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
         with self._lock, torch.cuda.stream(self.stream):

@@ -115,8 +115,11 @@ def _check_export(kind: str, params: dict[str, Any], model_config_path: Path) ->
         value = params.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ConfigError(f"params.{key} must be a positive integer, not {value!r}")
-    ExportOptions(format=str(params["format"]), precision=str(params.get("precision", "fp32")),
-                  max_cases=params.get("max_cases"), repeats=int(params.get("repeats", 20))).validate()
+    try:
+        ExportOptions(format=str(params["format"]), precision=str(params.get("precision", "fp32")),
+                      max_cases=params.get("max_cases"), repeats=int(params.get("repeats", 20))).validate()
+    except ConfigError as exc:
+        raise ConfigError(f"params.format / params.precision: {exc}") from None
 
 
 def export_formats() -> tuple[str, ...]:

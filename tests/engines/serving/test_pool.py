@@ -59,15 +59,24 @@ def test_one_broken_model_is_unavailable_while_the_others_serve(tmp_path):
     assert pool.get("ann").infer(volume, {"points": phantom_points(mask)}).mask.dtype == np.uint8
 
 
-def test_the_shipped_pool_serves_the_verified_openvino_exports():
+def test_the_shipped_pool_serves_what_auto_chooses_for_this_machine():
+    # Whatever this machine is (a GPU host, no OpenVINO installed, a CPU without bf16): each shipped
+    # model serves the export 'auto' chooses here, or its PyTorch checkpoint when none fits.
     from helpers import REPO
 
+    from engines.backends.base import select_device
+    from engines.backends.selection import choose_export
+    from engines.hardware import detect
+
     pool = EnginePool.from_file(REPO / "engine_pool.json", warmup=False)
-    backends = {r.name: r.summary().get("backend", {}) for r in pool.records()}
+    backends = {r.name: (r, r.summary().get("backend", {})) for r in pool.records()}
     assert set(backends) == {"annotation_mri_hippocampus", "segmentation_mri_hippocampus"}
-    for name, backend in backends.items():
-        assert backend["runtime"] == "openvino", (name, backend)
-        assert backend["precision"] in ("fp32", "bf16")  # bf16 only on CPUs that run it natively
+    for name, (record, backend) in backends.items():
+        config = record.engine.config
+        chosen = choose_export(config, record.config_path.parent, detect(), select_device(config.device).type)
+        expected = (chosen.format, chosen.precision) if chosen else ("pytorch", "fp32")
+        runtime = {"onnx": "onnxruntime"}.get(expected[0], expected[0])
+        assert (backend["runtime"], backend["precision"]) == (runtime, expected[1]), (name, backend)
     pool.close()
 
 
