@@ -116,3 +116,28 @@ def test_export_refuses_bad_options_with_a_message(tmp_path, dataset, capsys):
     with pytest.raises(ConfigError, match="min <= opt <= max"):
         export_model(config_path, ExportOptions(format="onnx", min_shape=(64, 64, 64)), datalist=dataset,
                      output=tmp_path / "x", progress=lambda _: None)
+
+
+def test_a_failed_export_closes_every_backend_it_opened(tmp_path, dataset, monkeypatch):
+    from engines.backends import TorchBackend
+
+    closed = []
+    original = TorchBackend.close
+    monkeypatch.setattr(TorchBackend, "close", lambda self: closed.append(self) or original(self))
+
+    def broken_converter(*args, **kwargs):
+        raise ConfigError("the converter failed")
+
+    monkeypatch.setattr(export, "write_artifact", broken_converter)
+    config = _ensemble(tmp_path, annotation_config())
+    with pytest.raises(ConfigError, match="converter failed"):
+        export_model(config, ExportOptions(format="torchscript", repeats=1), datalist=dataset,
+                     output=tmp_path / "out", progress=lambda _: None)
+    assert len(closed) == 1  # the first network's PyTorch reference, opened before the failure
+
+
+def test_the_default_output_is_under_runs_never_beside_the_weights(tmp_path):
+    config_path = write_model(tmp_path / "models" / "seg", "seg", segmentation_config())
+    out = export.default_output_dir(config_path, "openvino", "fp32")
+    assert out == export.DEFAULT_ROOT / "seg" / "openvino_fp32" and str(out).startswith("runs")
+    assert not out.resolve().is_relative_to((tmp_path / "models").resolve())
