@@ -98,3 +98,32 @@ def test_a_multi_channel_model_passes_its_warm_up(tmp_path):
     assert record.status == "ready", record.error
     volume, params = record.engine.example_input()
     assert volume.array.shape == (32, 32, 32, 2) and params == {}
+
+
+def test_reads_of_the_pool_never_see_it_change_under_them():
+    # Was: GET /v1/models during a deploy could fail with "dictionary changed size during iteration".
+    # Here the deploy lands (deterministically) while the read walks the records.
+    from conftest import standin_pool
+
+    from engines.serving.pool import ModelRecord
+
+    pool = standin_pool()
+    engine = pool.get("annotation_test")
+
+    class DeployLandsNow(ModelRecord):
+        landed = False
+
+        @property
+        def engine(self):
+            if not DeployLandsNow.landed:
+                DeployLandsNow.landed = True
+                pool.add(type(engine)("deployed_meanwhile", engine.config, engine.backend))
+            return engine
+
+        @engine.setter
+        def engine(self, value):
+            pass
+
+    pool._set(DeployLandsNow("walked", "ready"))
+    assert {e.name for e in pool.engines()} >= {"annotation_test", "segmentation_test"}
+    assert pool.record("deployed_meanwhile") is not None

@@ -137,3 +137,35 @@ def test_a_version_that_fails_to_load_at_start_is_not_reported_serving_nor_used_
     restarted.pool.remove("tiny")  # nothing of it serves at all: a job needs an explicit base version
     with pytest.raises(ModelUnavailableError, match="failed to load"):
         restarted.serving_config("tiny")
+
+
+def test_adding_or_deleting_a_model_waits_for_a_deploy_in_progress(tmp_path, monkeypatch):
+    import threading
+
+    write_model(tmp_path / "model", "tiny", annotation_config())
+    pool = EnginePool.from_file(write_pool(tmp_path, [{"name": "tiny", "class": "Dextr3dCroppedEngine",
+                                                       "module": "medical.aas.dextr3dcropped",
+                                                       "config_file": "model/tiny.json"}]), warmup=False)
+    serving = ServingManager(pool, ModelStore(tmp_path / "store"), warmup=False)
+    serving.sync_at_start()
+    new = serving.store.register("tiny", _files(tmp_path / "b", seed=1), source={})
+    entered, release = threading.Event(), threading.Event()
+    swap = pool.swap
+
+    def slow_swap(*args, **kwargs):  # a deploy that is loading and warming its version
+        entered.set()
+        assert release.wait(30)
+        return swap(*args, **kwargs)
+
+    monkeypatch.setattr(pool, "swap", slow_swap)
+    deploy = threading.Thread(target=serving.deploy, args=("tiny", new))
+    deploy.start()
+    assert entered.wait(30)
+    delete = threading.Thread(target=serving.delete_model, args=("tiny",))
+    delete.start()
+    delete.join(timeout=0.5)
+    assert delete.is_alive() and serving.store.numbers("tiny")  # waits: the deploy holds the lock
+    release.set()
+    deploy.join()
+    delete.join()
+    assert pool.record("tiny") is None and serving.store.numbers("tiny") == []  # then deleted, not resurrected
