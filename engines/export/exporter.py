@@ -258,7 +258,6 @@ def export_model(config_path: str | Path, options: ExportOptions, datalist: str 
     on_gpu = options.format == "tensorrt" or (options.format == "torchscript" and options.precision != "fp32")
     device = select_device("cuda" if on_gpu else "cpu")
     folder = Path(output) if output else default_output_dir(config_path, options.format, options.precision)
-    folder.mkdir(parents=True, exist_ok=True)
     engine_cls = engine_for_type(config.type)
     cases = []
     for case in _cases(config, config_dir, datalist, options.max_cases):
@@ -266,6 +265,7 @@ def export_model(config_path: str | Path, options: ExportOptions, datalist: str 
         if config.type == "annotation":
             truth = (truth > 0).astype(np.uint8)
         cases.append((read_modalities(case["image"]), truth, simulated_params(config.type, truth)))
+    folder.mkdir(parents=True, exist_ok=True)  # only once there is something to export
     progress(f"exporting {config_path.stem} to {options.format} {options.precision}: {len(config.members())} "
              f"network(s), parity on {len(cases)} validation case(s)")
 

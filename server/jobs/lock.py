@@ -2,13 +2,16 @@
 
 A second server on the same folder would take the job table for its own: mark the running jobs
 interrupted, kill their workers and log that "the server stopped". The lock (``flock``, released
-by the kernel when its holder exits, even on ``kill -9``) makes the second one refuse instead.
+by the kernel when its holder exits, even on ``kill -9``) makes the second process refuse instead.
+Within one process the lock is shared (counted): apps of one process are one server (tests run
+an app in-process and over a socket at once).
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import threading
 from pathlib import Path
 
 __all__ = ["StateFolderLocked", "StateLock"]
@@ -18,12 +21,16 @@ class StateFolderLocked(RuntimeError):
     """Another live process serves this state folder."""
 
 
+_held: dict[Path, tuple[int, int]] = {}  # lock file -> (fd, holders in this process)
+_guard = threading.Lock()
+
+
 class StateLock:
     """The exclusive lock of a state folder; :meth:`acquire` or refuse, :meth:`release` when done."""
 
     def __init__(self, state_dir: str | Path) -> None:
-        self.path = Path(state_dir) / "server.lock"
-        self._fd: int | None = None
+        self.path = (Path(state_dir) / "server.lock").resolve()
+        self._held = False
 
     def acquire(self) -> StateLock:
         """Take the lock.
@@ -31,6 +38,16 @@ class StateLock:
         Raises:
             StateFolderLocked: another process holds it (the message names its pid and the folder).
         """
+        with _guard:
+            if self.path in _held:
+                fd, count = _held[self.path]
+                _held[self.path] = (fd, count + 1)
+            else:
+                _held[self.path] = (self._take(), 1)
+            self._held = True
+        return self
+
+    def _take(self) -> int:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -43,11 +60,17 @@ class StateLock:
                 f"or give this one its own folder (AIAA_STATE_DIR)") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._fd = fd
-        return self
+        return fd
 
     def release(self) -> None:
-        """Let the lock go (closing the file releases it)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        """Let the lock go (closing the file releases it, once no app of this process holds it)."""
+        with _guard:
+            if not self._held:
+                return
+            self._held = False
+            fd, count = _held[self.path]
+            if count > 1:
+                _held[self.path] = (fd, count - 1)
+            else:
+                del _held[self.path]
+                os.close(fd)

@@ -32,6 +32,7 @@ def test_unknown_routes_and_methods_answer_in_the_documented_shape(client):
     missing = client.get("/v1/no-such-route")
     assert missing.status_code == 404
     assert set(missing.json()) == {"error", "detail"} and "/v1/no-such-route" in missing.json()["detail"]
+    assert missing.json()["error"] == "RouteNotFound"  # not a model or session that is missing
     wrong = client.delete("/v1/models")
     assert wrong.status_code == 405 and wrong.json()["error"] == "MethodNotAllowed"
     assert "DELETE" in wrong.json()["detail"] and "allow" in {k.lower() for k in wrong.headers}

@@ -46,25 +46,31 @@ def test_serve_with_a_missing_or_broken_pool_file_says_so_in_one_line(tmp_path, 
     assert len(err.splitlines()) == 1 and "invalid JSON" in err
 
 
-def test_a_second_server_on_the_same_state_folder_refuses_before_touching_its_jobs(tmp_path, capsys, monkeypatch):
+def test_a_second_server_on_the_same_state_folder_refuses_before_touching_its_jobs(tmp_path):
+    import os
+    import subprocess
+    import sys
+
     from fastapi.testclient import TestClient
 
     from conftest import standin_pool
+    from helpers import REPO
     from server.app import create_app
     from server.jobs.store import JobState, JobStore
     from server.settings import Settings
 
     settings = Settings(config=str(tmp_path / "unused.json"), state_dir=str(tmp_path / "state"))
+    pool = tmp_path / "pool.json"
+    pool.write_text("[]")
     with TestClient(create_app(settings, standin_pool())):
         jobs = JobStore(settings.job_db_url())
         job = jobs.create("train", "m", None, {}, str(tmp_path / "state" / "jobs"))
-        jobs.update(job["id"], state=JobState.RUNNING)  # as if a worker ran it now
-        with pytest.raises(RuntimeError, match="already uses the state folder"):
-            with TestClient(create_app(settings, standin_pool())):
-                pass
+        jobs.update(job["id"], state=JobState.RUNNING)  # as if its worker ran now
+        env = {**os.environ, "AIAA_STATE_DIR": str(tmp_path / "state"),
+               "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "client"), os.environ.get("PYTHONPATH", "")])}
+        second = subprocess.run([sys.executable, "-m", "server.cli.main", "serve", "--config", str(pool),
+                                 "--port", "0"], env=env, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2 and "already uses the state folder" in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1
         assert jobs.get(job["id"])["state"] == JobState.RUNNING  # the second one never recovered "its" jobs
-        pool = tmp_path / "pool.json"
-        pool.write_text("[]")
-        monkeypatch.setenv("AIAA_STATE_DIR", str(tmp_path / "state"))
-        assert main(["serve", "--config", str(pool)]) == 2  # the command line: one line, exit 2
-        assert "already uses the state folder" in capsys.readouterr().err
+        jobs.update(job["id"], state=JobState.FAILED)
