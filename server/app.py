@@ -81,5 +81,6 @@ def _start_admin(app: FastAPI) -> None:
     app.state.supervisor = Supervisor(app.state.jobs, app.state.serving, SupervisorSettings(
         work_root=state_dir / "jobs", max_running=settings.jobs_max_running, threads=settings.job_threads,
         niceness=settings.job_niceness, stop_grace_s=settings.job_stop_grace_s,
-        term_grace_s=settings.job_term_grace_s, heartbeat_timeout_s=settings.job_heartbeat_timeout_s))
+        term_grace_s=settings.job_term_grace_s, heartbeat_timeout_s=settings.job_heartbeat_timeout_s,
+        max_dice_drop=settings.job_max_dice_drop))
     app.state.supervisor.start()

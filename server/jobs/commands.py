@@ -22,12 +22,13 @@ from engines.config.model import describe_validation_error, load_json, load_mode
 from engines.errors import ConfigError
 from engines.training.trainer import LAST_CHECKPOINT, TrainConfig
 
-__all__ = ["JOB_KINDS", "JobKind", "Step", "check_params", "job_kind", "plan", "train_configs"]
+__all__ = ["JOB_KINDS", "JobKind", "Step", "check_params", "job_kind", "plan", "served_export", "train_configs",
+           "trained_config"]
 
 # Parameters every kind takes, whatever it runs.
 COMMON_PARAMS = frozenset({"deploy", "device", "base_version"})
 # Training parameters that are not train-config keys.
-TRAIN_PARAMS = COMMON_PARAMS | {"gpus"}
+TRAIN_PARAMS = COMMON_PARAMS | {"gpus", "max_dice_drop"}
 EVALUATE_PARAMS = COMMON_PARAMS | {"split", "perturbation", "seed"}
 # ``aiaa export`` options an export job passes on (``--max-cases`` ...), besides format and precision.
 EXPORT_OPTIONS = {"max_cases": "--max-cases", "repeats": "--repeats", "max_batch": "--max-batch",
@@ -96,6 +97,9 @@ def _check_keys(kind: str, params: dict[str, Any], allowed: set[str] | frozenset
 
 def _check_training(kind: str, params: dict[str, Any], model_config_path: Path) -> None:
     train_configs(kind, params, model_config_path)
+    drop = params.get("max_dice_drop")
+    if drop is not None and (not isinstance(drop, (int, float)) or isinstance(drop, bool) or not 0 <= drop <= 1):
+        raise ConfigError("params.max_dice_drop must be a number from 0 to 1")
     gpus = params.get("gpus", 1)
     if not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 1:
         raise ConfigError("params.gpus must be a positive integer")
@@ -148,7 +152,67 @@ def _plan_training(kind: str, params: dict[str, Any], datalist: str | None, mode
             argv += ["--member", str(index)]
         if resume and (output / LAST_CHECKPOINT).is_file():
             argv.append("--resume")
-        steps.append(Step(argv, output, index if ensemble else None, {"train_config": str(train_config)}))
+        steps.append(Step(argv, output, index if ensemble else None,
+                          {"role": "train", "train_config": str(train_config)}))
+    return steps + _plan_checks(params, datalist, model_config_path, work, steps)
+
+
+def trained_config(model_config_path: Path, outputs: list[Path], work: Path) -> Path:
+    """Write the model config of a training's result (the base's config, weights from ``outputs``) into
+    ``work``; the checks after a training (evaluation, export) run the new weights through it."""
+    config = load_model_config(model_config_path)
+    data = config.model_dump(mode="json", exclude_none=True)
+    for index, (member, output) in enumerate(zip(config.members(), outputs)):
+        weights = str(output / Path(str(member.model_path)).name)
+        if config.ensemble:
+            data["ensemble"][index]["model_path"] = weights
+        else:
+            data["model_path"] = weights
+    data.update(model_format="pytorch", exports=[])
+    if config.datalist:
+        data["datalist"] = str((model_config_path.parent / config.datalist).resolve())
+    path = work / "trained_model_config.json"
+    path.write_text(json.dumps(data, indent=2))
+    return path
+
+
+def served_export(model_config_path: Path) -> tuple[str, str] | None:
+    """``(format, precision)`` of the verified export a version serves here, or None (its checkpoint)."""
+    from engines.backends.base import select_device
+    from engines.backends.selection import choose_export
+    from engines.errors import EngineError
+    from engines.hardware import detect
+
+    config = load_model_config(model_config_path)
+    if config.model_format != "auto":
+        return None
+    try:
+        chosen = choose_export(config, model_config_path.parent, detect(), select_device(config.device).type)
+    except EngineError:
+        return None
+    return (chosen.format, chosen.precision) if chosen is not None else None
+
+
+def _plan_checks(params: dict[str, Any], datalist: str | None, model_config_path: Path, work: Path,
+                 trained: list[Step]) -> list[Step]:
+    """After a training: the new weights and the base version through ``aiaa evaluate`` on the job's
+    validation cases (the quality gate compares them), and the new weights through the same verified
+    export the base version serves (so the new version serves as fast as the old one)."""
+    config = trained_config(model_config_path, [s.output for s in trained], work)
+    device = str(params.get("device", "auto"))
+    steps = []
+    for role, model in (("evaluate_base", model_config_path), ("evaluate_new", config)):
+        output = work / role
+        steps.append(Step([*_python(), "evaluate", "--config", str(model), "--datalist", str(datalist),
+                           "--output", str(output), "--device", device, *_progress(work)], output, None,
+                          {"role": role}))
+    export = served_export(model_config_path)
+    if export is not None:
+        fmt, precision = export
+        output = work / "export"
+        steps.append(Step([*_python(), "export", "--config", str(config), "--format", fmt, "--precision", precision,
+                           "--datalist", str(datalist), "--output", str(output), *_progress(work)], output, None,
+                          {"role": "export"}))
     return steps
 
 

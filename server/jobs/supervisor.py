@@ -59,6 +59,7 @@ class SupervisorSettings:
     stop_grace_s: float = 30.0  # cooperative stop -> SIGTERM
     term_grace_s: float = 10.0  # SIGTERM -> SIGKILL
     heartbeat_timeout_s: float = 600.0  # a worker whose progress file does not change this long is ended; 0: never
+    max_dice_drop: float = 0.0  # a training deploys only if its validation Dice is at most this below the base's
 
 
 @dataclass
@@ -381,24 +382,54 @@ class Supervisor:
         log.info("job %s succeeded: %s", job_id, result if produces != "report" else result.get("mean_dice"))
 
     def _register(self, row: dict, steps: list[Step]) -> dict[str, Any]:
+        """A finished training: a new version (its weights, and the export re-made from them), deployed only
+        when the quality gate passes: its validation Dice (``aiaa evaluate``) not more than
+        ``max_dice_drop`` below the base version's on the same cases."""
         name = row["model"]
         base = str(row["params"].get("base_version") or self.serving.serving_config(name)[0])
         config_path = self.serving.store.config_path(name, base)
         config = load_model_config(config_path)
+        trained = [s for s in steps if s.extra.get("role", "train") == "train"]
+        checks = {s.extra["role"]: s for s in steps if s.extra.get("role", "train") != "train"}
         weights, metrics, finals = [], [], []
-        for member, step in zip(config.members(), steps):
+        for member, step in zip(config.members(), trained):
             weights.append(step.output / Path(str(member.model_path)).name)
             metrics.append(step.output / "metrics.json")
             finals.append(load_json(metrics[-1]).get("final", {}))
-        summary = {"val_mean_dice": [f.get("val_mean_dice") for f in finals],
-                   "val_dice": [f.get("val_dice") for f in finals], "labels": config.labels}
-        # New weights: the parent's exports were made from other weights, so the new version lists none.
+        summary: dict[str, Any] = {"val_mean_dice": [f.get("val_mean_dice") for f in finals],
+                                   "val_dice": [f.get("val_dice") for f in finals], "labels": config.labels}
+        gate = self._quality_gate(row, checks)
+        if gate is not None:
+            summary["quality_gate"] = gate
+        exports: dict[str, Path] = {}
+        export = checks.get("export")
+        if export is not None:
+            report = load_json(export.output / "export_report.json")
+            summary["export"] = {k: report.get(k) for k in ("format", "precision", "passed", "speedup_vs_pytorch",
+                                                            "mask_dice_min")}
+            if report.get("passed"):
+                exports[f"{report['format']}_{report['precision']}"] = export.output
+        # New weights: the parent's exports were made from other weights; only the re-made one is listed.
         config = config.model_copy(update={"exports": []})
         version = self.serving.store.register(
-            name, VersionFiles(config, weights, [Path(s.extra["train_config"]) for s in steps], metrics),
+            name, VersionFiles(config, weights, [Path(s.extra["train_config"]) for s in trained], metrics,
+                               exports=exports),
             source={"job_id": row["id"], "kind": row["kind"], "datalist": row["datalist"], "base_version": base},
             metrics=summary)
+        if gate is not None and not gate["passed"]:
+            return {"version": version, "base_version": base, "metrics": summary, "deployed": False,
+                    "not_deployed": f"validation Dice {gate['dice']} is more than {gate['max_dice_drop']} below the "
+                                    f"serving version's {gate['base_dice']} (quality gate)"}
         return self._deploy(row, version, base, {"metrics": summary})
+
+    def _quality_gate(self, row: dict, checks: dict[str, Step]) -> dict[str, Any] | None:
+        if "evaluate_new" not in checks or "evaluate_base" not in checks:
+            return None
+        new = evaluation_result(checks["evaluate_new"].output)["mean_dice"]
+        base = evaluation_result(checks["evaluate_base"].output)["mean_dice"]
+        drop = float(row["params"].get("max_dice_drop", self.settings.max_dice_drop))
+        passed = new is not None and (base is None or new >= base - drop)
+        return {"dice": new, "base_dice": base, "max_dice_drop": drop, "passed": passed}
 
     def _register_export(self, row: dict, output: Path, report: dict[str, Any]) -> dict[str, Any]:
         """A new version with the same weights and the verified export (which ``auto`` then serves)."""

@@ -59,3 +59,27 @@ def test_one_dice_convention_a_label_in_neither_mask_is_not_scored():
 def test_every_kind_is_in_the_one_registry():
     assert set(JOB_KINDS) == {"train", "finetune", "evaluate", "export"}
     assert {k for k, kind in JOB_KINDS.items() if kind.resumable} == {"train", "finetune"}
+
+
+def test_a_training_is_followed_by_both_evaluations_and_the_export_the_base_serves(tmp_path, monkeypatch):
+    import server.jobs.commands as commands
+
+    datalist = write_phantom_datalist(tmp_path / "data", n=2)
+    config = write_model(tmp_path / "model", "tiny", annotation_config())
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job2").mkdir()
+    steps = plan("finetune", {"epochs": 1}, str(datalist), config, tmp_path / "job", resume=False)
+    assert [s.extra["role"] for s in steps] == ["train", "evaluate_base", "evaluate_new"]  # the checkpoint serves
+    trained = json.loads((tmp_path / "job" / "trained_model_config.json").read_text())
+    assert trained["model_path"] == str(steps[0].output / "model.pt")  # the new weights, not the base's
+    evaluate_new = steps[2].argv
+    assert evaluate_new[evaluate_new.index("--config") + 1] == str(tmp_path / "job" / "trained_model_config.json")
+
+    monkeypatch.setattr(commands, "served_export", lambda path: ("openvino", "bf16"))  # a base served on OpenVINO
+    steps = plan("finetune", {"epochs": 1}, str(datalist), config, tmp_path / "job2", resume=False)
+    export = steps[-1]
+    assert export.extra["role"] == "export" and export.argv[3] == "export"
+    assert export.argv[export.argv.index("--format") + 1] == "openvino"
+    assert export.argv[export.argv.index("--precision") + 1] == "bf16"
+    with pytest.raises(ConfigError, match="max_dice_drop"):
+        check_params("finetune", {"epochs": 1, "max_dice_drop": 2}, config)
