@@ -98,3 +98,15 @@ def test_auto_serves_the_fastest_engine_not_the_one_timed_on_this_machine(tmp_pa
 def test_an_export_slower_than_pytorch_is_never_served(tmp_path):
     exports = [_with_speed(tmp_path, "slow", 0.75, fmt="onnx", cpu=SAPPHIRE_RAPIDS.cpu_model)]
     assert choose_export(_config(exports), tmp_path, SAPPHIRE_RAPIDS, "cpu") is None
+
+
+def test_the_formats_a_config_accepts_are_the_registered_export_formats():
+    from engines.backends.formats import FORMATS
+    from engines.config.model import ARTIFACT_FORMATS
+    from engines.export.exporter import ExportOptions
+    from server.jobs.commands import export_formats
+
+    assert set(ARTIFACT_FORMATS) == set(FORMATS) == set(export_formats())
+    for name, spec in FORMATS.items():
+        for precision in spec.precisions:
+            ExportOptions(format=name, precision=precision).validate()
