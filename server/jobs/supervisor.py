@@ -193,7 +193,7 @@ class Supervisor:
             version = str(row["params"].get("base_version") or self.serving.serving_config(row["model"])[0])
             config_path = self.serving.store.config_path(row["model"], version)
             steps = plan(row["kind"], row["params"], row["datalist"], config_path, work, resume=row["resume"])
-        except EngineError as exc:
+        except (EngineError, OSError) as exc:  # a job that cannot be planned fails (never retried at every poll)
             self.store.update(row["id"], state=JobState.FAILED, error=str(exc), finished_at=time.time())
             return
         done = set((row["progress"] or {}).get("steps_done", [])) if row["resume"] else set()
