@@ -190,3 +190,37 @@ def test_cancel_sends_sigterm_when_the_worker_does_not_stop_cleanly(tmp_path, wo
 def test_cancel_ends_with_sigkill_of_the_group_when_sigterm_is_ignored(tmp_path, worker_kind):
     job = _cancel(tmp_path, worker_kind, STUBBORN, kill=True)
     assert (job["state"], job["cancelled_by"]) == ("cancelled", "SIGKILL") and job["pid"] is None
+
+
+def test_other_jobs_start_and_are_followed_while_a_finished_one_is_concluded(tmp_path, worker_kind, monkeypatch):
+    # Was: the supervisor's own thread loaded and warmed a new version, following no job meanwhile.
+    import threading
+
+    import server.jobs.supervisor as supervisor_module
+
+    concluding, release = threading.Event(), threading.Event()
+
+    def slow_result(folder):  # stands in for loading and warming a new version
+        concluding.set()
+        assert release.wait(30)
+        return {"mean_dice": 1.0}
+
+    monkeypatch.setattr(supervisor_module, "evaluation_result", slow_result)
+    store, supervisor = _supervisor(tmp_path, Clock())
+    first = store.create(worker_kind, "m", None, {"code": "print('up', flush=True)"}, str(tmp_path))
+    second = store.create(worker_kind, "m", None, {"code": SLEEPER}, str(tmp_path))
+    try:
+        supervisor.poll()  # the first starts; the second waits for its slot
+        _until(lambda: supervisor.poll() or concluding.is_set(), "the first job never finished")
+        poller = threading.Thread(target=supervisor.poll)
+        poller.start()
+        poller.join(timeout=20)
+        assert not poller.is_alive()  # a pass returns while the first job is being concluded
+        assert store.get(second["id"])["state"] == JobState.RUNNING and supervisor.running() == [second["id"]]
+        assert store.get(first["id"])["state"] == JobState.RUNNING  # until its conclusion is done
+        release.set()
+        _until(lambda: store.get(first["id"])["state"] == JobState.SUCCEEDED, "the first job never concluded")
+        assert store.get(first["id"])["result"] == {"mean_dice": 1.0}
+    finally:
+        release.set()
+        supervisor.stop()
