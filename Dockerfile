@@ -11,6 +11,8 @@ WORKDIR /opt/aiaa
 COPY pyproject.toml README.md Makefile ./
 COPY engines ./engines
 COPY server ./server
+# `make install` also installs the client distribution (pip install ./client[nifti]).
+COPY client ./client
 # On PyPI, torch==2.13.0 for Linux x86_64 is the CUDA build: the same pin as the Makefile serves the GPU here.
 # The GPU extras: TensorRT (NVIDIA's wheels fetch their libraries at install time, which works here with
 # network access) and ONNX Runtime's CUDA build in place of the CPU one.

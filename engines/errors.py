@@ -6,11 +6,15 @@
     ├── InvalidInputError           the caller sent something unusable
     │   ├── InvalidImageError       not a volume, corrupt, wrong dimensionality
     │   ├── InvalidPointsError      too few, malformed or absurd points
+    │   ├── InvalidNameError        a model name that cannot be a name (path separators, ..)
     │   └── InputTooLargeError      over the configured byte or voxel limits
     ├── ModelNotFoundError          no model of that name
     ├── ModelUnavailableError       the model is configured but failed to load
+    ├── ModelLoadError              a model or version failed to build or warm up (what served still serves)
+    ├── VersionExistsError          a version number that is already taken
     ├── WrongModelTypeError         the model cannot serve this kind of request
     ├── BackendUnavailableError     an optional runtime is missing
+    ├── ResourceExhaustedError      the device ran out of memory: retry later
     ├── InferenceError              the model failed on valid input (a server fault)
     └── TrainingStopped             a training stopped on request (a checkpoint was kept)
 """
@@ -25,7 +29,11 @@ __all__ = [
     "InvalidImageError",
     "InvalidPointsError",
     "InputTooLargeError",
+    "InvalidNameError",
+    "ModelLoadError",
     "ModelNotFoundError",
+    "ResourceExhaustedError",
+    "VersionExistsError",
     "ModelUnavailableError",
     "WrongModelTypeError",
     "BackendUnavailableError",
@@ -60,6 +68,22 @@ class InvalidPointsError(InvalidInputError):
 
 class InputTooLargeError(InvalidInputError):
     """The input exceeds a configured size limit."""
+
+
+class InvalidNameError(InvalidInputError):
+    """A model name with path separators, ``..`` or characters a name cannot have."""
+
+
+class ModelLoadError(EngineError):
+    """A model or a version of it failed to build or warm up; whatever served before still serves."""
+
+
+class VersionExistsError(EngineError):
+    """A model already has a version of that number."""
+
+
+class ResourceExhaustedError(EngineError):
+    """The device ran out of memory for this request; a later retry may succeed."""
 
 
 class ModelNotFoundError(EngineError):

@@ -2,13 +2,16 @@
 
 At most ``max_running`` inferences of one model run at once and ``max_queued``
 wait; beyond that the request is refused with 503 and ``Retry-After`` instead of
-piling up memory.
+piling up memory. A request is admitted (:meth:`ModelGate.admit`) before its body is read
+and decoded, so a refusal costs the server nothing. A backend that takes fewer calls at once
+(``max_concurrency``, e.g. a CUDA graph with one static output buffer) lowers the running limit.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from anyio import to_thread
@@ -25,21 +28,38 @@ class ModelGate:
 
     def __init__(self, name: str, max_running: int, max_queued: int) -> None:
         self.name = name
+        self.max_running = max_running
         self.capacity = max_running + max_queued
         self.in_flight = 0
         self._semaphore = asyncio.Semaphore(max_running)
 
-    async def run(self, func: Callable[..., T], *args: Any) -> T:
-        """Run ``func(*args)`` in a worker thread once a slot is free."""
+    @asynccontextmanager
+    async def admit(self) -> AsyncIterator[ModelGate]:
+        """Hold a place among the requests in flight, or refuse at once (503) when there is none.
+
+        Enter it before reading the request's body: a refused request is never read nor decoded.
+
+        Raises:
+            Busy: ``max_running + max_queued`` requests are in flight already.
+        """
         if self.in_flight >= self.capacity:
             raise Busy(f"model '{self.name}' is busy ({self.in_flight} requests in flight); retry shortly",
                        headers={"Retry-After": "1"})
         self.in_flight += 1
         try:
-            async with self._semaphore:
-                return await to_thread.run_sync(func, *args)
+            yield self
         finally:
             self.in_flight -= 1
+
+    async def call(self, func: Callable[..., T], *args: Any) -> T:
+        """Inside :meth:`admit`: run ``func(*args)`` in a worker thread once a running slot is free."""
+        async with self._semaphore:
+            return await to_thread.run_sync(func, *args)
+
+    async def run(self, func: Callable[..., T], *args: Any) -> T:
+        """Admit, then run ``func(*args)`` in a worker thread once a slot is free."""
+        async with self.admit():
+            return await self.call(func, *args)
 
 
 class GateKeeper:
@@ -51,6 +71,15 @@ class GateKeeper:
         self._gates: dict[str, ModelGate] = {}
 
     def __getitem__(self, name: str) -> ModelGate:
-        if name not in self._gates:
-            self._gates[name] = ModelGate(name, self.max_running, self.max_queued)
-        return self._gates[name]
+        return self.gate(name)
+
+    def gate(self, name: str, backend_limit: int | None = None) -> ModelGate:
+        """The gate of a model; ``backend_limit`` (its backend's ``max_concurrency``) caps the running slots.
+
+        A model whose backend changes (a new version) gets a new gate with the new limit.
+        """
+        running = min(self.max_running, backend_limit) if backend_limit else self.max_running
+        gate = self._gates.get(name)
+        if gate is None or gate.max_running != running:
+            gate = self._gates[name] = ModelGate(name, running, self.max_queued)
+        return gate

@@ -18,6 +18,7 @@ from server.admin import jobs as admin_jobs
 from server.admin import models as admin_models
 from server.admission import GateKeeper
 from server.errors import install_handlers
+from server.jobs.lock import StateLock
 from server.jobs.store import JobStore
 from server.jobs.supervisor import Supervisor, SupervisorSettings
 from server.logbuffer import LogBuffer
@@ -38,6 +39,8 @@ def create_app(settings: Settings | None = None, pool: EnginePool | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.logs.attach()
+        # Before anything touches the state folder (or loads models): a second server refuses here.
+        app.state.state_lock = StateLock(settings.state_path()).acquire()
         if pool is None:
             torch.set_num_threads(settings.inference_thread_count())
             log.info("loading models from %s (%d inference threads)", settings.config, torch.get_num_threads())
@@ -49,6 +52,7 @@ def create_app(settings: Settings | None = None, pool: EnginePool | None = None)
             await to_thread.run_sync(app.state.supervisor.stop)
             if pool is None:
                 app.state.pool.close()
+            app.state.state_lock.release()
             app.state.logs.detach()
 
     app = FastAPI(title="AIAA-compatible annotation server", version="0.1.0", lifespan=lifespan,
@@ -77,5 +81,6 @@ def _start_admin(app: FastAPI) -> None:
     app.state.supervisor = Supervisor(app.state.jobs, app.state.serving, SupervisorSettings(
         work_root=state_dir / "jobs", max_running=settings.jobs_max_running, threads=settings.job_threads,
         niceness=settings.job_niceness, stop_grace_s=settings.job_stop_grace_s,
-        term_grace_s=settings.job_term_grace_s))
+        term_grace_s=settings.job_term_grace_s, heartbeat_timeout_s=settings.job_heartbeat_timeout_s,
+        max_dice_drop=settings.job_max_dice_drop))
     app.state.supervisor.start()

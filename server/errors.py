@@ -10,7 +10,8 @@
     ├── SessionExpired           440 (AIAA clients drop their session and retry)
     └── Busy                     503 with Retry-After
 
-Engine errors map by class in :data:`STATUS_OF`; every reply is JSON
+Engine errors map by class in :data:`STATUS_OF` (those worth a retry carry ``Retry-After``);
+unknown routes and methods answer in the same shape. Every reply is JSON
 ``{"error": <kind>, "detail": <message>}``.
 """
 
@@ -21,6 +22,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engines import errors as E
 
@@ -95,10 +97,15 @@ STATUS_OF: list[tuple[type[E.EngineError], int]] = [
     (E.InvalidInputError, 400),
     (E.ModelNotFoundError, 404),
     (E.WrongModelTypeError, 400),
+    (E.ModelLoadError, 409),
+    (E.VersionExistsError, 409),
     (E.ModelUnavailableError, 503),
     (E.BackendUnavailableError, 503),
+    (E.ResourceExhaustedError, 503),
     (E.EngineError, 500),
 ]
+# Engine errors that are worth a retry, and after how many seconds (``Retry-After``).
+RETRY_AFTER_S: dict[type[E.EngineError], int] = {E.ResourceExhaustedError: 2}
 
 
 def _reply(request: Request, status: int, kind: str, detail: str,
@@ -118,9 +125,21 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(E.EngineError)
     async def engine_error(request: Request, exc: E.EngineError) -> JSONResponse:
         status = next(code for cls, code in STATUS_OF if isinstance(exc, cls))
+        retry = next((str(s) for cls, s in RETRY_AFTER_S.items() if isinstance(exc, cls)), None)
         if status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc)
-        return _reply(request, status, type(exc).__name__, str(exc))
+        return _reply(request, status, type(exc).__name__, str(exc), {"Retry-After": retry} if retry else None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unknown routes (404) and methods (405) answer in the documented shape too.
+        kind = {404: "RouteNotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"no route {request.url.path}; /docs lists the API"
+        elif exc.status_code == 405:
+            detail = f"{request.method} is not allowed on {request.url.path}; /docs lists the API"
+        return _reply(request, exc.status_code, kind, detail, getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

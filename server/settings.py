@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     job_niceness: int = Field(10, ge=0, le=19, description="scheduling priority offset of job workers")
     job_stop_grace_s: float = Field(30.0, gt=0, description="cancel: wait this long for a clean stop, then SIGTERM")
     job_term_grace_s: float = Field(10.0, gt=0, description="cancel: wait this long after SIGTERM, then SIGKILL")
+    job_heartbeat_timeout_s: float = Field(600.0, ge=0, description="end a job worker silent this long (0: never)")
+    job_max_dice_drop: float = Field(0.0, ge=0, le=1, description="a training deploys only if its validation Dice "
+                                                                  "is at most this below the serving version's")
     inference_threads: int = Field(0, ge=0, description="CPU threads of inference; 0: the cores jobs leave free")
 
     def inference_thread_count(self) -> int:

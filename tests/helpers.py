@@ -202,3 +202,15 @@ def serve_in_thread(app) -> Iterator[int]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def require_runtime(fmt: str) -> None:
+    """Skip the calling test, with the reason, when the runtime of export format ``fmt`` is not installed."""
+    import pytest
+
+    from engines.backends.base import has_module
+    from engines.backends.formats import FORMATS
+
+    spec = FORMATS[fmt]
+    if not has_module(spec.package):
+        pytest.skip(f"runtime '{spec.package}' for {fmt} is not installed (pip install 'aiaa-server[{spec.extra}]')")

@@ -69,8 +69,9 @@ def phantom_setup(tmp: Path, cases: int = 5, **overrides) -> Settings:
     write_model(tmp / "model", "tiny", annotation_config())
     pool = write_pool(tmp, [{"name": "tiny", "class": "Dextr3dCroppedEngine", "module": "medical.aas.dextr3dcropped",
                              "config_file": "model/tiny.json"}])
+    # A random tiny model: these tests are about the mechanics, so the quality gate lets any result deploy.
     values = {"config": str(pool), "state_dir": str(tmp / "state"), "admin_token": TOKEN, "data_roots": str(data),
-              "job_stop_grace_s": 60, "warmup": False, "job_niceness": 0}
+              "job_stop_grace_s": 60, "warmup": False, "job_niceness": 0, "job_max_dice_drop": 1.0}
     values.update(overrides)
     return Settings(**values)
 

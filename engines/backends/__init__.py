@@ -14,6 +14,7 @@ from typing import Any
 
 from engines.backends.base import Backend, describe, require, select_device
 from engines.backends.ensemble import MeanEnsemble
+from engines.backends.formats import FORMATS, open_artifact
 from engines.backends.pytorch import TorchBackend, load_state_dict
 from engines.backends.selection import Candidate, choose_export, read_report
 from engines.config.model import ModelConfig
@@ -21,6 +22,7 @@ from engines.errors import ConfigError
 from engines.hardware import detect
 
 __all__ = [
+    "FORMATS",
     "Backend",
     "MeanEnsemble",
     "TorchBackend",
@@ -37,29 +39,8 @@ log = logging.getLogger(__name__)
 
 def load_artifact(fmt: str, path: Path, device: Any, precision: str = "fp32", threads: int | None = None,
                   report: dict[str, Any] | None = None) -> Backend:
-    """Open one exported network with its runtime (imported only here)."""
-    if fmt == "torchscript":
-        return TorchBackend.from_torchscript(path, device, precision=precision)
-    if fmt == "onnx":
-        from engines.backends.onnxruntime import OnnxRuntimeBackend
-
-        return OnnxRuntimeBackend(path, device, precision=precision, threads=threads)
-    if fmt == "openvino":
-        from engines.backends.openvino import OpenVINOBackend
-
-        options = (report or {}).get("options") or {}
-        shapes = {tuple(options[k]) for k in ("min_shape", "opt_shape", "max_shape") if options.get(k)}
-        return OpenVINOBackend(path, precision=precision, threads=threads, shapes=sorted(shapes))
-    if fmt == "tensorrt":
-        from engines.backends.tensorrt import ShapeProfile, TensorRTBackend
-
-        options = (report or {}).get("options") or {}
-        profile = None
-        if options.get("opt_shape"):
-            profile = ShapeProfile(tuple(options["min_shape"]), tuple(options["opt_shape"]), tuple(options["max_shape"]))
-        return TensorRTBackend(path, precision=precision, profile=profile,
-                               workspace_mb=int(options.get("workspace_mb", 1024)))
-    raise ConfigError(f"no runtime for model_format '{fmt}'")
+    """Open one exported network with its runtime (see :data:`engines.backends.formats.FORMATS`)."""
+    return open_artifact(fmt, path, device, precision, threads, report)
 
 
 def _from_export(candidate: Candidate, config: ModelConfig, device: Any) -> Backend:

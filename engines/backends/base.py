@@ -17,14 +17,18 @@ import torch
 
 from engines.errors import BackendUnavailableError
 
-__all__ = ["Backend", "describe", "has_module", "require", "select_device"]
+__all__ = ["Backend", "describe", "has_module", "max_concurrency", "require", "select_device"]
 
 # Which optional extra of the distribution provides each runtime package.
 EXTRAS = {"onnxruntime": "onnx", "onnx": "onnx", "onnxscript": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}
 
 
 class Backend(Protocol):
-    """What an engine needs from a runtime."""
+    """What an engine needs from a runtime.
+
+    A backend may declare ``max_concurrency``: how many calls it takes at once (absent or None:
+    any number, the runtime is thread-safe); the server admits no more than that per model.
+    """
 
     name: str
     device: torch.device
@@ -75,3 +79,9 @@ def describe(backend: Any) -> dict[str, Any]:
     device = getattr(backend, "device", None)
     return {"runtime": getattr(backend, "name", type(backend).__name__), "precision": "fp32",
             "device": str(device) if device is not None else "cpu"}
+
+
+def max_concurrency(backend: Any) -> int | None:
+    """How many calls ``backend`` takes at once (None: no limit of its own)."""
+    value = getattr(backend, "max_concurrency", None)
+    return int(value) if value else None

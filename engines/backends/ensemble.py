@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from engines.backends.base import Backend, describe
+from engines.backends.base import Backend, describe, max_concurrency
 
 __all__ = ["MeanEnsemble"]
 
@@ -19,6 +19,8 @@ class MeanEnsemble:
     def __init__(self, members: list[Backend]) -> None:
         self.members = list(members)
         self.device = getattr(self.members[0], "device", torch.device("cpu"))
+        limits = [limit for m in self.members if (limit := max_concurrency(m))]
+        self.max_concurrency: int | None = min(limits) if limits else None
 
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
         outputs = [member(inputs).float() for member in self.members]

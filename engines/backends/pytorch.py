@@ -29,7 +29,10 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 class TorchBackend:
-    """Runs a PyTorch module (eager or TorchScript) without autograd."""
+    """Runs a PyTorch module (eager or TorchScript) without autograd.
+
+    ``max_concurrency`` is how many calls it takes at once (None: any number; 1 for CUDA graphs).
+    """
 
     name: ClassVar[str] = "pytorch"
 
@@ -46,6 +49,10 @@ class TorchBackend:
         self.compiled = bool(compile)
         # On CUDA, "reduce-overhead" also captures CUDA graphs (one launch per call instead of one per layer).
         mode = "reduce-overhead" if self.device.type == "cuda" else "default"
+        # A CUDA graph writes every call's output into one static buffer, and replays on one stream:
+        # each output is cloned before the next call may overwrite it, and one call runs at a time.
+        self.graphed = bool(compile) and self.device.type == "cuda"
+        self.max_concurrency: int | None = 1 if self.graphed else None
         self._run = torch.compile(self.module, mode=mode, dynamic=False) if compile else self.module
 
     @classmethod
@@ -69,9 +76,12 @@ class TorchBackend:
         with torch.no_grad():
             x = inputs.to(self.device, non_blocking=True)
             if self.precision == "fp32":
-                return self._run(x).float()
-            with torch.autocast("cuda", dtype=_DTYPES[self.precision]):
-                return self._run(x).float()
+                out = self._run(x)
+            else:
+                with torch.autocast("cuda", dtype=_DTYPES[self.precision]):
+                    out = self._run(x)
+            # .float() of a float32 tensor is the tensor itself: the graph's buffer, unless cloned.
+            return out.float().clone() if self.graphed else out.float()
 
     def describe(self) -> dict[str, Any]:
         """Runtime, precision and device."""

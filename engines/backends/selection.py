@@ -6,8 +6,9 @@ A candidate is an export folder listed in the model config's ``exports`` whose
 artifacts), whose runtime is installed, whose device is here, whose
 precision this hardware runs natively, and (for reduced precision) whose validation Dice
 moved by less than :data:`MAX_DICE_DELTA`. Among candidates, latencies measured on this
-same CPU/GPU model decide; otherwise a fixed order of runtimes does. No candidate: the
-PyTorch checkpoint.
+same run as PyTorch decide (its speed-up, a ratio comparable across machines); otherwise a fixed
+order of runtimes does. An export slower than PyTorch is never served. No candidate: the PyTorch
+checkpoint.
 """
 
 from __future__ import annotations
@@ -16,23 +17,23 @@ import functools
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engines.backends.base import has_module
+from engines.backends.formats import FORMATS
 from engines.config.model import ModelConfig
 from engines.hardware import Hardware
 
-__all__ = ["MAX_DICE_DELTA", "RUNTIME_PACKAGES", "Candidate", "choose_export", "file_sha256", "read_report"]
+__all__ = ["MAX_DICE_DELTA", "RUNTIME_PACKAGES", "Candidate", "choose_export", "file_sha256", "read_report", "speedup"]
 
 log = logging.getLogger(__name__)
 
 MAX_DICE_DELTA = 0.002
 REPORT_NAME = "export_report.json"
-RUNTIME_PACKAGES = {"onnx": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt", "torchscript": "torch"}
-# Without a latency measured on this hardware: preferred runtimes first, lower precision first.
-_ORDER = {"cuda": ["tensorrt", "torchscript", "onnx"], "cpu": ["openvino", "onnx", "torchscript"]}
+RUNTIME_PACKAGES = {name: f.package for name, f in FORMATS.items()}
 _PRECISION_ORDER = ["int8", "fp16", "bf16", "fp32"]
 
 
@@ -103,10 +104,25 @@ def _rejection(report: dict[str, Any] | None, folder: Path, config: ModelConfig,
         return f"it runs on {report.get('device', 'cpu')}, this server on {device}"
     if precision not in hardware.native_precisions(device):
         return f"{precision} is not native on this {'GPU' if device == 'cuda' else 'CPU'}"
+    ratio = speedup(report)
+    if ratio is not None and ratio < 1.0:
+        return f"it ran {ratio}x PyTorch's speed in its own report: the checkpoint serves faster"
     delta = (report.get("validation") or {}).get("dice_delta")
     if precision != "fp32" and (delta is None or abs(float(delta)) >= MAX_DICE_DELTA):
         return f"{precision} moved validation Dice by {delta} (limit {MAX_DICE_DELTA})"
     return None
+
+
+def speedup(report: dict[str, Any]) -> float | None:
+    """How many times faster than PyTorch the export ran in its own report (same machine, same run)."""
+    value = report.get("speedup_vs_pytorch")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _static_rank(fmt: str, device: str) -> int:
+    spec = FORMATS.get(fmt)
+    rank = None if spec is None else (spec.gpu_rank if device == "cuda" else spec.cpu_rank)
+    return len(FORMATS) if rank is None else rank
 
 
 def _same_hardware(report: dict[str, Any], hardware: Hardware, device: str) -> bool:
@@ -116,14 +132,38 @@ def _same_hardware(report: dict[str, Any], hardware: Hardware, device: str) -> b
     return recorded.get("cpu") == hardware.cpu_model
 
 
-def _rank(candidate: Candidate, hardware: Hardware) -> tuple:
-    order = _ORDER[candidate.device]
-    static = (order.index(candidate.format) if candidate.format in order else len(order),
-              _PRECISION_ORDER.index(candidate.precision) if candidate.precision in _PRECISION_ORDER else 9)
-    if _same_hardware(candidate.report, hardware, candidate.device):
-        latency = sum(float(m.get("latency_ms") or 0.0) for m in candidate.report["members"])
-        return (0, latency, *static)
-    return (1, 0.0, *static)
+def _latency(report: dict[str, Any], key: str) -> float | None:
+    total = sum(float(m.get(key) or 0.0) for m in report.get("members", []))
+    return total or None
+
+
+def _ranking(candidates: list[Candidate], hardware: Hardware) -> Callable[[Candidate], tuple]:
+    """Fastest first, as estimated for this machine.
+
+    An export timed here is its measured latency; one timed elsewhere is PyTorch's latency here
+    (from an export timed here) divided by the speed-up it measured against PyTorch in its own run,
+    a ratio that carries across machines. Raw latencies from different machines are never compared:
+    an export timed on this machine would otherwise beat a faster one timed on a slower one. With
+    nothing timed here, the speed-ups decide; then the runtime order, then lower precision.
+    """
+    here = {c.folder: _same_hardware(c.report, hardware, c.device) for c in candidates}
+    baselines = [ms for c in candidates if here[c.folder] and (ms := _latency(c.report, "pytorch_latency_ms"))]
+    pytorch_here = min(baselines) if baselines else None
+
+    def estimate(c: Candidate) -> tuple[int, float]:
+        measured = _latency(c.report, "latency_ms")
+        if here[c.folder] and measured is not None:
+            return (0, measured)
+        ratio = speedup(c.report)
+        if pytorch_here is not None and ratio:
+            return (0, pytorch_here / ratio)
+        return (1, -(ratio or 1.0))  # nothing to compare with a time measured here: after those, by speed-up
+
+    def key(c: Candidate) -> tuple:
+        return (*estimate(c), _static_rank(c.format, c.device),
+                _PRECISION_ORDER.index(c.precision) if c.precision in _PRECISION_ORDER else 9)
+
+    return key
 
 
 def choose_export(config: ModelConfig, config_dir: Path, hardware: Hardware, device: str) -> Candidate | None:
@@ -139,4 +179,4 @@ def choose_export(config: ModelConfig, config_dir: Path, hardware: Hardware, dev
         candidates.append(Candidate(folder, report, device))
     if not candidates:
         return None
-    return min(candidates, key=lambda c: _rank(c, hardware))
+    return min(candidates, key=_ranking(candidates, hardware))

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import torch
 
 from engines.backends.base import require
+from engines.data.io import write_atomically
 from engines.errors import BackendUnavailableError, ConfigError
 
 __all__ = ["ShapeProfile", "TensorRTBackend", "build_serialized_engine", "engine_cache_path", "parse_shape"]
@@ -164,9 +165,8 @@ class TensorRTBackend:
                                       torch.cuda.get_device_name(0), trt.__version__, precision, profile, workspace_mb)
             if not cache.is_file():
                 cache.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cache.with_suffix(".tmp")
-                tmp.write_bytes(build_serialized_engine(path, precision, profile, workspace_mb))
-                tmp.replace(cache)
+                data = build_serialized_engine(path, precision, profile, workspace_mb)
+                write_atomically(cache, lambda tmp: Path(tmp).write_bytes(data))
             path = cache
         self.runtime = trt.Runtime(logger)
         self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
@@ -181,6 +181,7 @@ class TensorRTBackend:
         self.context = self.engine.create_execution_context()
         self.stream = torch.cuda.Stream()
         self._lock = threading.Lock()  # one execution context: one call at a time
+        self.max_concurrency = 1
 
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
         with self._lock, torch.cuda.stream(self.stream):

@@ -345,11 +345,14 @@ def write_volume_file(volume: Volume, path: str | Path, *, dtype: str | np.dtype
     return path
 
 
-def write_atomically(path: Path, write: Callable[[str], object], suffix: str = ".part") -> None:
+def write_atomically(path: str | Path, write: Callable[[str], object], suffix: str = ".part") -> None:
     """Call ``write(tmp)`` for a temporary file beside ``path``, then rename it onto ``path``.
 
-    An interrupted write never leaves a partial file at ``path`` (nor a temporary one beside it).
+    The project's one atomic write. An interrupted write never leaves a partial file at ``path``
+    (nor a temporary one beside it); the temporary name is unique, so writers in several processes
+    never share (and clobber) one.
     """
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:

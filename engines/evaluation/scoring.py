@@ -31,6 +31,7 @@ from engines.tasks.base import Engine
 
 __all__ = [
     "CaseScore",
+    "binary_dice",
     "dice_summary",
     "dice_per_label",
     "evaluate_masks",
@@ -49,13 +50,23 @@ Regions = Mapping[str, Sequence[int]]
 def dice_per_label(prediction: np.ndarray, truth: np.ndarray, n_labels: int) -> list[float]:
     """Dice of labels 1..n_labels between two label maps of the same shape.
 
-    A label absent from both maps scores 1.0 (nothing to find, nothing found).
+    The one convention of this module (see its docstring): a label absent from both maps is not
+    scored (NaN); absent from one of them scores 0. Means over cases skip the NaNs.
     """
-    pred = torch.as_tensor(np.asarray(prediction, dtype=np.int64))
-    true = torch.as_tensor(np.asarray(truth, dtype=np.int64))
-    one_hot = lambda t: torch.stack([t == k for k in range(n_labels + 1)])[None].float()  # noqa: E731
-    dice = compute_dice(one_hot(pred), one_hot(true), include_background=False, ignore_empty=False)[0]
-    return [float(v) for v in torch.nan_to_num(dice, nan=1.0)]
+    pred = np.asarray(prediction, dtype=np.int64)
+    true = np.asarray(truth, dtype=np.int64)
+    return [binary_dice(pred == k, true == k) for k in range(1, n_labels + 1)]
+
+
+def binary_dice(prediction: np.ndarray, truth: np.ndarray) -> float:
+    """Dice of two binary masks with the module's empty-mask convention (NaN when both are empty)."""
+    pred, true = np.asarray(prediction, dtype=bool), np.asarray(truth, dtype=bool)
+    if not pred.any() and not true.any():
+        return math.nan
+    if not (pred.any() and true.any()):
+        return 0.0
+    return float(compute_dice(torch.as_tensor(pred)[None, None].float(), torch.as_tensor(true)[None, None].float(),
+                              include_background=True).item())
 
 
 def score_cases(engine: Engine, cases: list[dict[str, str]]) -> list[dict[str, Any]]:
@@ -79,9 +90,13 @@ def dice_summary(scores: list[dict[str, Any]], labels: list[str]) -> dict[str, A
     """Mean Dice per label and overall over scored cases (a report's summary)."""
     if not scores:
         return {"cases": 0, "mean_dice": None, "dice_per_label": {}}
-    per_label = np.mean([s["dice"] for s in scores], axis=0)
-    return {"cases": len(scores), "mean_dice": round(float(np.mean(per_label)), 4),
-            "dice_per_label": {label: round(float(v), 4) for label, v in zip(labels, per_label)}}
+    with warnings.catch_warnings():  # a label empty in every case has no mean (None)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        per_label = np.nanmean(np.asarray([s["dice"] for s in scores], dtype=float), axis=0)
+        overall = np.nanmean(per_label) if not np.all(np.isnan(per_label)) else math.nan
+    value = lambda v: None if math.isnan(v) else round(float(v), 4)  # noqa: E731
+    return {"cases": len(scores), "mean_dice": value(overall),
+            "dice_per_label": {label: value(v) for label, v in zip(labels, per_label)}}
 
 
 @dataclass(frozen=True)
@@ -106,19 +121,19 @@ def surface_scores(prediction: np.ndarray, truth: np.ndarray,
     if pred.shape != true.shape:
         raise InvalidInputError(f"prediction size {list(pred.shape)} differs from the label's {list(true.shape)}")
     has_pred, has_true = bool(pred.any()), bool(true.any())
+    dice = binary_dice(pred, true)
     if not has_pred and not has_true:
         return math.nan, math.nan, math.nan
     if not (has_pred and has_true):
-        return 0.0, math.inf, math.inf
+        return dice, math.inf, math.inf
     y_pred = torch.as_tensor(pred)[None, None].float()
     y = torch.as_tensor(true)[None, None].float()
     spacing = [float(s) for s in spacing]
-    dice = compute_dice(y_pred, y, include_background=True)
     with warnings.catch_warnings():  # MONAI warns about the empty cases excluded above
         warnings.simplefilter("ignore")
         hd95 = compute_hausdorff_distance(y_pred, y, include_background=True, percentile=95, spacing=spacing)
         asd = compute_average_surface_distance(y_pred, y, include_background=True, symmetric=True, spacing=spacing)
-    return float(dice.item()), float(hd95.item()), float(asd.item())
+    return dice, float(hd95.item()), float(asd.item())
 
 
 def parse_regions(texts: Sequence[str]) -> dict[str, list[int]]:
@@ -283,7 +298,7 @@ def evaluate_masks(prediction_dir: str | Path, label_dir: str | Path, output: st
 
 def evaluate_model(config: str | Path, datalist: str | Path, output: str | Path, *,
                    regions: Regions | None = None, split: str = "validation", perturbation: float = 0.0,
-                   seed: int = 0, progress: Any = None) -> dict[str, dict[str, Any]]:
+                   seed: int = 0, progress: Any = None, device: str | None = None) -> dict[str, dict[str, Any]]:
     """Run a model config over a datalist's ``split`` and score it against the labels; write the report.
 
     Regions default to the model's labels (value n for label n; an extreme-point model scores
@@ -295,7 +310,7 @@ def evaluate_model(config: str | Path, datalist: str | Path, output: str | Path,
     cases = load_datalist(datalist).get(split) or []
     if not cases:
         raise InvalidInputError(f"{datalist} has no '{split}' cases")
-    engine = load_engine(config)
+    engine = load_engine(config, device=device)
     binary = engine.type == "annotation"
     regions = regions or {name: [n] for n, name in enumerate(engine.labels, 1)}
     rng = np.random.RandomState(seed) if perturbation > 0 else None

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
+import math
 import statistics
 import time
 import warnings
@@ -33,24 +33,22 @@ from engines.backends.selection import file_sha256
 from engines.backends.tensorrt import ShapeProfile, build_serialized_engine
 from engines.config.model import ModelConfig, load_model_config
 from engines.data.datalist import load_datalist
-from engines.data.io import read_modalities, read_volume
+from engines.backends.formats import FORMATS, export_format
+from engines.data.io import read_modalities, read_volume, write_atomically
 from engines.errors import ConfigError
 from engines.evaluation.scoring import dice_per_label
 from engines.hardware import detect
 from engines.tasks.registry import engine_for_type
 from engines.transforms.points import simulated_params
 
-__all__ = ["FORMATS", "PARITY_THRESHOLDS", "ExportOptions", "default_output_dir", "export_model", "summary_line",
+__all__ = ["DEFAULT_ROOT", "FORMATS", "PARITY_THRESHOLDS", "ExportOptions", "default_output_dir", "export_model", "summary_line",
            "time_alternately", "write_artifact"]
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("openvino", "onnx", "tensorrt", "torchscript")
 PARITY_THRESHOLDS = {"fp32": 0.999, "fp16": 0.99, "bf16": 0.99, "int8": 0.99}
-# What each format can be exported at here (int8 needs a calibration tool we do not ship).
-_PRECISIONS = {"openvino": ("fp32", "bf16", "fp16"), "onnx": ("fp32", "fp16"), "tensorrt": ("fp32", "fp16"),
-               "torchscript": ("fp32", "fp16", "bf16")}
-_SUFFIX = {"openvino": ".xml", "onnx": ".onnx", "tensorrt": ".engine", "torchscript": ".ts"}
+# Default output root: never beside the weights, which may be committed, shipped and served.
+DEFAULT_ROOT = Path("runs") / "exports"
 
 
 @dataclass
@@ -70,12 +68,11 @@ class ExportOptions:
 
     def validate(self) -> None:
         """Refuse combinations no runtime here can build."""
-        if self.format not in FORMATS:
-            raise ConfigError(f"unknown export format '{self.format}': choose one of {', '.join(FORMATS)}")
+        spec = export_format(self.format)
         if self.precision not in PARITY_THRESHOLDS:
             raise ConfigError(f"unknown precision '{self.precision}': choose fp32, fp16, bf16 or int8")
-        if self.precision not in _PRECISIONS[self.format]:
-            raise ConfigError(f"{self.format} exports are built at {', '.join(_PRECISIONS[self.format])} here, "
+        if self.precision not in spec.precisions:
+            raise ConfigError(f"{self.format} exports are built at {', '.join(spec.precisions)} here, "
                               f"not {self.precision}")
         if self.repeats < 1 or (self.max_cases is not None and self.max_cases < 1):
             raise ConfigError("repeats and max cases must be at least 1")
@@ -96,10 +93,14 @@ class _Recorder:
         return out
 
 
-def default_output_dir(config: ModelConfig, config_dir: Path, fmt: str, precision: str) -> Path:
-    """``<folder holding the model's weights>/exports/<format>_<precision>``."""
-    folders = [str((config_dir / str(m.model_path)).resolve().parent) for m in config.members()]
-    return Path(os.path.commonpath(folders)) / "exports" / f"{fmt}_{precision}"
+def default_output_dir(config_path: Path, fmt: str, precision: str) -> Path:
+    """``runs/exports/<model config name>/<format>_<precision>`` (relative to the working folder).
+
+    Never the weights' own folder: that may hold committed, served artifacts an example run
+    must not overwrite. Serving an export is a choice (``exports`` in a model config, or an
+    export job), not a side effect of running the command.
+    """
+    return DEFAULT_ROOT / Path(config_path).stem / f"{fmt}_{precision}"
 
 
 def _cases(config: ModelConfig, config_dir: Path, datalist: str | Path | None, max_cases: int | None) -> list[dict]:
@@ -172,7 +173,7 @@ def _write_torchscript(module: torch.nn.Module, example: torch.Tensor, path: Pat
 def write_artifact(options: ExportOptions, module: torch.nn.Module, example: torch.Tensor, profile: ShapeProfile,
                    folder: Path, stem: str) -> Path:
     """Convert one network; returns the artifact to serve."""
-    path = folder / f"{stem}{_SUFFIX[options.format]}"
+    path = folder / f"{stem}{export_format(options.format).suffix}"
     if options.format == "openvino":
         _write_openvino(module, example, profile, path)
     elif options.format == "onnx":
@@ -224,13 +225,13 @@ def _run_cases(engine_cls: type, name: str, config: ModelConfig, backend: Callab
 
 
 def _mask_dice(a: np.ndarray, b: np.ndarray, n_labels: int) -> float:
-    return min(dice_per_label(a, b, n_labels))
+    # Agreement of two runs, not a score: a label empty in both agrees perfectly.
+    return min(1.0 if math.isnan(d) else d for d in dice_per_label(a, b, n_labels))
 
 
 def _write_report(folder: Path, report: dict[str, Any]) -> None:
-    tmp = folder / "export_report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(folder / "export_report.json")
+    text = json.dumps(report, indent=2)
+    write_atomically(folder / "export_report.json", lambda tmp: Path(tmp).write_text(text))
 
 
 def export_model(config_path: str | Path, options: ExportOptions, datalist: str | Path | None = None,
@@ -256,23 +257,38 @@ def export_model(config_path: str | Path, options: ExportOptions, datalist: str 
     # Reduced-precision TorchScript and TensorRT are GPU artifacts; everything else is measured on the CPU.
     on_gpu = options.format == "tensorrt" or (options.format == "torchscript" and options.precision != "fp32")
     device = select_device("cuda" if on_gpu else "cpu")
-    folder = Path(output) if output else default_output_dir(config, config_dir, options.format, options.precision)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(output) if output else default_output_dir(config_path, options.format, options.precision)
     engine_cls = engine_for_type(config.type)
-    n_labels = len(config.labels)
     cases = []
     for case in _cases(config, config_dir, datalist, options.max_cases):
         truth = np.rint(read_volume(case["label"]).array).astype(np.uint8)
         if config.type == "annotation":
             truth = (truth > 0).astype(np.uint8)
         cases.append((read_modalities(case["image"]), truth, simulated_params(config.type, truth)))
+    folder.mkdir(parents=True, exist_ok=True)  # only once there is something to export
     progress(f"exporting {config_path.stem} to {options.format} {options.precision}: {len(config.members())} "
              f"network(s), parity on {len(cases)} validation case(s)")
 
-    members_report, references, artifacts = [], [], []
+    members_report: list[dict[str, Any]] = []
+    references: list[Any] = []
+    artifacts: list[Any] = []
+    try:
+        return _measure(config_path, config, config_dir, options, device, folder, engine_cls, cases, members_report,
+                        references, artifacts, progress)
+    finally:  # a failed export must not keep its runtimes (and their memory) alive
+        for backend in (*references, *artifacts):
+            backend.close()
+
+
+def _measure(config_path: Path, config: ModelConfig, config_dir: Path, options: ExportOptions, device: torch.device,
+             folder: Path, engine_cls: type, cases: list[tuple], members_report: list[dict[str, Any]],
+             references: list[Any], artifacts: list[Any], progress: Callable[[str], None]) -> dict[str, Any]:
+    """Convert, run and time every network; ``references`` and ``artifacts`` collect what to close."""
+    n_labels = len(config.labels)
     profile = None
     for index, member in enumerate(config.members(), start=1):
         reference = TorchBackend.from_checkpoint((config_dir / str(member.model_path)).resolve(), member, device)
+        references.append(reference)
         recorder = _Recorder(reference)
         ref_masks = _run_cases(engine_cls, config_path.stem, member, recorder, cases)
         profile = _profile(recorder.inputs, options)
@@ -281,6 +297,7 @@ def export_model(config_path: str | Path, options: ExportOptions, datalist: str 
         artifact = load_artifact(options.format, artifact_path, device, options.precision,
                                  report={"options": {"min_shape": profile.min, "opt_shape": profile.opt,
                                                      "max_shape": profile.max, "workspace_mb": options.workspace_mb}})
+        artifacts.append(artifact)
         art_recorder = _Recorder(artifact)
         art_masks = _run_cases(engine_cls, config_path.stem, member, art_recorder, cases)
         diffs = [float((a - b).abs().max()) for a, b in zip(art_recorder.outputs, recorder.outputs)]
@@ -297,8 +314,6 @@ def export_model(config_path: str | Path, options: ExportOptions, datalist: str 
         })
         progress(f"  member {index} ({members_report[-1]['network']}): mask Dice min {min(dices):.5f}, max |logit "
                  f"diff| {max(diffs):.2e}, {art_ms} ms vs PyTorch {ref_ms} ms")
-        references.append(reference)
-        artifacts.append(artifact)
 
     if len(references) == 1:
         model_ref, model_art = references[0], artifacts[0]
@@ -307,8 +322,8 @@ def export_model(config_path: str | Path, options: ExportOptions, datalist: str 
     ref_masks = _run_cases(engine_cls, config_path.stem, config, model_ref, cases)
     art_masks = _run_cases(engine_cls, config_path.stem, config, model_art, cases)
     model_dices = [_mask_dice(a, b, n_labels) for a, b in zip(art_masks, ref_masks)]
-    dice_ref = float(np.mean([np.mean(dice_per_label(m, c[1], n_labels)) for m, c in zip(ref_masks, cases)]))
-    dice_art = float(np.mean([np.mean(dice_per_label(m, c[1], n_labels)) for m, c in zip(art_masks, cases)]))
+    dice_ref = float(np.nanmean([dice_per_label(m, c[1], n_labels) for m, c in zip(ref_masks, cases)]))
+    dice_art = float(np.nanmean([dice_per_label(m, c[1], n_labels) for m, c in zip(art_masks, cases)]))
     threshold = PARITY_THRESHOLDS[options.precision]
     failures = [f"member {i}: mask Dice {m['mask_dice_min']} < {threshold}"
                 for i, m in enumerate(members_report, start=1) if m["mask_dice_min"] < threshold]
@@ -340,8 +355,6 @@ def export_model(config_path: str | Path, options: ExportOptions, datalist: str 
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     _write_report(folder, report)
-    for backend in (*references, *artifacts):
-        backend.close()
     return report
 
 

@@ -13,20 +13,25 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from engines.backends.base import select_device
+from engines.backends.selection import choose_export, read_report, speedup
 from engines.config.model import ModelConfig, PoolEntry, load_model_config
-from engines.errors import ConfigError, ModelNotFoundError
+from engines.errors import ConfigError, ModelNotFoundError, ModelUnavailableError
+from engines.hardware import detect
 from engines.serving.pool import EnginePool
 from engines.serving.versions import ModelStore, VersionFiles, check_model_name
+from engines.tasks.registry import ENGINE_CLASSES, engine_for_type
 
-__all__ = ["ENGINE_OF_TYPE", "ServingManager"]
+__all__ = ["ServingManager", "clara_engine"]
 
 log = logging.getLogger(__name__)
 
-# The Clara class/module a model of each type is served with when none is given.
-ENGINE_OF_TYPE = {
-    "annotation": ("Dextr3dCroppedEngine", "medical.aas.dextr3dcropped"),
-    "segmentation": ("SegmentationEngine", "medical.aas.segmentation"),
-}
+
+def clara_engine(model_type: str) -> tuple[str, str]:
+    """The Clara ``class``/``module`` pair a model of ``model_type`` is served with when none is given
+    (the first one registered for its engine kind in :data:`engines.tasks.registry.ENGINE_CLASSES`)."""
+    cls = engine_for_type(model_type)
+    return next(pair for pair, engine in ENGINE_CLASSES.items() if engine is cls)
 
 
 class ServingManager:
@@ -36,7 +41,9 @@ class ServingManager:
         self.pool = pool
         self.store = store
         self.warmup = warmup
-        self._deploy_lock = threading.Lock()
+        # Deploy, add and delete change what serves: one at a time (add deploys, hence re-entrant).
+        self._deploy_lock = threading.RLock()
+        self._failed: dict[str, tuple[str, str]] = {}  # model -> (version that failed to load at start, why)
 
     def sync_at_start(self) -> None:
         """Give every configured model a first version, and serve each model's recorded serving version.
@@ -62,6 +69,7 @@ class ServingManager:
             try:
                 self.deploy(name, serving)
             except Exception as exc:  # a broken version must not stop the server; it is reported
+                self._failed[name] = (serving, str(exc))
                 log.error("model %s: serving version %s failed to load: %s", name, serving, exc)
 
     def _register_configured(self, name: str, entry: PoolEntry, config_path: Path, version: str) -> None:
@@ -82,7 +90,7 @@ class ServingManager:
         fields = {k: v for k, v in (self.store.entry(name) or {}).items() if k != "origin"}
         if not fields:
             config = load_model_config(self.store.config_path(name, version))
-            cls, module = ENGINE_OF_TYPE[config.type]
+            cls, module = clara_engine(config.type)
             fields = {"name": name, "class": cls, "module": module}
         return PoolEntry.model_validate({**fields, "name": name,
                                          "config_file": str(self.store.config_path(name, version)),
@@ -100,19 +108,70 @@ class ServingManager:
             entry = self.entry(name, version)
             self.pool.swap(entry, Path("/"), warmup=self.warmup)
             self.store.set_serving(name, version)
+            self._failed.pop(name, None)
         return {"model": name, "version": str(int(version))}
 
+    def serving_version(self, name: str) -> str | None:
+        """The version that really serves: the recorded one unless it failed to load at start-up, in which
+        case the version the pool still runs (its configured one), or None when nothing of it serves."""
+        recorded = self.store.serving(name)
+        if name not in self._failed:
+            return recorded
+        record = self.pool.record(name)
+        if record is None or record.engine is None or record.config_path is None:
+            return None
+        for number in self.store.numbers(name):  # the configured model the pool loaded from engine_pool.json
+            source = self.store.info(name, number).get("source", {})
+            if source.get("kind") == "configured" and source.get("config_file") == str(record.config_path):
+                return str(number)
+        return None
+
+    def load_error(self, name: str) -> tuple[str, str] | None:
+        """``(version, reason)`` when the recorded serving version failed to load at start-up."""
+        return self._failed.get(name)
+
+    def versions(self, name: str) -> list[dict[str, Any]]:
+        """Every stored version; ``serving`` marks the one that really serves, ``load_error`` one that failed."""
+        serving = self.serving_version(name)
+        failed = self._failed.get(name)
+        out = []
+        for info in self.store.versions(name):
+            info = {**info, "serving": info["version"] == serving}
+            if failed is not None and info["version"] == failed[0]:
+                info["load_error"] = failed[1]
+            out.append(info)
+        return out
+
     def serving_config(self, name: str) -> tuple[str, Path]:
-        """The serving version of a model and its model config path.
+        """The version that serves a model (the base of its next job) and its model config path.
 
         Raises:
             ModelNotFoundError: the model has no stored version.
+            ModelUnavailableError: its recorded version failed to load and no other version of it serves.
         """
         check_model_name(name)
-        version = self.store.serving(name)
-        if version is None:
+        if not self.store.numbers(name):
             raise ModelNotFoundError(f"model '{name}' has no stored versions (GET /v1/models lists the models)")
+        version = self.serving_version(name)
+        if version is None:
+            failed = self._failed.get(name)
+            why = f"version {failed[0]} failed to load: {failed[1]}" if failed else "no version serves"
+            raise ModelUnavailableError(f"model '{name}' does not serve ({why}); serve a version first "
+                                        f"(PUT /admin/models/{name}/serving) or pass params.base_version")
         return version, self.store.config_path(name, version)
+
+    def served_speedup(self, name: str) -> float:
+        """How many times faster than its PyTorch checkpoint the serving version runs here (1.0: PyTorch)."""
+        _, config_path = self.serving_config(name)
+        config = load_model_config(config_path)
+        device = select_device(config.device).type
+        if config.model_format == "auto":
+            candidate = choose_export(config, config_path.parent, detect(), device)
+            return (speedup(candidate.report) or 1.0) if candidate is not None else 1.0
+        if config.model_format == "pytorch":
+            return 1.0
+        report = read_report((config_path.parent / str(config.members()[0].model_path)).parent)
+        return (speedup(report) if report else None) or 1.0
 
     def add_model(self, name: str, config: ModelConfig, weights: Path, source: dict[str, Any]) -> dict[str, Any]:
         """Add a model (one network) or a new version of it from a config and a weights file, and serve it."""
@@ -121,23 +180,26 @@ class ServingManager:
             raise ConfigError("an uploaded model must be one network ('model_path'), not an 'ensemble'")
         # Paths in an uploaded config would name files on this server: it serves its own weights only.
         config = config.model_copy(update={"exports": [], "datalist": None})
-        if self.store.entry(name) is None:
-            cls, module = ENGINE_OF_TYPE[config.type]
-            self.store.set_entry(name, {"name": name, "class": cls, "module": module, "labels": config.labels,
-                                        "origin": "upload"})
-        version = self.store.register(name, VersionFiles(config, [weights], [None], [None]), source=source)
-        try:
-            return self.deploy(name, version)
-        except Exception:
-            if len(self.store.numbers(name)) == 1:  # a new model that cannot load is not kept
-                self.store.delete(name)
-            raise
+        with self._deploy_lock:
+            if self.store.entry(name) is None:
+                cls, module = clara_engine(config.type)
+                self.store.set_entry(name, {"name": name, "class": cls, "module": module, "labels": config.labels,
+                                            "origin": "upload"})
+            version = self.store.register(name, VersionFiles(config, [weights], [None], [None]), source=source)
+            try:
+                return self.deploy(name, version)
+            except Exception:
+                if len(self.store.numbers(name)) == 1:  # a new model that cannot load is not kept
+                    self.store.delete(name)
+                raise
 
     def delete_model(self, name: str) -> None:
         """Stop serving a model and delete its versions."""
         check_model_name(name)
-        if self.pool.record(name) is None and not self.store.numbers(name):
-            raise ModelNotFoundError(f"model '{name}' not found; GET /v1/models lists the models")
-        if self.pool.record(name) is not None:
-            self.pool.remove(name)
-        self.store.delete(name)
+        with self._deploy_lock:
+            if self.pool.record(name) is None and not self.store.numbers(name):
+                raise ModelNotFoundError(f"model '{name}' not found; GET /v1/models lists the models")
+            if self.pool.record(name) is not None:
+                self.pool.remove(name)
+            self.store.delete(name)
+            self._failed.pop(name, None)

@@ -15,7 +15,8 @@ from typing import Any, Literal
 
 from engines.backends import describe, load_backend
 from engines.config.model import PoolEntry, load_model_config, parse_pool
-from engines.errors import ConfigError, EngineError, ModelNotFoundError, ModelUnavailableError, UnknownComponentError
+from engines.errors import (ConfigError, EngineError, ModelLoadError, ModelNotFoundError, ModelUnavailableError,
+                            UnknownComponentError)
 from engines.tasks.base import Engine
 from engines.tasks.registry import engine_class
 
@@ -97,16 +98,18 @@ class EnginePool:
         lets go. A model that fails to build or warm up raises and leaves the old one serving.
 
         Raises:
-            EngineError: the new model failed to load (or any error of its warm-up, wrapped).
+            ModelLoadError: the new model failed to build or warm up (the error names why).
         """
+        engine = None
         try:
             engine = self._build(entry, base_dir)
             if warmup:
                 engine.warmup()
-        except EngineError:
-            raise
         except Exception as exc:
-            raise ConfigError(f"model '{entry.name}' failed to load: {type(exc).__name__}: {exc}") from exc
+            if engine is not None:
+                engine.close()
+            why = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
+            raise ModelLoadError(f"model '{entry.name}' failed to load: {why}") from exc
         record = ModelRecord(entry.name, "ready", engine, entry=entry,
                              config_path=(base_dir / entry.config_file).resolve())
         self._set(record)
@@ -123,7 +126,8 @@ class EnginePool:
 
     def record(self, name: str) -> ModelRecord | None:
         """The record of one model, if configured."""
-        return self._records.get(name)
+        with self._lock:
+            return self._records.get(name)
 
     @staticmethod
     def _build(entry: PoolEntry, base_dir: Path) -> Engine:
@@ -155,7 +159,7 @@ class EnginePool:
             ModelNotFoundError: no such model.
             ModelUnavailableError: configured but not loaded.
         """
-        record = self._records.get(name)
+        record = self.record(name)
         if record is None:
             raise ModelNotFoundError(f"model '{name}' not found; GET /v1/models lists the models")
         if record.engine is None:
@@ -164,15 +168,17 @@ class EnginePool:
 
     def engines(self) -> list[Engine]:
         """Every ready engine, in configuration order."""
-        return [r.engine for r in self._records.values() if r.engine is not None]
+        return [r.engine for r in self.records() if r.engine is not None]
 
     def records(self) -> list[ModelRecord]:
-        """Every configured model, ready or not."""
-        return list(self._records.values())
+        """Every configured model, ready or not (a snapshot: a deploy may change the pool meanwhile)."""
+        with self._lock:
+            return list(self._records.values())
 
     def close(self) -> None:
         """Release every engine."""
         for record in self.records():
             if record.engine is not None:
                 record.engine.close()
-        self._records.clear()
+        with self._lock:
+            self._records.clear()

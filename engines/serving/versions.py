@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from engines.config.model import ModelConfig, load_json, load_model_config
-from engines.errors import ConfigError, ModelNotFoundError
+from engines.data.io import write_atomically
+from engines.errors import ConfigError, InvalidNameError, ModelNotFoundError, VersionExistsError
 
 __all__ = ["MODEL_NAME", "ModelStore", "VersionFiles", "check_model_name"]
 
@@ -35,9 +36,9 @@ MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")  # as a pool ent
 
 
 def check_model_name(name: str) -> str:
-    """``name`` when it is a valid model name (no path separators, no ``..``), else :class:`ConfigError`."""
+    """``name`` when it is a valid model name (no path separators, no ``..``), else :class:`InvalidNameError`."""
     if not MODEL_NAME.match(name) or ".." in name:
-        raise ConfigError(f"invalid model name {name!r}: use letters, digits, '_', '-' and '.' (not '..')")
+        raise InvalidNameError(f"invalid model name {name!r}: use letters, digits, '_', '-' and '.' (not '..')")
     return name
 
 
@@ -132,7 +133,7 @@ class ModelStore:
         with self._lock:
             number = number or (max(self.numbers(name), default=0) + 1)
             if number in self.numbers(name):
-                raise ConfigError(f"model '{name}' already has a version {number}")
+                raise VersionExistsError(f"model '{name}' already has a version {number}")
             tmp = Path(tempfile.mkdtemp(prefix=f".{number}-", dir=folder))
             try:
                 config = self._copy_files(files, tmp)
@@ -186,6 +187,5 @@ class ModelStore:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    # A unique temporary name per writer (two processes writing one pointer must not share one).
+    write_atomically(path, lambda tmp: Path(tmp).write_text(text))

@@ -14,7 +14,7 @@ import torch
 
 from engines.config.model import ModelConfig
 from engines.data.io import Volume
-from engines.errors import EngineError, InferenceError, InvalidImageError
+from engines.errors import EngineError, InferenceError, InvalidImageError, ResourceExhaustedError
 from engines.inferers import FlipAveraged, build_inferer
 from engines.transforms.registry import build_transforms
 
@@ -78,14 +78,21 @@ class Engine(ABC):
     def infer(self, volume: Volume, params: dict[str, Any]) -> InferenceResult:
         """Run the model on a decoded volume with the request's params."""
 
-    def warmup(self) -> None:
-        """Run once on a synthetic volume so the first real request is not slow."""
-        array = np.zeros((32, 32, 32), np.float32)
-        array[8:24, 8:24, 8:24] = 1.0
+    def example_input(self) -> tuple[Volume, dict[str, Any]]:
+        """A synthetic request this engine accepts (its warm-up): a bright cube in a 32^3 volume with
+        the model's image channels (``[i, j, k, c]`` for a multi-channel model) and no params.
+        Engine kinds whose requests need more (points, prompts) extend it."""
         from engines.data.io import Geometry
 
-        params = {"points": [[8, 16, 16], [23, 16, 16], [16, 8, 16], [16, 23, 16], [16, 16, 8], [16, 16, 23]]}
-        self.infer(Volume(array, Geometry.identity()), params)
+        channels = self.input_channels()
+        shape = (32, 32, 32) if channels == 1 else (32, 32, 32, channels)
+        array = np.zeros(shape, np.float32)
+        array[8:24, 8:24, 8:24] = 1.0
+        return Volume(array, Geometry.identity()), {}
+
+    def warmup(self) -> None:
+        """Run once on :meth:`example_input` so the first real request is not slow."""
+        self.infer(*self.example_input())
 
     def close(self) -> None:
         """Release the backend."""
@@ -133,6 +140,8 @@ class Engine(ABC):
         """Batch, run the inferer with the backend, and return (C, *spatial) outputs."""
         try:
             out = self.inferer(image[None].float(), self.network)
+        except torch.cuda.OutOfMemoryError as exc:  # the device is full now, not broken: worth a retry
+            raise ResourceExhaustedError(f"the GPU ran out of memory for this request; retry shortly: {exc}") from exc
         except Exception as exc:
             raise InferenceError(f"network failed: {exc}") from exc
         return torch.as_tensor(out)[0].float().cpu()

@@ -123,7 +123,9 @@ def _validate(engine: Engine, cases: list[dict[str, str]], dist: DistributedCont
     scores = score_cases(engine, dist.shard(cases) if dist else cases)
     if dist:
         scores = dist.gather(scores)
-    return [float(v) for v in np.mean([s["dice"] for s in scores], axis=0)]
+    # A label absent from a case's label and prediction is not scored (NaN): left out of the mean.
+    return [float(v) for v in np.nan_to_num(np.nanmean(np.asarray([s["dice"] for s in scores], dtype=float), axis=0),
+                                            nan=0.0)]
 
 
 def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:

@@ -2,14 +2,20 @@
 
 A config names a transform as ``{"name": ..., "args": {...}}``. The name resolves
 through :data:`REGISTRY` (Clara names and the transforms MONAI lacks, written
-here), else to a MONAI dictionary transform (a ``MapTransform`` subclass exported
-by ``monai.transforms``). Nothing else is importable from a config. Clara's
-``fields`` argument is accepted for MONAI's ``keys``.
+here), else to a MONAI dictionary transform on the allowlist (:func:`monai_allowlist`:
+MONAI's intensity, spatial and crop/pad dictionary transforms, and the listed utility and
+post-processing ones). A model config may be uploaded by an administrator, so nothing that
+writes or reads files, runs a given callable or logs data is reachable from one
+(``SaveImaged`` with an ``output_dir``, ``LoadImaged``'s own reader, ``Lambdad``,
+``DataStatsd``, ...). Clara's ``fields`` argument is accepted for MONAI's ``keys``.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import inspect
+import re
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
@@ -39,6 +45,7 @@ __all__ = [
     "build_transform",
     "build_transforms",
     "geometry_key",
+    "monai_allowlist",
     "points_guidance",
 ]
 
@@ -354,12 +361,47 @@ register("transforms.ScaleShiftIntensity")(_alias("ShiftIntensityd"))
 register("transforms.ArgmaxAcrossChannels")(_alias("AsDiscreted", argmax=True))
 
 
+# MONAI modules whose dictionary transforms only compute on the arrays they are given.
+_MONAI_MODULES = ("monai.transforms.intensity.dictionary", "monai.transforms.spatial.dictionary",
+                  "monai.transforms.croppad.dictionary", "monai.transforms.smooth_field.dictionary")
+# From MONAI's utility and post-processing transforms (which also hold file writers, loggers and
+# arbitrary callables), only these.
+_MONAI_EXTRA = frozenset({
+    "Activationsd", "AsDiscreted", "DistanceTransformEDTd", "FillHolesd", "KeepLargestConnectedComponentd",
+    "LabelFilterd", "LabelToContourd", "RemoveSmallObjectsd", "SobelGradientsd", "MeanEnsembled", "VoteEnsembled",
+    "AddCoordinateChannelsd", "AsChannelLastd", "CastToTyped", "ClassesToIndicesd", "ConcatItemsd",
+    "ConvertToMultiChannelBasedOnBratsClassesd", "CopyItemsd", "DeleteItemsd", "EnsureChannelFirstd", "EnsureTyped",
+    "FgBgToIndicesd", "Identityd", "LabelToMaskd", "MapLabelValued", "RemoveRepeatedChanneld", "RepeatChanneld",
+    "SelectItemsd", "SplitDimd", "SqueezeDimd", "ToNumpyd", "ToTensord", "Transposed",
+})
+# Never, whatever module they come from: they write or read files, run given code, or log data.
+_FORBIDDEN = re.compile(r"Save|Load|Write|Lambda|DataStats|CuCIM|TorchVision|TorchIO|Cupy|PIL|Delay|ToDevice")
+
+
+@functools.lru_cache(maxsize=1)
+def monai_allowlist() -> frozenset[str]:
+    """The MONAI dictionary transforms a model config may name."""
+    names = set(_MONAI_EXTRA)
+    for module in _MONAI_MODULES:
+        try:
+            members = vars(importlib.import_module(module))
+        except ImportError:
+            continue
+        names |= {n for n, o in members.items()
+                  if inspect.isclass(o) and issubclass(o, MapTransform) and o.__module__ == module}
+    return frozenset(n for n in names if not _FORBIDDEN.search(n) and isinstance(getattr(mt, n, None), type))
+
+
 def _resolve(name: str) -> Callable[..., Callable]:
     if name in REGISTRY:
         return REGISTRY[name]
-    candidate = getattr(mt, name, None)
-    if inspect.isclass(candidate) and issubclass(candidate, MapTransform):
-        return candidate
+    if name in monai_allowlist():
+        return getattr(mt, name)
+    if _FORBIDDEN.search(name) or inspect.isclass(getattr(mt, name, None)):
+        raise UnknownComponentError(
+            f"transform '{name}' is not allowed in a model config (it writes or reads files, runs code, or is not "
+            f"a dictionary transform of the allowlist); use e.g. 'NormalizeIntensityd' or one of the registered "
+            f"names")
     known = sorted(REGISTRY)
     raise UnknownComponentError(
         f"unknown transform '{name}': use a MONAI dictionary transform (e.g. 'NormalizeIntensityd') "

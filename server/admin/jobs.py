@@ -10,23 +10,22 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
-from typing import Any, Literal
+from typing import Any
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.datastructures import UploadFile
 
 from engines.errors import ConfigError
-from engines.export.exporter import ExportOptions
 from engines.serving.versions import check_model_name
 from server.admin.auth import require_admin
 from server.admin.datasets import resolve_datalist, save_dataset
 from server.deps import SettingsDep
 from server.errors import BadRequest, Conflict, NotFound
-from server.jobs.commands import train_configs
-from server.jobs.store import ACTIVE, FINISHED
+from server.jobs.commands import JOB_KINDS, check_params, job_kind
+from server.jobs.store import ACTIVE, FINISHED, RESUMABLE, JobState
 from server.protocols.aiaa.wire import read_form
 
 router = APIRouter(tags=["admin: jobs"], dependencies=[Depends(require_admin)])
@@ -37,10 +36,17 @@ class JobRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["train", "finetune", "evaluate", "export"]
+    kind: str = Field(description=f"one of {', '.join(JOB_KINDS)}")
     model: str
     datalist: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        if kind not in JOB_KINDS:
+            raise ValueError(f"unknown job kind {kind!r}: use one of {', '.join(JOB_KINDS)}")
+        return kind
 
 
 def _job(request: Request, job_id: str) -> dict:
@@ -54,12 +60,10 @@ def _job(request: Request, job_id: str) -> dict:
 def submit(body: JobRequest, request: Request, settings: SettingsDep) -> JSONResponse:
     """Queue a job; it runs in a worker process when a slot is free."""
     state = request.app.state
-    try:
-        check_model_name(body.model)
-    except ConfigError as exc:
-        raise BadRequest(str(exc)) from None
+    check_model_name(body.model)
+    kind = job_kind(body.kind)
     datalist = None
-    if body.kind != "export" or body.datalist:
+    if kind.needs_datalist or body.datalist:
         if not body.datalist:
             raise BadRequest(f"a {body.kind} job needs a 'datalist' (a path inside the data roots or a dataset id)")
         datalist = str(resolve_datalist(body.datalist, settings.data_root_paths(), settings.state_path() / "datasets"))
@@ -69,19 +73,10 @@ def submit(body: JobRequest, request: Request, settings: SettingsDep) -> JSONRes
         config_path = state.serving.store.config_path(body.model, str(params["base_version"]))
     else:
         params["base_version"] = version
-    if body.kind in ("train", "finetune"):
-        try:
-            train_configs(body.kind, params, config_path)
-        except ConfigError as exc:
-            raise BadRequest(str(exc)) from None
-        gpus = params.get("gpus", 1)
-        if not isinstance(gpus, int) or gpus < 1:
-            raise BadRequest("params.gpus must be a positive integer")
-    elif body.kind == "export":
-        try:
-            ExportOptions(format=str(params.get("format")), precision=str(params.get("precision", "fp32"))).validate()
-        except ConfigError as exc:
-            raise BadRequest(f"params.format / params.precision: {exc}") from None
+    try:
+        check_params(body.kind, params, config_path)
+    except ConfigError as exc:  # the job's parameters are the request's, not the server's configuration
+        raise BadRequest(str(exc)) from None
     row = state.jobs.create(body.kind, body.model, datalist, params, str(settings.state_path() / "jobs"))
     state.supervisor.wake()
     return JSONResponse({"job_id": row["id"]}, status_code=202)
@@ -138,9 +133,17 @@ async def job_events(job_id: str, request: Request) -> StreamingResponse:
 
 
 @router.delete("/admin/jobs/{job_id}", status_code=202)
-def cancel(job_id: str, request: Request) -> JSONResponse:
-    """Cancel: a clean stop at the next batch (with a checkpoint), then SIGTERM, then SIGKILL."""
+def cancel(job_id: str, request: Request, remove: bool = False) -> JSONResponse:
+    """Cancel: a clean stop at the next batch (with a checkpoint), then SIGTERM, then SIGKILL.
+
+    ``?remove=true`` instead removes a job that is over (succeeded, failed, cancelled or interrupted)
+    from the list; its folder stays on disk.
+    """
     row = _job(request, job_id)
+    if remove:
+        if not request.app.state.jobs.delete(job_id, only_if_state=FINISHED):
+            raise Conflict(f"job {job_id} is {row['state']}; cancel it first (only finished jobs are removed)")
+        return JSONResponse({"job_id": job_id, "removed": True}, status_code=200)
     if row["state"] not in ACTIVE:
         raise Conflict(f"job {job_id} is {row['state']}; only queued or running jobs can be cancelled")
     request.app.state.jobs.update(job_id, cancel_requested=True)
@@ -152,11 +155,11 @@ def cancel(job_id: str, request: Request) -> JSONResponse:
 def resume(job_id: str, request: Request) -> JSONResponse:
     """Queue an interrupted, cancelled or failed training again; it continues from its last checkpoint."""
     row = _job(request, job_id)
-    if row["kind"] not in ("train", "finetune"):
+    if not job_kind(row["kind"]).resumable:
         raise Conflict(f"job {job_id} is a {row['kind']} job; only training jobs resume (submit it again)")
-    if row["state"] not in ("interrupted", "cancelled", "failed"):
+    if row["state"] not in RESUMABLE:
         raise Conflict(f"job {job_id} is {row['state']}; only interrupted, cancelled or failed jobs resume")
-    request.app.state.jobs.update(job_id, only_if_state=("interrupted", "cancelled", "failed"), state="queued",
+    request.app.state.jobs.update(job_id, only_if_state=RESUMABLE, state=JobState.QUEUED,
                                   resume=True, cancel_requested=False, cancelled_by=None, error=None,
                                   finished_at=None, attempt=row["attempt"] + 1)
     request.app.state.supervisor.wake()

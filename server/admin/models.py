@@ -17,11 +17,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.datastructures import UploadFile
 
 from engines.config.model import ModelConfig, describe_validation_error
-from engines.errors import ConfigError
+from engines.errors import ConfigError, ModelLoadError
 from engines.serving.versions import check_model_name
 from server.admin.auth import require_admin
 from server.deps import PoolDep, SettingsDep
-from server.errors import BadRequest, Conflict
+from server.errors import BadRequest, NotFound
 from server.protocols.aiaa.wire import read_form
 
 router = APIRouter(tags=["admin: models"], dependencies=[Depends(require_admin)])
@@ -36,29 +36,24 @@ class ServingRequest(BaseModel):
 
 
 def _name(name: str) -> str:
-    try:
-        return check_model_name(name)
-    except ConfigError as exc:
-        raise BadRequest(str(exc)) from None
+    return check_model_name(name)  # InvalidNameError: 400
 
 
 @router.get("/admin/models/{name}/versions")
 def versions(name: str, request: Request) -> JSONResponse:
     """Every stored version with its source and metrics; ``serving`` marks the one in use."""
-    store = request.app.state.serving.store
-    request.app.state.serving.serving_config(_name(name))  # 404 for an unknown model
-    return JSONResponse({"model": name, "serving": store.serving(name), "versions": store.versions(name)})
+    serving = request.app.state.serving
+    if not serving.store.numbers(_name(name)):
+        raise NotFound(f"model '{name}' has no stored versions (GET /v1/models lists the models)")
+    return JSONResponse({"model": name, "serving": serving.serving_version(name), "versions": serving.versions(name)})
 
 
 @router.put("/admin/models/{name}/serving")
 async def set_serving(name: str, body: ServingRequest, request: Request) -> JSONResponse:
     """Roll back or forward: load, warm and switch to another stored version (the old one serves until then)."""
     serving = request.app.state.serving
-    try:
-        return JSONResponse(await to_thread.run_sync(serving.deploy, _name(name), str(body.version)))
-    except ConfigError as exc:
-        raise Conflict(f"version {body.version} of '{name}' failed to load, the serving version is unchanged: "
-                       f"{exc}") from None
+    # A version that fails to load: ModelLoadError (409), the serving version unchanged.
+    return JSONResponse(await to_thread.run_sync(serving.deploy, _name(name), str(body.version)))
 
 
 @router.get("/admin/model/{name}")
@@ -100,7 +95,7 @@ async def put_model(name: str, request: Request, settings: SettingsDep) -> JSONR
         serving = request.app.state.serving
         try:
             result = await to_thread.run_sync(serving.add_model, name, config, weights, {"kind": "upload"})
-        except ConfigError as exc:
+        except (ConfigError, ModelLoadError) as exc:  # what was uploaded does not load: the request's fault
             raise BadRequest(f"the model does not load: {exc}") from None
     return JSONResponse(result)
 

@@ -19,13 +19,26 @@ __all__ = ["add_data_commands", "Progress"]
 class Progress:
     """Progress of a loop: a tqdm bar on a terminal, plain lines (``what: n/N name``) otherwise."""
 
-    def __init__(self, what: str, stream: Any = None) -> None:
+    def __init__(self, what: str, stream: Any = None, progress_file: str | None = None) -> None:
         self.what = what
         self.stream = stream or sys.stderr
         self.bar = None
+        self.file = None
+        if progress_file:  # a job's worker: progress lines and a heartbeat for the supervisor
+            from server.cli.train_progress import ProgressFile
+
+            self.file = ProgressFile(progress_file)
+
+    def close(self) -> None:
+        """Stop the progress file's heartbeat."""
+        if self.file is not None:
+            self.file.close()
 
     def __call__(self, done: int, total: int, name: str) -> None:
         """Report that item ``done`` of ``total`` (called ``name``) is finished."""
+        if self.file is not None:
+            self.file.write({"event": "case", "progress": round(done / max(total, 1), 4), "batch": done,
+                             "batches": total, "case": name})
         if self.stream.isatty():
             if self.bar is None:
                 from tqdm import tqdm
@@ -121,8 +134,12 @@ def _evaluate(args: argparse.Namespace) -> int:
                 return _fail("evaluate", "give either --config and --datalist, or --predictions and --labels")
             evaluate_masks(args.predictions, args.labels, args.output, regions, progress=Progress("evaluate"))
         elif args.config and args.datalist:
-            evaluate_model(args.config, args.datalist, args.output, regions=regions, split=args.split,
-                           perturbation=args.perturbation, seed=args.seed, progress=Progress("evaluate"))
+            progress = Progress("evaluate", progress_file=args.progress_file)
+            try:
+                evaluate_model(args.config, args.datalist, args.output, regions=regions, split=args.split,
+                               perturbation=args.perturbation, seed=args.seed, progress=progress, device=args.device)
+            finally:
+                progress.close()
         else:
             return _fail("evaluate", "give either --config and --datalist, or --predictions and --labels")
         print((Path(args.output) / "summary.txt").read_text(), end="")
@@ -229,4 +246,8 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
                           help="extreme-point models: jitter the simulated points by up to this many voxels")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the jitter")
     evaluate.add_argument("-o", "--output", required=True, help="report folder")
+    evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                          help="with --config: where the model runs (default: the config's device)")
+    evaluate.add_argument("--progress-file", default=None,
+                          help="append progress as JSON lines, with a heartbeat (for a job supervisor)")
     evaluate.set_defaults(func=_evaluate)

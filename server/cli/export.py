@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from engines.backends.formats import FORMATS
+
 __all__ = ["add_export_parser"]
 
 
@@ -13,16 +15,28 @@ def _export(args: argparse.Namespace) -> int:
     from engines.errors import EngineError
     from engines.export.exporter import ExportOptions, export_model, summary_line
 
+    from server.cli.train_progress import ProgressFile
+
+    progress_file = ProgressFile(args.progress_file) if args.progress_file else None
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+        if progress_file is not None:
+            progress_file.write({"event": "message", "message": line})
+
     try:
         options = ExportOptions(format=args.format, precision=args.precision, min_shape=parse_shape(args.min_shape),
                                 opt_shape=parse_shape(args.opt_shape), max_shape=parse_shape(args.max_shape),
                                 max_batch=args.max_batch, workspace_mb=args.workspace_mb, opset=args.opset,
                                 max_cases=args.max_cases, repeats=args.repeats)
         report = export_model(args.config, options, datalist=args.datalist, output=args.output,
-                              progress=lambda line: print(line, file=sys.stderr, flush=True))
+                              progress=progress)
     except EngineError as exc:
         print(f"aiaa export: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if progress_file is not None:
+            progress_file.close()
     print(summary_line(report, report["output"]), flush=True)
     return 0 if report["passed"] else 1
 
@@ -32,7 +46,7 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:
     export = sub.add_parser("export", help="export a model to OpenVINO / ONNX / TensorRT / TorchScript with a "
                                            "parity and speed report (Clara's tlt-export)")
     export.add_argument("--config", required=True, help="model config (model_configs/<name>.json)")
-    export.add_argument("--format", required=True, choices=["openvino", "onnx", "tensorrt", "torchscript"])
+    export.add_argument("--format", required=True, choices=list(FORMATS))
     export.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"])
     export.add_argument("--min-shape", default=None, help="smallest input, e.g. 1x2x48x48x48 (or spatial 48x48x48)")
     export.add_argument("--opt-shape", default=None, help="typical input (default: what the validation cases feed)")
@@ -45,5 +59,7 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--max-cases", type=int, default=None, help="use only the first N validation cases")
     export.add_argument("--repeats", type=int, default=20, help="timed runs per network (medians are reported)")
     export.add_argument("--output", default=None,
-                        help="output folder (default: <weights folder>/exports/<format>_<precision>)")
+                        help="output folder (default: runs/exports/<config name>/<format>_<precision>)")
+    export.add_argument("--progress-file", default=None,
+                        help="append progress as JSON lines, with a heartbeat (for a job supervisor)")
     export.set_defaults(func=_export)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from server.cli import admin as admin_cli
 from server.cli.export import add_export_parser
@@ -13,9 +14,29 @@ from server.logbuffer import LOG_FORMAT
 __all__ = ["main"]
 
 
+def _serve_problem(settings) -> str | None:
+    """What stops the server before it starts, in one line: an unreadable pool file or token file, or a
+    state folder another server holds (checked again, for real, when the app starts)."""
+    from engines.config.model import parse_pool
+    from engines.errors import ConfigError
+    from server.jobs.lock import StateFolderLocked, StateLock
+
+    try:
+        parse_pool(settings.config)
+        settings.admin_secret()
+        StateLock(settings.state_path()).acquire().release()
+    except (ConfigError, StateFolderLocked) as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
+    return None
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from pydantic import ValidationError
 
+    from engines.config.model import describe_validation_error
     from server.app import create_app
     from server.settings import Settings
 
@@ -24,7 +45,15 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["max_upload_bytes"] = int(args.max_upload_mb * 1024 * 1024)
     if args.admin_token_file is not None:
         overrides["admin_token_file"] = args.admin_token_file
-    settings = Settings(**overrides)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        print(f"aiaa serve: {describe_validation_error('settings (AIAA_*)', exc)}", file=sys.stderr)
+        return 2
+    problem = _serve_problem(settings)
+    if problem is not None:
+        print(f"aiaa serve: {problem}", file=sys.stderr)
+        return 2
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
                 timeout_keep_alive=30)
     return 0
@@ -35,9 +64,11 @@ def _train(args: argparse.Namespace) -> int:
     from engines.training.trainer import train
     from server.cli.train_progress import TrainProgress
 
+    default = Path("runs") / "train" / Path(args.config).stem
+    output = args.output or str(default / f"member{args.member}" if args.member else default)
     reporter = TrainProgress(args.progress_file, args.stop_file)
     try:
-        train(args.config, args.datalist, args.train_config, args.output, device=args.device, member=args.member,
+        train(args.config, args.datalist, args.train_config, output, device=args.device, member=args.member,
               progress=reporter.message, on_progress=reporter, should_stop=reporter.should_stop, resume=args.resume)
     except TrainingStopped as exc:
         print(f"aiaa train: {exc}", file=sys.stderr)
@@ -69,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True, help="model config (model_configs/<name>.json)")
     train.add_argument("--datalist", required=True, help="datalist JSON with 'training' and 'validation'")
     train.add_argument("--train-config", required=True, help="train config JSON (epochs, batch size, ...)")
-    train.add_argument("--output", default=None, help="output folder (default: the folder of model_path)")
+    train.add_argument("--output", default=None,
+                       help="output folder (default: runs/train/<config name>; never over the shipped weights)")
     train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     train.add_argument("--member", type=int, default=None,
                        help="for an ensemble model config: which network to train (1..N)")

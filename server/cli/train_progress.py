@@ -1,5 +1,6 @@
-"""What ``aiaa train`` shows and writes while it trains: a progress bar (plain lines when not on a
-terminal), the JSON-lines progress file a job's supervisor reads, its heartbeat and the stop file."""
+"""What a job's worker writes for its supervisor (the JSON-lines progress file and its heartbeat), and
+what ``aiaa train`` shows while it trains: a progress bar (plain lines when not on a terminal) and the
+stop file."""
 
 from __future__ import annotations
 
@@ -7,12 +8,46 @@ import json
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TrainProgress"]
+__all__ = ["HEARTBEAT_S", "ProgressFile", "TrainProgress"]
 
 HEARTBEAT_S = 2.0
+
+
+class ProgressFile:
+    """A worker's progress file: JSON lines appended, and a heartbeat (its modification time renewed every
+    ``interval`` seconds by a thread) for as long as the worker lives, whatever kind of work it does.
+
+    The supervisor takes a file that changes as a sign of life; a worker that stops changing it for
+    ``AIAA_JOB_HEARTBEAT_TIMEOUT_S`` is ended.
+    """
+
+    def __init__(self, path: str | Path, interval: float = HEARTBEAT_S) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.touch()
+        self._done = threading.Event()
+        threading.Thread(target=self._heartbeat, args=(interval,), daemon=True).start()
+
+    def write(self, event: dict[str, Any]) -> None:
+        """Append one event."""
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(event) + "\n")
+
+    def close(self) -> None:
+        """Stop the heartbeat."""
+        self._done.set()
+
+    def _heartbeat(self, interval: float) -> None:
+        while not self._done.wait(interval):
+            try:
+                # A new modification time each beat (even within the file system's time resolution).
+                os.utime(self.path, ns=(time.time_ns(), time.time_ns()))
+            except OSError:
+                return
 
 
 class TrainProgress:
@@ -23,16 +58,11 @@ class TrainProgress:
         self.stop_file = Path(stop_file) if stop_file else None
         self.tty = sys.stderr.isatty() if tty is None else tty
         self._bar = None
-        self._done = threading.Event()
-        if self.progress_file is not None:
-            self.progress_file.parent.mkdir(parents=True, exist_ok=True)
-            self.progress_file.touch()
-            threading.Thread(target=self._heartbeat, daemon=True).start()
+        self._file = ProgressFile(self.progress_file) if self.progress_file is not None else None
 
     def __call__(self, event: dict[str, Any]) -> None:
-        if self.progress_file is not None:
-            with open(self.progress_file, "a") as fh:
-                fh.write(json.dumps(event) + "\n")
+        if self._file is not None:
+            self._file.write(event)
         if self.tty:
             self._show(event)
 
@@ -49,7 +79,8 @@ class TrainProgress:
 
     def close(self) -> None:
         """End the bar and the heartbeat."""
-        self._done.set()
+        if self._file is not None:
+            self._file.close()
         if self._bar is not None:
             self._bar.close()
 
@@ -68,10 +99,3 @@ class TrainProgress:
             post["dice"] = f"{metrics['dice']:.3f}"
         self._bar.set_postfix(post, refresh=False)
         self._bar.refresh()
-
-    def _heartbeat(self) -> None:
-        while not self._done.wait(HEARTBEAT_S):
-            try:
-                os.utime(self.progress_file)
-            except OSError:
-                return

@@ -1,4 +1,4 @@
-"""The command lines of each job kind, and the files they read.
+"""The job kinds (the one registry of them) and the command lines each runs.
 
 Every job is one or more command lines, the same a user would type (``aiaa train ...``,
 ``aiaa export ...``), run one after the other in the job's work folder: a fine-tune of an
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,19 @@ from engines.config.model import describe_validation_error, load_json, load_mode
 from engines.errors import ConfigError
 from engines.training.trainer import LAST_CHECKPOINT, TrainConfig
 
-__all__ = ["JOB_KINDS", "JOB_PARAMS", "Step", "plan", "train_configs"]
+__all__ = ["JOB_KINDS", "JobKind", "Step", "check_params", "job_kind", "plan", "served_export", "train_configs",
+           "trained_config"]
 
-JOB_KINDS = ("train", "finetune", "evaluate", "export")
-# Job parameters that are not train-config keys.
-JOB_PARAMS = {"deploy", "gpus", "device", "base_version", "format", "precision"}
-EXPORT_FORMATS = ("openvino", "onnx", "torchscript", "tensorrt")
+# Parameters every kind takes, whatever it runs.
+COMMON_PARAMS = frozenset({"deploy", "device", "base_version"})
+# Training parameters that are not train-config keys.
+TRAIN_PARAMS = COMMON_PARAMS | {"gpus", "max_dice_drop"}
+EVALUATE_PARAMS = COMMON_PARAMS | {"split", "perturbation", "seed"}
+# ``aiaa export`` options an export job passes on (``--max-cases`` ...), besides format and precision.
+EXPORT_OPTIONS = {"max_cases": "--max-cases", "repeats": "--repeats", "max_batch": "--max-batch",
+                  "workspace_mb": "--workspace-mb", "opset": "--opset", "min_shape": "--min-shape",
+                  "opt_shape": "--opt-shape", "max_shape": "--max-shape"}
+EXPORT_PARAMS = COMMON_PARAMS | {"format", "precision"} | set(EXPORT_OPTIONS)
 
 
 @dataclass
@@ -47,7 +55,7 @@ def train_configs(kind: str, params: dict[str, Any], model_config_path: Path) ->
         ConfigError: a parameter is not a train-config key or has a bad value.
     """
     config = load_model_config(model_config_path)
-    overrides = {k: v for k, v in params.items() if k not in JOB_PARAMS}
+    overrides = {k: v for k, v in params.items() if k not in TRAIN_PARAMS}
     result = []
     for index, member in enumerate(config.members()):
         weights = (model_config_path.parent / str(member.model_path)).resolve()
@@ -68,11 +76,218 @@ def train_configs(kind: str, params: dict[str, Any], model_config_path: Path) ->
     return result
 
 
-def _python(gpus: int) -> list[str]:
+def _python(gpus: int = 1) -> list[str]:
     if gpus > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", "-m",
                 "server.cli.main"]
     return [sys.executable, "-m", "server.cli.main"]
+
+
+def _progress(work: Path) -> list[str]:
+    # Every worker writes its progress (and a heartbeat) here; the supervisor reads it.
+    return ["--progress-file", str(work / "progress.jsonl")]
+
+
+def _check_keys(kind: str, params: dict[str, Any], allowed: set[str] | frozenset[str]) -> None:
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown {kind} job parameter(s) {', '.join(map(repr, unknown))}: "
+                          f"use {', '.join(sorted(allowed))}")
+
+
+def _check_training(kind: str, params: dict[str, Any], model_config_path: Path) -> None:
+    train_configs(kind, params, model_config_path)
+    drop = params.get("max_dice_drop")
+    if drop is not None and (not isinstance(drop, (int, float)) or isinstance(drop, bool) or not 0 <= drop <= 1):
+        raise ConfigError("params.max_dice_drop must be a number from 0 to 1")
+    gpus = params.get("gpus", 1)
+    if not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 1:
+        raise ConfigError("params.gpus must be a positive integer")
+
+
+def _check_evaluate(kind: str, params: dict[str, Any], model_config_path: Path) -> None:
+    _check_keys(kind, params, EVALUATE_PARAMS)
+
+
+def _check_export(kind: str, params: dict[str, Any], model_config_path: Path) -> None:
+    from engines.export.exporter import ExportOptions
+
+    _check_keys(kind, params, EXPORT_PARAMS)
+    if "format" not in params:
+        raise ConfigError(f"an export job needs params.format, one of {', '.join(export_formats())}")
+    for key in ("max_cases", "repeats", "max_batch", "workspace_mb", "opset"):
+        value = params.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ConfigError(f"params.{key} must be a positive integer, not {value!r}")
+    try:
+        ExportOptions(format=str(params["format"]), precision=str(params.get("precision", "fp32")),
+                      max_cases=params.get("max_cases"), repeats=int(params.get("repeats", 20))).validate()
+    except ConfigError as exc:
+        raise ConfigError(f"params.format / params.precision: {exc}") from None
+
+
+def export_formats() -> tuple[str, ...]:
+    """The export formats (from the one registry of them)."""
+    from engines.backends.formats import FORMATS
+
+    return tuple(FORMATS)
+
+
+def _plan_training(kind: str, params: dict[str, Any], datalist: str | None, model_config_path: Path, work: Path,
+                   resume: bool) -> list[Step]:
+    device = str(params.get("device", "auto"))
+    gpus = int(params.get("gpus", 1))
+    configs = train_configs(kind, params, model_config_path)
+    ensemble = len(configs) > 1
+    steps = []
+    for index, cfg in enumerate(configs, start=1):
+        suffix = f"_member{index}" if ensemble else ""
+        train_config = work / f"train_config{suffix}.json"
+        train_config.write_text(json.dumps(cfg, indent=2))
+        output = work / "out" / (f"member{index}" if ensemble else "model")
+        argv = [*_python(gpus), "train", "--config", str(model_config_path), "--datalist", str(datalist),
+                "--train-config", str(train_config), "--output", str(output), "--device", device,
+                *_progress(work), "--stop-file", str(work / "STOP")]
+        if ensemble:
+            argv += ["--member", str(index)]
+        if resume and (output / LAST_CHECKPOINT).is_file():
+            argv.append("--resume")
+        steps.append(Step(argv, output, index if ensemble else None,
+                          {"role": "train", "train_config": str(train_config)}))
+    return steps + _plan_checks(params, datalist, model_config_path, work, steps)
+
+
+def trained_config(model_config_path: Path, outputs: list[Path], work: Path) -> Path:
+    """Write the model config of a training's result (the base's config, weights from ``outputs``) into
+    ``work``; the checks after a training (evaluation, export) run the new weights through it."""
+    config = load_model_config(model_config_path)
+    data = config.model_dump(mode="json", exclude_none=True)
+    for index, (member, output) in enumerate(zip(config.members(), outputs)):
+        weights = str(output / Path(str(member.model_path)).name)
+        if config.ensemble:
+            data["ensemble"][index]["model_path"] = weights
+        else:
+            data["model_path"] = weights
+    data.update(model_format="pytorch", exports=[])
+    if config.datalist:
+        data["datalist"] = str((model_config_path.parent / config.datalist).resolve())
+    path = work / "trained_model_config.json"
+    path.write_text(json.dumps(data, indent=2))
+    return path
+
+
+def served_export(model_config_path: Path) -> tuple[str, str] | None:
+    """``(format, precision)`` of the verified export a version serves here, or None (its checkpoint)."""
+    from engines.backends.base import select_device
+    from engines.backends.selection import choose_export
+    from engines.errors import EngineError
+    from engines.hardware import detect
+
+    config = load_model_config(model_config_path)
+    if config.model_format != "auto":
+        return None
+    try:
+        chosen = choose_export(config, model_config_path.parent, detect(), select_device(config.device).type)
+    except EngineError:
+        return None
+    return (chosen.format, chosen.precision) if chosen is not None else None
+
+
+def _plan_checks(params: dict[str, Any], datalist: str | None, model_config_path: Path, work: Path,
+                 trained: list[Step]) -> list[Step]:
+    """After a training: the new weights and the base version through ``aiaa evaluate`` on the job's
+    validation cases (the quality gate compares them), and the new weights through the same verified
+    export the base version serves (so the new version serves as fast as the old one)."""
+    config = trained_config(model_config_path, [s.output for s in trained], work)
+    device = str(params.get("device", "auto"))
+    steps = []
+    for role, model in (("evaluate_base", model_config_path), ("evaluate_new", config)):
+        output = work / role
+        steps.append(Step([*_python(), "evaluate", "--config", str(model), "--datalist", str(datalist),
+                           "--output", str(output), "--device", device, *_progress(work)], output, None,
+                          {"role": role}))
+    export = served_export(model_config_path)
+    if export is not None:
+        fmt, precision = export
+        output = work / "export"
+        steps.append(Step([*_python(), "export", "--config", str(config), "--format", fmt, "--precision", precision,
+                           "--datalist", str(datalist), "--output", str(output), *_progress(work)], output, None,
+                          {"role": "export"}))
+    return steps
+
+
+def _plan_evaluate(kind: str, params: dict[str, Any], datalist: str | None, model_config_path: Path, work: Path,
+                   resume: bool) -> list[Step]:
+    """``aiaa evaluate``, exactly as a user runs it: one pipeline and one report for both."""
+    output = work / "evaluation"
+    argv = [*_python(), "evaluate", "--config", str(model_config_path), "--datalist", str(datalist),
+            "--output", str(output), "--device", str(params.get("device", "auto")), *_progress(work)]
+    for key, flag in (("split", "--split"), ("perturbation", "--perturbation"), ("seed", "--seed")):
+        if key in params:
+            argv += [flag, str(params[key])]
+    return [Step(argv, output)]
+
+
+def _plan_export(kind: str, params: dict[str, Any], datalist: str | None, model_config_path: Path, work: Path,
+                 resume: bool) -> list[Step]:
+    output = work / "export"
+    argv = [*_python(), "export", "--config", str(model_config_path), "--format", str(params["format"]),
+            "--output", str(output), *_progress(work)]
+    if params.get("precision"):
+        argv += ["--precision", str(params["precision"])]
+    for key, flag in EXPORT_OPTIONS.items():
+        value = params.get(key)
+        if value is not None:
+            argv += [flag, "x".join(str(v) for v in value) if isinstance(value, list) else str(value)]
+    if datalist:
+        argv += ["--datalist", str(datalist)]
+    return [Step(argv, output)]
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """One kind of job: how its parameters are checked, the command lines it runs, and what it produces.
+
+    ``produces`` names what the supervisor makes of a finished job: ``version`` (new weights, a new
+    version), ``report`` (an evaluation report) or ``export`` (a new version with a verified export).
+    """
+
+    name: str
+    check: Callable[[str, dict[str, Any], Path], None]
+    plan: Callable[..., list[Step]]
+    produces: str
+    needs_datalist: bool = True
+    resumable: bool = False
+
+
+# The one registry of job kinds: a new kind is a planner and one line here.
+JOB_KINDS: dict[str, JobKind] = {kind.name: kind for kind in (
+    JobKind("train", _check_training, _plan_training, "version", resumable=True),
+    JobKind("finetune", _check_training, _plan_training, "version", resumable=True),
+    JobKind("evaluate", _check_evaluate, _plan_evaluate, "report"),
+    JobKind("export", _check_export, _plan_export, "export", needs_datalist=False),
+)}
+
+
+def job_kind(kind: str) -> JobKind:
+    """The registered job kind called ``kind``.
+
+    Raises:
+        ConfigError: no such kind.
+    """
+    try:
+        return JOB_KINDS[kind]
+    except KeyError:
+        raise ConfigError(f"unknown job kind {kind!r}: use one of {', '.join(JOB_KINDS)}") from None
+
+
+def check_params(kind: str, params: dict[str, Any], model_config_path: Path) -> None:
+    """Refuse parameters the kind does not take, or with bad values, before the job is queued.
+
+    Raises:
+        ConfigError: the first problem found, naming the parameter.
+    """
+    job_kind(kind).check(kind, params, model_config_path)
 
 
 def plan(kind: str, params: dict[str, Any], datalist: str | None, model_config_path: Path, work: Path,
@@ -82,42 +297,6 @@ def plan(kind: str, params: dict[str, Any], datalist: str | None, model_config_p
     Raises:
         ConfigError: bad parameters for this kind of job.
     """
-    progress = ["--progress-file", str(work / "progress.jsonl")]
-    device = str(params.get("device", "auto"))
-    if kind in ("train", "finetune"):
-        gpus = int(params.get("gpus", 1))
-        configs = train_configs(kind, params, model_config_path)
-        ensemble = len(configs) > 1
-        steps = []
-        for index, cfg in enumerate(configs, start=1):
-            suffix = f"_member{index}" if ensemble else ""
-            train_config = work / f"train_config{suffix}.json"
-            train_config.write_text(json.dumps(cfg, indent=2))
-            output = work / "out" / (f"member{index}" if ensemble else "model")
-            argv = [*_python(gpus), "train", "--config", str(model_config_path), "--datalist", str(datalist),
-                    "--train-config", str(train_config), "--output", str(output), "--device", device,
-                    *progress, "--stop-file", str(work / "STOP")]
-            if ensemble:
-                argv += ["--member", str(index)]
-            if resume and (output / LAST_CHECKPOINT).is_file():
-                argv.append("--resume")
-            steps.append(Step(argv, output, index if ensemble else None, {"train_config": str(train_config)}))
-        return steps
-    if kind == "evaluate":
-        output = work / "evaluation"
-        return [Step([sys.executable, "-m", "server.cli.evaluate_job", "--config", str(model_config_path),
-                      "--datalist", str(datalist), "--output", str(output / "report.json"), "--device", device,
-                      *progress], output)]
-    if kind == "export":
-        fmt = params.get("format")
-        if fmt not in EXPORT_FORMATS:
-            raise ConfigError(f"an export job needs params.format, one of {', '.join(EXPORT_FORMATS)}")
-        output = work / "export"
-        argv = [sys.executable, "-m", "server.cli.main", "export", "--config", str(model_config_path), "--format", fmt,
-                "--output", str(output)]
-        if params.get("precision"):
-            argv += ["--precision", str(params["precision"])]
-        if datalist:
-            argv += ["--datalist", str(datalist)]
-        return [Step(argv, output)]
-    raise ConfigError(f"unknown job kind {kind!r}: use one of {', '.join(JOB_KINDS)}")
+    job = job_kind(kind)
+    job.check(kind, params, model_config_path)
+    return job.plan(kind, params, datalist, model_config_path, work, resume)

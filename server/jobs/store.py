@@ -11,15 +11,36 @@ import secrets
 import threading
 import time
 from datetime import datetime, timezone
+from enum import Enum
 from typing import Any
 
 import sqlalchemy as sa
 
-__all__ = ["ACTIVE", "FINISHED", "STATES", "JobStore"]
+__all__ = ["ACTIVE", "FINISHED", "RESUMABLE", "STATES", "JobState", "JobStore"]
 
-STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
-ACTIVE = ("queued", "running")
-FINISHED = ("succeeded", "failed", "cancelled", "interrupted")
+
+class JobState(str, Enum):
+    """The states of a job; stored and shown as their value."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+STATES = tuple(JobState)
+ACTIVE = (JobState.QUEUED, JobState.RUNNING)
+FINISHED = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.INTERRUPTED)
+RESUMABLE = (JobState.INTERRUPTED, JobState.CANCELLED, JobState.FAILED)
+
+
+def _values(states: tuple[JobState | str, ...]) -> list[str]:
+    return [JobState(s).value for s in states]
 
 _meta = sa.MetaData()
 jobs = sa.Table(
@@ -72,7 +93,7 @@ class JobStore:
         """Insert a queued job; its work folder is ``<work_root>/<id>``."""
         job_id = f"{time.strftime('%Y%m%d')}-{secrets.token_hex(4)}"
         now = time.time()
-        row = {"id": job_id, "kind": kind, "model": model, "datalist": datalist, "state": "queued",
+        row = {"id": job_id, "kind": kind, "model": model, "datalist": datalist, "state": JobState.QUEUED.value,
                "params": params, "progress": {"progress": 0.0}, "cancel_requested": False, "resume": False,
                "work_dir": f"{work_root}/{job_id}", "log_path": f"{work_root}/{job_id}/job.log", "attempt": 1,
                "created_at": now, "updated_at": now}
@@ -90,7 +111,7 @@ class JobStore:
         """Jobs, newest first (optionally only some states)."""
         query = jobs.select().order_by(jobs.c.created_at.desc()).limit(limit)
         if states:
-            query = query.where(jobs.c.state.in_(states))
+            query = query.where(jobs.c.state.in_(_values(states)))
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
@@ -98,15 +119,23 @@ class JobStore:
         """Set fields (and ``updated_at``); with ``only_if_state``, only while the job is in one of them."""
         query = jobs.update().where(jobs.c.id == job_id)
         if only_if_state:
-            query = query.where(jobs.c.state.in_(only_if_state))
+            query = query.where(jobs.c.state.in_(_values(only_if_state)))
+        if "state" in fields:
+            fields["state"] = JobState(fields["state"]).value
         with self.engine.begin() as conn:
             return conn.execute(query.values(**fields, updated_at=time.time())).rowcount > 0
+
+    def delete(self, job_id: str, only_if_state: tuple[str, ...]) -> bool:
+        """Remove a job's row while it is in one of ``only_if_state``; False when it is not."""
+        query = jobs.delete().where(jobs.c.id == job_id).where(jobs.c.state.in_(_values(only_if_state)))
+        with self.engine.begin() as conn:
+            return conn.execute(query).rowcount > 0
 
     @staticmethod
     def public(row: dict) -> dict[str, Any]:
         """The API view of a job row (``GET /admin/jobs/{id}``)."""
         progress = row["progress"] or {}
-        running = row["state"] == "running"
+        running = row["state"] == JobState.RUNNING
         return {
             "id": row["id"], "kind": row["kind"], "model": row["model"], "datalist": row["datalist"],
             "state": row["state"], "progress": progress.get("progress", 0.0),

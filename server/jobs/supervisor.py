@@ -2,9 +2,13 @@
 
 One thread in the server process. Each step of a job is a command line started in its own
 process group (``start_new_session``), with few threads and a lower priority so that
-inference stays responsive. Workers append JSON lines to ``progress.jsonl`` (their
-heartbeat is that file's modification time); the supervisor copies the latest into the job
-table. Cancelling asks the worker to stop at its next batch (a ``STOP`` file; it checkpoints
+inference stays responsive. Workers append JSON lines to ``progress.jsonl`` and renew its
+modification time every few seconds (:class:`server.cli.train_progress.ProgressFile`); the
+supervisor copies the latest line into the job table and takes any change of the file as the
+worker's heartbeat, timed on its own (injectable, monotonic) clock from the moment it launched the
+step, so a progress file left by an earlier attempt never counts against a resumed job. A worker
+silent for ``heartbeat_timeout_s`` is ended. Loading and warming a new version runs on a
+deployment thread of its own, so the supervisor keeps following the other jobs meanwhile. Cancelling asks the worker to stop at its next batch (a ``STOP`` file; it checkpoints
 and exits with :data:`EXIT_STOPPED`), then sends SIGTERM, then SIGKILL to the whole group;
 ``cancelled_by`` says which ended it. A worker that dies on its own becomes ``interrupted``
 (killed by a signal or silent) or ``failed`` (an error exit) at the next poll.
@@ -12,6 +16,7 @@ and exits with :data:`EXIT_STOPPED`), then sends SIGTERM, then SIGKILL to the wh
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -19,16 +24,19 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from engines.backends.selection import speedup
 from engines.config.model import load_json, load_model_config
 from engines.errors import EngineError
 from engines.serving.deploy import ServingManager
 from engines.serving.versions import VersionFiles
-from server.jobs.commands import Step, plan
-from server.jobs.store import JobStore
+from server.jobs.commands import Step, job_kind, plan
+from server.jobs.store import JobState, JobStore
 
 __all__ = ["EXIT_STOPPED", "Supervisor", "SupervisorSettings"]
 
@@ -50,7 +58,8 @@ class SupervisorSettings:
     poll_s: float = 0.25
     stop_grace_s: float = 30.0  # cooperative stop -> SIGTERM
     term_grace_s: float = 10.0  # SIGTERM -> SIGKILL
-    heartbeat_timeout_s: float = 600.0
+    heartbeat_timeout_s: float = 600.0  # a worker whose progress file does not change this long is ended; 0: never
+    max_dice_drop: float = 0.0  # a training deploys only if its validation Dice is at most this below the base's
 
 
 @dataclass
@@ -63,21 +72,30 @@ class _Run:
     process: subprocess.Popen
     log: IO[bytes]
     work: Path
+    started: float  # supervisor clock at launch
     offset: int = 0
-    started: float = field(default_factory=time.time)
+    last_beat: float = 0.0  # supervisor clock when the progress file last changed (or the launch)
+    signature: tuple[int, int] | None = None  # (size, mtime_ns) of the progress file when last seen
     cancel_stage: int = 0  # 0 none, 1 stop asked, 2 SIGTERM sent, 3 SIGKILL sent
     cancel_at: float = 0.0
     progress: dict[str, Any] = field(default_factory=dict)
 
 
 class Supervisor:
-    """Runs the job table's queued jobs; one instance per job table."""
+    """Runs the job table's queued jobs; one instance per job table.
 
-    def __init__(self, store: JobStore, serving: ServingManager, settings: SupervisorSettings) -> None:
+    ``clock`` (monotonic seconds) times heartbeats and cancel escalation; tests pass their own.
+    """
+
+    def __init__(self, store: JobStore, serving: ServingManager | None, settings: SupervisorSettings,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.serving = serving
         self.settings = settings
+        self.clock = clock
         self._runs: dict[str, _Run] = {}
+        self._lock = threading.RLock()  # the runs, between the loop, stop() and the deployment thread
+        self._deployer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-deploy")
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -91,45 +109,63 @@ class Supervisor:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop following jobs. Running workers are stopped like a cancel and become ``interrupted``."""
+        """Stop following jobs. Running workers are ended and their jobs become ``interrupted``.
+
+        The loop finishes its current pass first, so no job is launched or followed after this.
+        """
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(timeout=30)
-        for run in list(self._runs.values()):
-            self._signal(run, signal.SIGKILL)
-            run.process.wait(timeout=10)
-            run.log.close()
-            if self.store.get(run.job_id)["cancel_requested"]:
-                self.store.update(run.job_id, state="cancelled", cancelled_by="SIGKILL", finished_at=time.time(),
-                                  pid=None, error="the server stopped before the job's clean stop")
-                continue
-            self.store.update(run.job_id, state="interrupted", finished_at=time.time(), pid=None,
-                              error="the server stopped while the job ran; resume it with POST /admin/jobs/{id}/resume")
-        self._runs.clear()
+            self._thread.join()
+        self._deployer.shutdown(wait=True)
+        with self._lock:
+            for run in list(self._runs.values()):
+                self._signal(run, signal.SIGKILL)
+                try:
+                    run.process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass
+                run.log.close()
+                self.store.update(run.job_id, only_if_state=(JobState.RUNNING,), state=JobState.INTERRUPTED,
+                                  finished_at=time.time(), pid=None,
+                                  error="the server stopped while the job ran; resume it with POST "
+                                        "/admin/jobs/{id}/resume")
+            self._runs.clear()
 
     def wake(self) -> None:
         """Look at the table now (a job was submitted or cancelled)."""
         self._wake.set()
 
+    def running(self) -> list[str]:
+        """Ids of the jobs whose worker runs now."""
+        with self._lock:
+            return list(self._runs)
+
     def recover(self) -> None:
         """Jobs recorded ``running`` have no supervisor any more: end their workers, mark them interrupted."""
-        for row in self.store.list(states=("running",)):
+        for row in self.store.list(states=(JobState.RUNNING,)):
             if row["pgid"] and _is_our_worker(row["pid"], row["work_dir"]):
                 try:
                     os.killpg(row["pgid"], signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            self.store.update(row["id"], state="interrupted", finished_at=time.time(), pid=None,
+            self.store.update(row["id"], state=JobState.INTERRUPTED, finished_at=time.time(), pid=None,
                               error="the server restarted while the job ran; resume it with POST /admin/jobs/{id}/resume")
             log.warning("job %s was running when the server stopped: marked interrupted", row["id"])
+
+    def poll(self) -> None:
+        """One pass: follow every running worker, then start queued jobs while slots are free."""
+        with self._lock:
+            if self._stop.is_set():
+                return
+            for run in list(self._runs.values()):
+                self._follow(run)
+            self._start_queued()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                for run in list(self._runs.values()):
-                    self._follow(run)
-                self._start_queued()
+                self.poll()
             except Exception:  # the supervisor must outlive any one job's trouble
                 log.exception("job supervisor error")
             self._wake.wait(self.settings.poll_s)
@@ -138,13 +174,13 @@ class Supervisor:
     # starting -----------------------------------------------------------------
 
     def _start_queued(self) -> None:
-        queued = self.store.list(states=("queued",))[::-1]  # oldest first
+        queued = self.store.list(states=(JobState.QUEUED,))[::-1]  # oldest first
         for row in queued:
             if row["cancel_requested"]:
-                self.store.update(row["id"], only_if_state=("queued",), state="cancelled", cancelled_by="queue",
-                                  finished_at=time.time())
+                self.store.update(row["id"], only_if_state=(JobState.QUEUED,), state=JobState.CANCELLED,
+                                  cancelled_by="queue", finished_at=time.time())
         for row in queued:
-            if len(self._runs) >= self.settings.max_running:
+            if self._stop.is_set() or len(self._runs) >= self.settings.max_running:
                 return
             if not row["cancel_requested"]:
                 self._start_job(row)
@@ -157,53 +193,77 @@ class Supervisor:
             version = str(row["params"].get("base_version") or self.serving.serving_config(row["model"])[0])
             config_path = self.serving.store.config_path(row["model"], version)
             steps = plan(row["kind"], row["params"], row["datalist"], config_path, work, resume=row["resume"])
-        except EngineError as exc:
-            self.store.update(row["id"], state="failed", error=str(exc), finished_at=time.time())
+        except (EngineError, OSError) as exc:  # a job that cannot be planned fails (never retried at every poll)
+            self.store.update(row["id"], state=JobState.FAILED, error=str(exc), finished_at=time.time())
             return
         done = set((row["progress"] or {}).get("steps_done", [])) if row["resume"] else set()
         first = next((i for i in range(len(steps)) if i not in done), len(steps))
-        self.store.update(row["id"], state="running", started_at=row["started_at"] or time.time(), error=None,
-                          finished_at=None, cancelled_by=None,
-                          progress={**(row["progress"] or {}), "steps": len(steps), "step": first + 1,
-                                    "steps_done": sorted(done)})
-        self._launch(row["id"], steps, first, work)
-
-    def _launch(self, job_id: str, steps: list[Step], index: int, work: Path) -> None:
-        if index >= len(steps):
-            self._finish(job_id, steps, work)
+        progress = {**(row["progress"] or {}), "steps": len(steps), "step": first + 1, "steps_done": sorted(done)}
+        if first >= len(steps):
+            self.store.update(row["id"], state=JobState.RUNNING, progress=progress, error=None, finished_at=None,
+                              started_at=row["started_at"] or time.time(), cancelled_by=None)
+            self._finish(row["id"], steps, work)
             return
+        if self._launch(row["id"], steps, first, work):
+            # Running only once its worker exists: a launch that fails leaves the job failed, not running.
+            self.store.update(row["id"], only_if_state=(JobState.QUEUED,), state=JobState.RUNNING,
+                              started_at=row["started_at"] or time.time(), error=None, finished_at=None,
+                              cancelled_by=None, progress=progress)
+
+    def _launch(self, job_id: str, steps: list[Step], index: int, work: Path) -> bool:
+        """Start step ``index`` in a worker process; False (and the job failed) when it cannot start."""
         step = steps[index]
-        step.output.mkdir(parents=True, exist_ok=True)
         threads = str(self.settings.threads)
         python_path = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)
         env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "AIAA_JOB_ID": job_id,
                "PYTHONPATH": python_path}
         argv = ["nice", "-n", str(self.settings.niceness), *step.argv] if self.settings.niceness else step.argv
-        log_file = open(work / "job.log", "ab")  # noqa: SIM115 - the worker writes to it; closed when it ends
+        try:
+            step.output.mkdir(parents=True, exist_ok=True)
+            log_file = open(work / "job.log", "ab")  # noqa: SIM115 - the worker writes to it; closed when it ends
+        except OSError as exc:
+            self._fail_launch(job_id, index, steps, exc)
+            return False
         log_file.write(f"$ {' '.join(step.argv)}\n".encode())
         log_file.flush()
-        process = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   cwd=str(work), env=env, start_new_session=True)
+        try:
+            process = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       cwd=str(work), env=env, start_new_session=True)
+        except OSError as exc:
+            log_file.close()
+            self._fail_launch(job_id, index, steps, exc)
+            return False
         progress_file = work / "progress.jsonl"
-        self._runs[job_id] = _Run(job_id, steps, index, process, log_file, work,
-                                  offset=progress_file.stat().st_size if progress_file.exists() else 0)
+        now = self.clock()
+        run = _Run(job_id, steps, index, process, log_file, work, started=now, last_beat=now,
+                   offset=progress_file.stat().st_size if progress_file.exists() else 0,
+                   signature=_signature(progress_file))
+        self._runs[job_id] = run
         self.store.update(job_id, pid=process.pid, pgid=process.pid, heartbeat=time.time())
         log.info("job %s step %d/%d started (pid %d)", job_id, index + 1, len(steps), process.pid)
+        return True
+
+    def _fail_launch(self, job_id: str, index: int, steps: list[Step], exc: OSError) -> None:
+        self.store.update(job_id, state=JobState.FAILED, finished_at=time.time(), pid=None,
+                          error=f"step {index + 1}/{len(steps)} could not start: {exc}")
+        log.error("job %s: step %d could not start: %s", job_id, index + 1, exc)
 
     # following ----------------------------------------------------------------
 
     def _follow(self, run: _Run) -> None:
-        heartbeat = self._read_progress(run)
+        self._read_progress(run)
         row = self.store.get(run.job_id)
         if row["cancel_requested"]:
             self._escalate(run)
         code = run.process.poll()
         if code is None:
-            if time.time() - heartbeat > self.settings.heartbeat_timeout_s:
+            timeout = self.settings.heartbeat_timeout_s
+            if timeout and self.clock() - run.last_beat > timeout:
                 self._signal(run, signal.SIGKILL)
                 run.process.wait(timeout=10)
-                self._end(run, "interrupted", error=f"no heartbeat for {self.settings.heartbeat_timeout_s:.0f} s: "
-                                                    "the worker was killed")
+                self._end(run, JobState.INTERRUPTED,
+                          error=f"no heartbeat for {timeout:.0f} s (AIAA_JOB_HEARTBEAT_TIMEOUT_S): the worker was "
+                                "killed; resume it with POST /admin/jobs/{id}/resume")
             return
         self._signal(run, signal.SIGKILL)  # whatever the step left behind in its group (torchrun ranks)
         run.log.close()
@@ -212,23 +272,31 @@ class Supervisor:
             done = sorted(set((row["progress"] or {}).get("steps_done", [])) | {run.index})
             self.store.update(run.job_id, progress={**(row["progress"] or {}), "steps_done": done,
                                                     "step": min(run.index + 2, len(run.steps))})
-            self._launch(run.job_id, run.steps, run.index + 1, run.work)
+            if run.index + 1 < len(run.steps):
+                self._launch(run.job_id, run.steps, run.index + 1, run.work)
+            else:
+                self._finish(run.job_id, run.steps, run.work)
         elif row["cancel_requested"]:
             by = {0: "stop", 1: "stop", 2: "SIGTERM", 3: "SIGKILL"}[run.cancel_stage]
-            self._end(run, "cancelled", cancelled_by=by, error=None if code == EXIT_STOPPED else f"exit status {code}")
+            self._end(run, JobState.CANCELLED, cancelled_by=by,
+                      error=None if code == EXIT_STOPPED else f"exit status {code}")
         elif code == EXIT_STOPPED:
-            self._end(run, "cancelled", cancelled_by="stop")
+            self._end(run, JobState.CANCELLED, cancelled_by="stop")
         elif code < 0:
-            self._end(run, "interrupted", error=f"the worker was killed by signal {-code} "
-                                                f"({signal.Signals(-code).name}); resume it with POST /admin/jobs/{{id}}/resume")
+            self._end(run, JobState.INTERRUPTED, error=f"the worker was killed by signal {-code} "
+                                                       f"({signal.Signals(-code).name}); resume it with POST "
+                                                       "/admin/jobs/{id}/resume")
         else:
-            self._end(run, "failed", error=f"exit status {code}: {_tail(run.work / 'job.log', 5)}")
+            self._end(run, JobState.FAILED, error=f"exit status {code}: {_tail(run.work / 'job.log', 5)}")
 
-    def _read_progress(self, run: _Run) -> float:
+    def _read_progress(self, run: _Run) -> None:
+        """Copy the worker's latest progress line into the table; any change of the file is a heartbeat."""
         path = run.work / "progress.jsonl"
-        if not path.exists():
-            return run.started
-        heartbeat = path.stat().st_mtime
+        signature = _signature(path)
+        if signature is None:
+            return
+        if signature != run.signature:
+            run.signature, run.last_beat = signature, self.clock()
         with open(path, "rb") as fh:
             fh.seek(run.offset)
             chunk = fh.read()
@@ -240,22 +308,22 @@ class Supervisor:
                 latest = json.loads(line)
             except json.JSONDecodeError:
                 continue
-        if latest is not None:
-            row = self.store.get(run.job_id)
-            progress = dict(row["progress"] or {})
-            steps = max(len(run.steps), 1)
-            done = float(latest.get("progress", 0.0))
-            progress.update({k: latest[k] for k in ("epoch", "epochs") if k in latest})
-            progress["metrics"] = {**progress.get("metrics", {}), **latest.get("metrics", {})}
-            progress["progress"] = round((run.index + done) / steps, 4)
-            if latest.get("eta_s") is not None and done > 0:  # this step's ETA plus the steps after it
-                step_s = (time.time() - run.started) / done
-                progress["eta_s"] = round(latest["eta_s"] + (steps - run.index - 1) * step_s, 1)
-            self.store.update(run.job_id, progress=progress, heartbeat=heartbeat)
-        return heartbeat
+        if latest is None or "progress" not in latest and "metrics" not in latest:
+            return
+        row = self.store.get(run.job_id)
+        progress = dict(row["progress"] or {})
+        steps = max(len(run.steps), 1)
+        done = float(latest.get("progress", 0.0))
+        progress.update({k: latest[k] for k in ("epoch", "epochs") if k in latest})
+        progress["metrics"] = {**progress.get("metrics", {}), **latest.get("metrics", {})}
+        progress["progress"] = round((run.index + done) / steps, 4)
+        if latest.get("eta_s") is not None and done > 0:  # this step's ETA plus the steps after it
+            step_s = (self.clock() - run.started) / done
+            progress["eta_s"] = round(latest["eta_s"] + (steps - run.index - 1) * step_s, 1)
+        self.store.update(run.job_id, progress=progress, heartbeat=time.time())
 
     def _escalate(self, run: _Run) -> None:
-        now = time.time()
+        now = self.clock()
         if run.cancel_stage == 0:
             (run.work / "STOP").touch()
             run.cancel_stage, run.cancel_at = 1, now
@@ -273,25 +341,30 @@ class Supervisor:
         except (ProcessLookupError, PermissionError):
             pass
 
-    def _end(self, run: _Run, state: str, error: str | None = None, cancelled_by: str | None = None,
-             result: dict | None = None) -> None:
+    def _end(self, run: _Run, state: JobState, error: str | None = None, cancelled_by: str | None = None) -> None:
         self._runs.pop(run.job_id, None)
         if not run.log.closed:
             run.log.close()
         self.store.update(run.job_id, state=state, error=error, cancelled_by=cancelled_by, pid=None,
-                          finished_at=time.time(), **({"result": result} if result is not None else {}))
+                          finished_at=time.time())
         log.info("job %s %s%s", run.job_id, state, f": {error}" if error else "")
 
     # finishing ------------------------------------------------------------------
 
     def _finish(self, job_id: str, steps: list[Step], work: Path) -> None:
-        """All steps succeeded: turn their outputs into the job's result (a new version, a report)."""
+        """All steps succeeded: turn their outputs into the job's result on the deployment thread (loading
+        and warming a new version takes a while; the supervisor keeps following other jobs meanwhile)."""
+        self.store.update(job_id, pid=None)
+        self._deployer.submit(self._conclude, job_id, steps)
+
+    def _conclude(self, job_id: str, steps: list[Step]) -> None:
         row = self.store.get(job_id)
+        produces = job_kind(row["kind"]).produces
         try:
-            if row["kind"] in ("train", "finetune"):
+            if produces == "version":
                 result = self._register(row, steps)
-            elif row["kind"] == "evaluate":
-                result = load_json(steps[0].output / "report.json")
+            elif produces == "report":
+                result = evaluation_result(steps[0].output)
             else:
                 report = steps[0].output / "export_report.json"
                 if not report.is_file() or not load_json(report).get("passed", False):
@@ -299,39 +372,69 @@ class Supervisor:
                 result = {"output": str(steps[0].output), "report": load_json(report),
                           **self._register_export(row, steps[0].output, load_json(report))}
         except Exception as exc:
-            self.store.update(job_id, state="failed", error=f"{type(exc).__name__}: {exc}", finished_at=time.time(),
-                              pid=None)
+            self.store.update(job_id, state=JobState.FAILED, error=f"{type(exc).__name__}: {exc}",
+                              finished_at=time.time(), pid=None)
             log.exception("job %s: finishing failed", job_id)
             return
         progress = {**(row["progress"] or {}), "progress": 1.0, "eta_s": 0}
-        self.store.update(job_id, state="succeeded", result=result, progress=progress, finished_at=time.time(),
+        self.store.update(job_id, state=JobState.SUCCEEDED, result=result, progress=progress, finished_at=time.time(),
                           pid=None, error=None)
-        log.info("job %s succeeded: %s", job_id, result if row["kind"] != "evaluate" else result.get("summary"))
+        log.info("job %s succeeded: %s", job_id, result if produces != "report" else result.get("mean_dice"))
 
     def _register(self, row: dict, steps: list[Step]) -> dict[str, Any]:
+        """A finished training: a new version (its weights, and the export re-made from them), deployed only
+        when the quality gate passes: its validation Dice (``aiaa evaluate``) not more than
+        ``max_dice_drop`` below the base version's on the same cases."""
         name = row["model"]
-        base = str(row["params"].get("base_version") or self.serving.store.serving(name))
+        base = str(row["params"].get("base_version") or self.serving.serving_config(name)[0])
         config_path = self.serving.store.config_path(name, base)
         config = load_model_config(config_path)
+        trained = [s for s in steps if s.extra.get("role", "train") == "train"]
+        checks = {s.extra["role"]: s for s in steps if s.extra.get("role", "train") != "train"}
         weights, metrics, finals = [], [], []
-        for member, step in zip(config.members(), steps):
+        for member, step in zip(config.members(), trained):
             weights.append(step.output / Path(str(member.model_path)).name)
             metrics.append(step.output / "metrics.json")
             finals.append(load_json(metrics[-1]).get("final", {}))
-        summary = {"val_mean_dice": [f.get("val_mean_dice") for f in finals],
-                   "val_dice": [f.get("val_dice") for f in finals], "labels": config.labels}
-        # New weights: the parent's exports were made from other weights, so the new version lists none.
+        summary: dict[str, Any] = {"val_mean_dice": [f.get("val_mean_dice") for f in finals],
+                                   "val_dice": [f.get("val_dice") for f in finals], "labels": config.labels}
+        gate = self._quality_gate(row, checks)
+        if gate is not None:
+            summary["quality_gate"] = gate
+        exports: dict[str, Path] = {}
+        export = checks.get("export")
+        if export is not None:
+            report = load_json(export.output / "export_report.json")
+            summary["export"] = {k: report.get(k) for k in ("format", "precision", "passed", "speedup_vs_pytorch",
+                                                            "mask_dice_min")}
+            if report.get("passed"):
+                exports[f"{report['format']}_{report['precision']}"] = export.output
+        # New weights: the parent's exports were made from other weights; only the re-made one is listed.
         config = config.model_copy(update={"exports": []})
         version = self.serving.store.register(
-            name, VersionFiles(config, weights, [Path(s.extra["train_config"]) for s in steps], metrics),
+            name, VersionFiles(config, weights, [Path(s.extra["train_config"]) for s in trained], metrics,
+                               exports=exports),
             source={"job_id": row["id"], "kind": row["kind"], "datalist": row["datalist"], "base_version": base},
             metrics=summary)
+        if gate is not None and not gate["passed"]:
+            return {"version": version, "base_version": base, "metrics": summary, "deployed": False,
+                    "not_deployed": f"validation Dice {gate['dice']} is more than {gate['max_dice_drop']} below the "
+                                    f"serving version's {gate['base_dice']} (quality gate)"}
         return self._deploy(row, version, base, {"metrics": summary})
+
+    def _quality_gate(self, row: dict, checks: dict[str, Step]) -> dict[str, Any] | None:
+        if "evaluate_new" not in checks or "evaluate_base" not in checks:
+            return None
+        new = evaluation_result(checks["evaluate_new"].output)["mean_dice"]
+        base = evaluation_result(checks["evaluate_base"].output)["mean_dice"]
+        drop = float(row["params"].get("max_dice_drop", self.settings.max_dice_drop))
+        passed = new is not None and (base is None or new >= base - drop)
+        return {"dice": new, "base_dice": base, "max_dice_drop": drop, "passed": passed}
 
     def _register_export(self, row: dict, output: Path, report: dict[str, Any]) -> dict[str, Any]:
         """A new version with the same weights and the verified export (which ``auto`` then serves)."""
         name = row["model"]
-        base = str(row["params"].get("base_version") or self.serving.store.serving(name))
+        base = str(row["params"].get("base_version") or self.serving.serving_config(name)[0])
         config_path = self.serving.store.config_path(name, base)
         config = load_model_config(config_path)
         weights = [(config_path.parent / str(m.model_path)).resolve() for m in config.members()]
@@ -342,6 +445,12 @@ class Supervisor:
             source={"job_id": row["id"], "kind": "export", "base_version": base},
             metrics={"export": {k: report.get(k) for k in ("format", "precision", "speedup_vs_pytorch",
                                                            "mask_dice_min", "validation")}})
+        serving = self.serving.served_speedup(name)
+        new = speedup(report)
+        if new is None or new <= serving:
+            # Kept (it may serve on other hardware, or be chosen by hand), but not worth a switch here.
+            return {"version": version, "base_version": base, "deployed": False,
+                    "not_deployed": f"the export runs {new}x PyTorch's speed; what serves runs {serving}x"}
         return self._deploy(row, version, base, {})
 
     def _deploy(self, row: dict, version: str, base: str, extra: dict[str, Any]) -> dict[str, Any]:
@@ -357,6 +466,28 @@ class Supervisor:
                 log.error("job %s: version %s of %s failed to load, %s still serves: %s", row["id"], version, name,
                           base, exc)
         return result
+
+
+def evaluation_result(folder: Path) -> dict[str, Any]:
+    """The result of an evaluate job: ``aiaa evaluate``'s report (``summary.json`` and ``raw.csv``)."""
+    summary = load_json(folder / "summary.json")
+    cases: dict[str, dict[str, Any]] = {}
+    with open(folder / "raw.csv", newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            dice = float(row["dice"])
+            cases.setdefault(row["case"], {"case": row["case"], "dice": {}})["dice"][row["label"]] = (
+                None if dice != dice else round(dice, 4))  # NaN: the label is in neither mask (not scored)
+    scored = [s["dice"] for s in summary.values() if s.get("dice") is not None]
+    return {"mean_dice": round(sum(scored) / len(scored), 4) if scored else None, "summary": summary,
+            "cases": list(cases.values()), "report": str(folder)}
+
+
+def _signature(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
 
 
 def _is_our_worker(pid: int | None, work_dir: str | None) -> bool:

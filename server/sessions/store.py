@@ -1,7 +1,9 @@
 """Sessions: an uploaded volume kept decoded in memory so that later clicks need no upload.
 
 Expiry counts from the last use and is capped by the server maximum; all sessions
-together stay within a memory budget (least recently used go first).
+together stay within a memory budget (least recently used go first). Expiry is timed on a
+monotonic clock (injectable), so a change of the wall clock (NTP, daylight saving, an
+administrator) never expires or revives a session; wall-clock times are only shown.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,12 +31,19 @@ class Session:
     suffix: str
     name: str
     expiry_s: int
-    create_ts: float = field(default_factory=time.time)
-    last_access_ts: float = field(default_factory=time.time)
+    last_used: float  # the store's monotonic clock
+    clock: Callable[[], float] = time.monotonic
+    create_ts: float = field(default_factory=time.time)  # wall clock, shown only
+    last_access_ts: float = field(default_factory=time.time)  # wall clock, shown only
 
     def expired(self, now: float) -> bool:
-        """Whether the session has been idle longer than its expiry."""
-        return now - self.last_access_ts > self.expiry_s
+        """Whether the session has been idle longer than its expiry (``now`` on the store's clock)."""
+        return now - self.last_used > self.expiry_s
+
+    def touch(self, now: float) -> None:
+        """Record a use (renews the expiry)."""
+        self.last_used = now
+        self.last_access_ts = time.time()
 
     def info(self) -> dict[str, Any]:
         """JSON shape of ``GET /session/{id}`` (MONAI Label's, which AIAA clients accept)."""
@@ -53,7 +63,7 @@ class Session:
                 "create_ts": int(self.create_ts),
                 "last_access_ts": int(self.last_access_ts),
                 "expiry": self.expiry_s,
-                "expires_in": max(0, int(self.expiry_s - (time.time() - self.last_access_ts))),
+                "expires_in": max(0, int(self.expiry_s - (self.clock() - self.last_used))),
             },
         }
 
@@ -61,7 +71,9 @@ class Session:
 class SessionStore:
     """Thread-safe, memory-bounded session cache."""
 
-    def __init__(self, default_expiry_s: int, max_expiry_s: int, memory_budget: int) -> None:
+    def __init__(self, default_expiry_s: int, max_expiry_s: int, memory_budget: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self.default_expiry_s = default_expiry_s
         self.max_expiry_s = max_expiry_s
         self.memory_budget = memory_budget
@@ -84,9 +96,9 @@ class SessionStore:
             raise InputTooLargeError(
                 f"the image needs {volume.nbytes} bytes; sessions may hold at most {self.memory_budget}"
             )
-        session = Session(str(uuid.uuid4()), volume, suffix, name, self.expiry_for(expiry))
+        session = Session(str(uuid.uuid4()), volume, suffix, name, self.expiry_for(expiry), self.clock(), self.clock)
         with self._lock:
-            self._purge(time.time())
+            self._purge(self.clock())
             while self._used() + volume.nbytes > self.memory_budget and self._sessions:
                 self._sessions.popitem(last=False)
             self._sessions[session.id] = session
@@ -94,7 +106,7 @@ class SessionStore:
 
     def get(self, session_id: str, touch: bool = True) -> Session | None:
         """The live session, or ``None`` if unknown or expired; ``touch`` renews its expiry."""
-        now = time.time()
+        now = self.clock()
         with self._lock:
             session = self._sessions.get(session_id)
             if session is None:
@@ -103,7 +115,7 @@ class SessionStore:
                 del self._sessions[session_id]
                 return None
             if touch:
-                session.last_access_ts = now
+                session.touch(now)
                 self._sessions.move_to_end(session_id)
             return session
 
@@ -111,12 +123,12 @@ class SessionStore:
         """Remove a session; ``False`` if it did not exist (or had expired)."""
         with self._lock:
             session = self._sessions.pop(session_id, None)
-        return session is not None and not session.expired(time.time())
+        return session is not None and not session.expired(self.clock())
 
     def stats(self) -> dict[str, int]:
         """Count and memory of live sessions."""
         with self._lock:
-            self._purge(time.time())
+            self._purge(self.clock())
             return {"count": len(self._sessions), "bytes": self._used(), "budget": self.memory_budget}
 
     def _used(self) -> int:

@@ -8,6 +8,7 @@ from anyio import to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from engines.backends.base import max_concurrency
 from engines.data.io import Volume, write_volume
 from engines.data.snapshot import render_snapshot
 from engines.errors import WrongModelTypeError
@@ -34,6 +35,13 @@ async def _infer(api: str, request: Request, pool: PoolDep, sessions: SessionsDe
             f"model '{model}' is a {engine.type} model; /v1/{api} needs a {expected} model "
             f"(or use /v1/inference, which dispatches on the model's type)"
         )
+    gate = gates.gate(model, max_concurrency(engine.backend))
+    async with gate.admit():  # refused before the body (up to 1 GiB) is read or decoded
+        return await _admitted(request, engine, gate, sessions, settings, model, session_id, output)
+
+
+async def _admitted(request: Request, engine, gate, sessions, settings, model: str, session_id: str | None,
+                    output: str) -> Response:
     upload = await read_upload(request, settings.max_upload_bytes)
     timings: dict[str, float] = {}
     if session_id:
@@ -49,7 +57,7 @@ async def _infer(api: str, request: Request, pool: PoolDep, sessions: SessionsDe
         raise BadRequest("no image: upload the volume as a multipart file part or pass session_id")
     fmt = result_format(upload.params, suffix)
 
-    result = await gates[model].run(engine.infer, volume, upload.params)
+    result = await gate.call(engine.infer, volume, upload.params)
     timings.update(result.timings)
     params = {**result.params, "model": model, "timings": timings}
     if output == "json":

@@ -3,7 +3,7 @@ import importlib
 import numpy as np
 import pytest
 import torch
-from helpers import TINY_UNET, segmentation_config, write_model, write_pool
+from helpers import TINY_UNET, require_runtime, segmentation_config, write_model, write_pool
 
 from engines.backends import MeanEnsemble, TorchBackend, describe, load_artifact, load_backend
 from engines.backends.tensorrt import ShapeProfile
@@ -42,6 +42,7 @@ def _random_network(in_channels=2, out_channels=2, seed=0) -> torch.nn.Module:
 
 @pytest.mark.parametrize("fmt", ["openvino", "onnx", "torchscript"])
 def test_each_runtime_matches_eager_pytorch_on_a_random_network(tmp_path, fmt):
+    require_runtime(fmt)
     network = _random_network()
     example = torch.rand(1, 2, 24, 32, 16)
     profile = ShapeProfile.build(example.shape, max_batch=3)
@@ -57,6 +58,7 @@ def test_each_runtime_matches_eager_pytorch_on_a_random_network(tmp_path, fmt):
 
 
 def test_openvino_bf16_is_a_runtime_hint_on_the_same_ir(tmp_path):
+    require_runtime("openvino")
     network = _random_network()
     example = torch.rand(1, 2, 16, 16, 16)
     path = write_artifact(ExportOptions(format="openvino"), network, example, ShapeProfile.build(example.shape),
@@ -70,6 +72,7 @@ def test_openvino_bf16_is_a_runtime_hint_on_the_same_ir(tmp_path):
 
 
 def test_concurrent_calls_on_one_openvino_backend_give_the_right_answers(tmp_path):
+    require_runtime("openvino")
     from concurrent.futures import ThreadPoolExecutor
 
     network = _random_network()
@@ -154,3 +157,40 @@ def test_pytorch_on_cuda_in_reduced_precision_with_compile_matches_fp32(precisio
     out = backend(x).cpu()
     assert describe(backend) == {"runtime": "pytorch+compile", "precision": precision, "device": "cuda"}
     assert float((out - expected).abs().max()) < 0.1
+
+
+class _StaticBuffer(torch.nn.Module):
+    """Stands in for a CUDA graph: every call writes its result into the same output tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.out = torch.zeros(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.out.copy_(x.flatten()[:1])
+        return self.out
+
+
+def test_a_graphed_backend_hands_out_copies_and_takes_one_call_at_a_time():
+    backend = TorchBackend(_StaticBuffer())
+    assert backend.max_concurrency is None  # eager: any number of calls at once
+    backend.graphed, backend.max_concurrency = True, 1  # what compile=True on CUDA sets
+    first = backend(torch.full((1,), 1.0))
+    second = backend(torch.full((1,), 2.0))
+    assert float(first) == 1.0 and float(second) == 2.0  # the second call did not overwrite the first's output
+    assert MeanEnsemble([backend, TorchBackend(_StaticBuffer())]).max_concurrency == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_compiled_pytorch_on_cuda_returns_an_output_of_its_own_per_call():
+    network = _random_network()
+    backend = TorchBackend(network, "cuda", compile=True)
+    assert backend.max_concurrency == 1
+    x1, x2 = torch.rand(1, 2, 32, 32, 32), torch.rand(1, 2, 32, 32, 32)
+    for _ in range(3):  # CUDA graphs are recorded after a few calls
+        backend(x1)
+    out1 = backend(x1)
+    expected = out1.clone()
+    backend(x2)
+    assert torch.equal(out1, expected)  # not overwritten by the next call's replay

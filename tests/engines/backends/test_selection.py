@@ -68,3 +68,45 @@ def test_an_export_of_other_weights_is_never_served(tmp_path):
     assert choose_export(_config(exports), tmp_path, CASCADE_LAKE, "cpu") is not None
     (tmp_path / "model.pt").write_bytes(b"fine-tuned weights")  # a new version in place of the exported one
     assert choose_export(_config(exports), tmp_path, CASCADE_LAKE, "cpu") is None
+
+
+def _with_speed(root, name, speedup, pytorch_ms=None, **kwargs):
+    _export(root, name, **kwargs)
+    report_path = root / name / "export_report.json"
+    report = json.loads(report_path.read_text())
+    report["speedup_vs_pytorch"] = speedup
+    if pytorch_ms is not None:
+        for member in report["members"]:
+            member["pytorch_latency_ms"] = pytorch_ms
+    report_path.write_text(json.dumps(report))
+    return name
+
+
+def test_auto_serves_the_fastest_engine_not_the_one_timed_on_this_machine(tmp_path):
+    # The reported case: ONNX exported here ran 0.75x PyTorch (376 vs 282 ms); OpenVINO, exported on
+    # another machine, ran 4.12x PyTorch there. Serving ONNX made a click twice as slow.
+    here = SAPPHIRE_RAPIDS.cpu_model
+    exports = [_with_speed(tmp_path, "ov_elsewhere", 4.12, latency=55.0),
+               _with_speed(tmp_path, "ort_here", 0.75, pytorch_ms=282.0, fmt="onnx", latency=376.0, cpu=here)]
+    assert choose_export(_config(exports), tmp_path, SAPPHIRE_RAPIDS, "cpu").folder.name == "ov_elsewhere"
+    # A faster export timed here still beats a slower one timed elsewhere (282 / 2.0 = 141 ms estimated).
+    exports = [_with_speed(tmp_path, "ov_slow_elsewhere", 2.0),
+               _with_speed(tmp_path, "ort_fast_here", 3.0, pytorch_ms=282.0, fmt="onnx", latency=94.0, cpu=here)]
+    assert choose_export(_config(exports), tmp_path, SAPPHIRE_RAPIDS, "cpu").folder.name == "ort_fast_here"
+
+
+def test_an_export_slower_than_pytorch_is_never_served(tmp_path):
+    exports = [_with_speed(tmp_path, "slow", 0.75, fmt="onnx", cpu=SAPPHIRE_RAPIDS.cpu_model)]
+    assert choose_export(_config(exports), tmp_path, SAPPHIRE_RAPIDS, "cpu") is None
+
+
+def test_the_formats_a_config_accepts_are_the_registered_export_formats():
+    from engines.backends.formats import FORMATS
+    from engines.config.model import ARTIFACT_FORMATS
+    from engines.export.exporter import ExportOptions
+    from server.jobs.commands import export_formats
+
+    assert set(ARTIFACT_FORMATS) == set(FORMATS) == set(export_formats())
+    for name, spec in FORMATS.items():
+        for precision in spec.precisions:
+            ExportOptions(format=name, precision=precision).validate()

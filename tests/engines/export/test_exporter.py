@@ -1,7 +1,9 @@
 import json
 
 import pytest
-from helpers import annotation_config, segmentation_config, write_model, write_phantom_datalist, write_pool
+import torch
+from helpers import (annotation_config, require_runtime, segmentation_config, write_model, write_phantom_datalist,
+                     write_pool)
 
 from engines.config.model import load_model_config
 from engines.errors import ConfigError
@@ -32,6 +34,7 @@ def _ensemble(tmp_path, cfg, name="model"):
 
 @pytest.mark.parametrize("fmt", ["openvino", "onnx", "torchscript"])
 def test_export_round_trip_writes_one_artifact_per_member_and_a_passing_report(tmp_path, dataset, fmt):
+    require_runtime(fmt)
     config = _ensemble(tmp_path, annotation_config())
     out = tmp_path / "exports" / fmt
     report = export_model(config, ExportOptions(format=fmt, repeats=2), datalist=dataset, output=out,
@@ -49,6 +52,7 @@ def test_export_round_trip_writes_one_artifact_per_member_and_a_passing_report(t
 
 
 def test_auto_serves_the_passing_export_and_health_says_which(tmp_path, dataset):
+    require_runtime("openvino")
     config_path = write_model(tmp_path, "seg", segmentation_config())
     export_model(config_path, ExportOptions(format="openvino", repeats=2), datalist=dataset,
                  output=tmp_path / "exports" / "ov", progress=lambda _: None)
@@ -58,7 +62,12 @@ def test_auto_serves_the_passing_export_and_health_says_which(tmp_path, dataset)
     pool_path = write_pool(tmp_path, [{"name": "seg", "class": "SegmentationEngine",
                                        "module": "medical.aas.segmentation", "config_file": "seg.json"}])
     pool = EnginePool.from_file(pool_path)
-    assert pool.records()[0].summary()["backend"] == {"runtime": "openvino", "precision": "fp32", "device": "cpu"}
+    served = pool.records()[0].summary()["backend"]
+    report = json.loads((tmp_path / "exports" / "ov" / "export_report.json").read_text())
+    if torch.cuda.is_available() or report["speedup_vs_pytorch"] < 1:  # a CPU export; or slower than PyTorch
+        assert served["runtime"] == "pytorch"
+    else:
+        assert served == {"runtime": "openvino", "precision": "fp32", "device": "cpu"}
     assert load_model_config(config_path).model_format == "auto"
 
 
@@ -107,3 +116,28 @@ def test_export_refuses_bad_options_with_a_message(tmp_path, dataset, capsys):
     with pytest.raises(ConfigError, match="min <= opt <= max"):
         export_model(config_path, ExportOptions(format="onnx", min_shape=(64, 64, 64)), datalist=dataset,
                      output=tmp_path / "x", progress=lambda _: None)
+
+
+def test_a_failed_export_closes_every_backend_it_opened(tmp_path, dataset, monkeypatch):
+    from engines.backends import TorchBackend
+
+    closed = []
+    original = TorchBackend.close
+    monkeypatch.setattr(TorchBackend, "close", lambda self: closed.append(self) or original(self))
+
+    def broken_converter(*args, **kwargs):
+        raise ConfigError("the converter failed")
+
+    monkeypatch.setattr(export, "write_artifact", broken_converter)
+    config = _ensemble(tmp_path, annotation_config())
+    with pytest.raises(ConfigError, match="converter failed"):
+        export_model(config, ExportOptions(format="torchscript", repeats=1), datalist=dataset,
+                     output=tmp_path / "out", progress=lambda _: None)
+    assert len(closed) == 1  # the first network's PyTorch reference, opened before the failure
+
+
+def test_the_default_output_is_under_runs_never_beside_the_weights(tmp_path):
+    config_path = write_model(tmp_path / "models" / "seg", "seg", segmentation_config())
+    out = export.default_output_dir(config_path, "openvino", "fp32")
+    assert out == export.DEFAULT_ROOT / "seg" / "openvino_fp32" and str(out).startswith("runs")
+    assert not out.resolve().is_relative_to((tmp_path / "models").resolve())

@@ -56,3 +56,33 @@ def test_info_carries_padding_roi_sigma(engine):
     info = engine.info()
     assert info["type"] == "annotation" and info["roi"] == [32, 32, 32]
     assert isinstance(info["version"], str) and isinstance(info["padding"], float) and "sigma" in info
+
+
+def test_a_click_copies_only_the_box_it_crops_and_gives_the_same_mask():
+    # Was: every click copied the whole (session) volume to float32, then cropped.
+    import json as _json
+
+    from helpers import REPO, annotation_config, phantom, phantom_points
+
+    from engines.config.model import ModelConfig
+    from engines.data.io import Volume
+    from engines.tasks.dextr3d import Dextr3dEngine
+
+    volume, mask = phantom(shape=(80, 96, 64), center=(30, 40, 30))
+    volume = Volume(volume.array.astype(np.int16), volume.geometry)  # a CT-like integer volume
+    points = phantom_points(mask)
+    seen = []
+
+    def network(x):
+        seen.append(tuple(x.shape))
+        return (x[:, :1] > 0.5).float() * 8 - 4
+
+    shipped = _json.loads((REPO / "model_configs" / "annotation_mri_hippocampus.json").read_text())
+    engine = Dextr3dEngine("a", ModelConfig.model_validate(annotation_config(pre_transforms=shipped["pre_transforms"], roi=[48, 48, 48])),
+                           network)
+    region = engine.input_region(volume, np.asarray(points, float))
+    assert region is not None and np.prod(region.size) < volume.array.size / 4
+    first = engine.infer(volume, {"points": points}).mask
+    engine.input_region = lambda *args: None  # the whole volume through the same pipeline
+    whole = engine.infer(volume, {"points": points}).mask
+    assert np.array_equal(first, whole) and first.any() and seen[0] == seen[1]

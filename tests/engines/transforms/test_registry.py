@@ -46,6 +46,32 @@ def test_unknown_and_non_dictionary_names_are_refused():
         build_transform(ComponentSpec(name="NormalizeIntensityd", args={"keys": "image", "colour": 1}))
 
 
+@pytest.mark.parametrize("name", ["SaveImaged", "LoadImage", "Lambdad", "RandLambdad", "DataStatsd",
+                                  "SaveClassificationd", "ToDeviced"])
+def test_transforms_that_write_read_or_run_code_are_refused(name, tmp_path):
+    # SaveImaged with a chosen output_dir, from an uploaded model config, would write anywhere.
+    with pytest.raises(UnknownComponentError, match="not allowed"):
+        build_transform(ComponentSpec(name=name, args={"keys": "image", "output_dir": str(tmp_path)}))
+    assert not list(tmp_path.iterdir())
+
+
+def test_every_transform_the_shipped_and_test_configs_name_is_allowed():
+    import json
+
+    from helpers import REPO
+
+    from engines.transforms.registry import REGISTRY, monai_allowlist
+
+    names = set()
+    for path in (REPO / "model_configs").glob("*.json"):
+        config = json.loads(path.read_text())
+        names |= {t["name"] for key in ("pre_transforms", "post_transforms") for t in config.get(key, [])}
+    names |= {"RandFlipd", "RandShiftIntensityd", "RandScaleIntensityd", "RandGaussianNoised", "RandAffined",
+              "RandSpatialCropd", "RandAdjustContrastd", "SpatialPadd", "RandZoomd", "RandCropByPosNegLabeld",
+              "ScaleIntensityRanged", "NormalizeIntensityd", "EnsureChannelFirstd", "AsDiscreted"}  # augmentations
+    assert names <= set(REGISTRY) | monai_allowlist()
+
+
 def test_crop_and_guidance_follow_the_points():
     volume, mask = phantom()
     points = np.asarray(phantom_points(mask), float)

@@ -27,7 +27,7 @@ def test_finetune_registers_and_serves_a_new_version_without_failing_a_click_the
     datalist = hippocampus_datalist(tmp)
     reply = client.post("/admin/jobs", headers=AUTH, json={
         "kind": "finetune", "model": MODEL, "datalist": str(datalist),
-        "params": {"epochs": 1, "batch_size": 2, "learning_rate": 1e-4, "val_interval": 1}})
+        "params": {"epochs": 1, "batch_size": 2, "learning_rate": 1e-4, "val_interval": 1, "max_dice_drop": 1.0}})
     assert reply.status_code == 202
     job_id = reply.json()["job_id"]
 
@@ -56,6 +56,8 @@ def test_finetune_registers_and_serves_a_new_version_without_failing_a_click_the
     assert job["progress"] == 1.0 and job["epoch"] == 1 and job["epochs"] == 1
     assert job["metrics"]["loss"] > 0 and 0 <= job["metrics"]["dice"] <= 1
     assert job["result"] == {**job["result"], "version": "3", "base_version": "2", "deployed": True}
+    gate = job["result"]["metrics"]["quality_gate"]  # both through aiaa evaluate on the job's validation cases
+    assert gate["passed"] and gate["max_dice_drop"] == 1.0 and 0 < gate["base_dice"] <= 1 and 0 <= gate["dice"] <= 1
     assert job["started_at"] and job["finished_at"] and job["pid"] is None
     assert statuses and set(statuses) == {200}, statuses
     assert {"2", "3"} <= versions
@@ -75,3 +77,19 @@ def test_finetune_registers_and_serves_a_new_version_without_failing_a_click_the
     assert client.post("/v1/dextr3d", **click_request()).status_code == 200
     missing = client.put(f"/admin/models/{MODEL}/serving", headers=AUTH, json={"version": "9"})
     assert missing.status_code == 404 and client.get("/v1/models").json()[0]["version"] == "2"
+
+
+def test_a_finetune_worse_than_the_serving_version_is_kept_but_not_deployed(served):
+    client, tmp = served
+    reply = client.post("/admin/jobs", headers=AUTH, json={
+        "kind": "finetune", "model": MODEL, "datalist": str(hippocampus_datalist(tmp)),
+        "params": {"epochs": 1, "batch_size": 2, "learning_rate": 5.0, "val_interval": 1}})  # ruins the weights
+    assert reply.status_code == 202, reply.text
+    job = wait_for(client, reply.json()["job_id"], lambda j: j["state"] not in ("queued", "running"), timeout=300)
+    assert job["state"] == "succeeded", job["error"]
+    gate = job["result"]["metrics"]["quality_gate"]
+    assert not gate["passed"] and gate["dice"] < gate["base_dice"] and gate["max_dice_drop"] == 0.0
+    assert job["result"]["deployed"] is False and "quality gate" in job["result"]["not_deployed"]
+    assert client.get("/v1/models").json()[0]["version"] == "2"  # what served still serves
+    listed = client.get(f"/admin/models/{MODEL}/versions", headers=AUTH).json()
+    assert listed["serving"] == "2" and listed["versions"][-1]["version"] == job["result"]["version"]  # kept

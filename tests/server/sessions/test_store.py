@@ -48,11 +48,23 @@ def test_put_without_trailing_slash_and_without_expiry(client):
     assert info["session_info"]["expiry"] == 3600
 
 
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 50.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_expiry_is_capped_and_expired_sessions_answer_440(client):
+    clock = Clock()
+    client.app.state.sessions.clock = clock
     client.app.state.sessions.max_expiry_s = 1
     info, _ = upload(client, "/session/?expiry=100000")
     assert info["session_info"]["expiry"] == 1
-    time.sleep(1.2)
+    clock.now += 1.2
     sid = info["session_id"]
     assert client.post(f"/v1/segmentation?model=segmentation_test&session_id={sid}").status_code == 440
     assert client.get(f"/session/{sid}").status_code == 404
@@ -104,3 +116,22 @@ def test_dicom_series_uploaded_as_image0_to_n_like_ohif(settings):
         assert mask.shape == reference.shape and np.any(mask.array)
         np.testing.assert_allclose(mask.geometry.origin, reference.geometry.origin, atol=1e-3)
         np.testing.assert_allclose(mask.geometry.spacing, reference.geometry.spacing)
+
+
+def test_sessions_expire_on_the_monotonic_clock_not_the_wall_clock(monkeypatch):
+    from engines.data.io import Volume
+    from server.sessions.store import SessionStore
+
+    clock = Clock()
+    store = SessionStore(60, 600, 1 << 20, clock=clock)
+    volume, _ = phantom()
+    session = store.create(Volume(volume.array[:8, :8, :8].copy(), volume.geometry), ".nii.gz", "x")
+    monkeypatch.setattr(time, "time", lambda: 10**10)  # the wall clock jumps years ahead (NTP, an administrator)
+    assert store.get(session.id) is not None
+    clock.now += 59
+    assert store.get(session.id) is not None  # used: expiry counts from here
+    clock.now += 59
+    assert store.get(session.id, touch=False) is not None
+    assert store.get(session.id, touch=False).info()["session_info"]["expires_in"] == 1
+    clock.now += 2
+    assert store.get(session.id) is None

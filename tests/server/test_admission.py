@@ -1,0 +1,83 @@
+"""Admission: a request is refused (503, Retry-After) before its body is read or decoded; a backend's own
+concurrency limit lowers a model's running slots."""
+
+import json
+import threading
+
+import httpx
+import torch
+from helpers import phantom, segmentation_config, serve_in_thread
+
+from engines.config.model import ModelConfig
+from engines.data.io import write_volume
+from engines.serving.pool import EnginePool
+from engines.tasks.segmentation import SegmentationEngine
+from server.app import create_app
+from server.settings import Settings
+
+
+class Blocking:
+    """A backend that holds the first call until released."""
+
+    def __init__(self, max_concurrency=None) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.max_concurrency = max_concurrency
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.entered.set()
+        assert self.release.wait(30)
+        return torch.zeros((x.shape[0], 3, *x.shape[2:]))
+
+
+def _served(backend, **limits):
+    pool = EnginePool()
+    pool.add(SegmentationEngine("slow", ModelConfig.model_validate(segmentation_config()), backend))
+    settings = Settings(config="unused.json", max_voxels=200_000, **limits)
+    return serve_in_thread(create_app(settings, pool))
+
+
+def _image() -> bytes:
+    volume, _ = phantom()
+    return write_volume(volume.array, volume.geometry, ".nii.gz")
+
+
+def _occupy(port, backend) -> threading.Thread:
+    def first():
+        with httpx.Client(timeout=60) as c:
+            c.post(f"http://127.0.0.1:{port}/v1/segmentation?model=slow&output=json",
+                   data={"params": "{}"}, files={"image": ("v.nii.gz", _image())})
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert backend.entered.wait(30)
+    return thread
+
+
+def test_a_full_model_refuses_before_reading_or_decoding_the_upload():
+    backend = Blocking()
+    with _served(backend, max_running_per_model=1, max_queued_per_model=0) as port:
+        first = _occupy(port, backend)
+        try:
+            # Not an image at all: decoded, it would be a 400; admitted first, it is a 503 at once.
+            reply = httpx.post(f"http://127.0.0.1:{port}/v1/segmentation?model=slow",
+                               data={"params": json.dumps({})}, files={"image": ("v.nii.gz", b"not an image")},
+                               timeout=30)
+            assert reply.status_code == 503 and reply.headers["retry-after"] == "1", reply.text
+            assert reply.json()["error"] == "Busy"
+        finally:
+            backend.release.set()
+            first.join()
+
+
+def test_a_backend_that_takes_one_call_at_a_time_gets_one_running_slot():
+    backend = Blocking(max_concurrency=1)
+    with _served(backend, max_running_per_model=2, max_queued_per_model=0) as port:
+        first = _occupy(port, backend)
+        try:
+            reply = httpx.post(f"http://127.0.0.1:{port}/v1/segmentation?model=slow&output=json",
+                               data={"params": "{}"}, files={"image": ("v.nii.gz", _image())}, timeout=30)
+            assert reply.status_code == 503  # two running slots by settings, one by the backend
+        finally:
+            backend.release.set()
+            first.join()
