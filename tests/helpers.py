@@ -121,6 +121,13 @@ def interactive_config(**overrides) -> dict:
     return cfg
 
 
+def standin_interactive_engine(name: str = "interactive_test", **overrides):
+    """An interactive (deepgrow) engine whose 'network' is :func:`bright_interactive_net`."""
+    from engines.tasks.interactive import InteractiveEngine
+
+    return InteractiveEngine(name, ModelConfig.model_validate(interactive_config(**overrides)), bright_interactive_net)
+
+
 def write_model(folder: Path, name: str, cfg: dict, seed: int = 0) -> Path:
     """Write a model config and matching random weights into ``folder``; returns the config path."""
     from engines.networks import build_network

@@ -79,6 +79,11 @@ class InteractiveEngine(Engine):
         info.update(deepgrow="3D", roi=list(self.roi), prompts=list(PROMPT_KINDS))
         return info
 
+    @property
+    def prepare_key(self) -> str:
+        """Equal for engines whose :meth:`prepare` gives the same image (sessions reuse it across models)."""
+        return f"{self.name}@{self.version}" if self.config.pre_transforms else "normalise_volume"
+
     def prepare(self, volume: Volume) -> PreparedImage:
         """Check the volume and normalise it once (then every step only crops it)."""
         self.require_3d(volume)

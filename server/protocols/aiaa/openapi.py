@@ -69,6 +69,14 @@ PARAMS = {
                                **RESULT_KEYS},
                 "example": {"points": EXAMPLE_POINTS}},
     "segmentation": {"type": "object", "additionalProperties": True, "properties": RESULT_KEYS, "example": {}},
+    "deepgrow": {"type": "object", "additionalProperties": True,
+                 "properties": {"foreground": {"type": "array", "items": POINT, "description": "positive clicks"},
+                                "background": {"type": "array", "items": POINT, "description": "negative clicks"},
+                                "current_point": {"description": "the newest click, [i,j,k] or [[i,j,k]] (optional)"},
+                                "spatial_size": {"type": "array", "items": {"type": "integer"},
+                                                 "description": "accepted and ignored: the model's roi applies"},
+                                **RESULT_KEYS},
+                 "example": {"foreground": [[6, 6, 6]], "background": []}},
     "inference": {"type": "object", "additionalProperties": True, "properties": RESULT_KEYS, "example": {},
                   "description": "model specific: extreme points for an annotation model, nothing for segmentation"},
 }
@@ -166,7 +174,10 @@ PARAMETERS = {
     "output": "`all` (default): multipart params + mask; `image`: the mask file only; `json`: params only.",
     "expiry": "Seconds from the last use; 0 or absent: the server's default; capped by the server's maximum.",
 }
-MODEL_TYPE_OF_ROUTE = {"/v1/dextr3d": "annotation", "/v1/segmentation": "segmentation"}
+MODEL_TYPE_OF_ROUTE = {"/v1/dextr3d": "annotation", "/v1/segmentation": "segmentation", "/v1/deepgrow": "deepgrow",
+                       "/v1/interactive/{session_id}/prompt": "deepgrow", "/v1/interactive/{session_id}/mask": "deepgrow"}
+# Routes whose model is optional (the session's object is already bound to one).
+OPTIONAL_MODEL = ("/v1/interactive/{session_id}/mask",)
 
 
 ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
@@ -189,7 +200,7 @@ def _describe(schema: dict[str, Any], app: FastAPI) -> dict[str, Any]:
                 if name == "model" and path.startswith("/v1/") and path != "/v1/models":
                     wanted = MODEL_TYPE_OF_ROUTE.get(path)
                     names = [n for n, t in ready if wanted is None or t == wanted]
-                    parameter["required"] = True
+                    parameter["required"] = path not in OPTIONAL_MODEL
                     parameter["schema"] = {"type": "string", **({"enum": names} if names else {})}
     return schema
 
