@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from server.protocols.aiaa.wire import OUTPUTS
 
-__all__ = ["ERROR_RESPONSE", "SESSION_DOCS", "SESSION_PUT_DOCS", "ErrorBody", "inference_docs", "install_openapi"]
+__all__ = ["ERROR_RESPONSE", "POLYGON_DOCS", "SESSION_DOCS", "SESSION_PUT_DOCS", "ErrorBody", "inference_docs", "install_openapi"]
 
 
 class ErrorBody(BaseModel):
@@ -166,6 +166,39 @@ SESSION_PUT_DOCS: dict[str, Any] = {
                          "the volume to keep on the server"),
     }},
     "responses": {200: SESSION_DOCS["responses"][200], **_errors(400, 413)},
+}
+
+POLYGON = {"type": "array", "items": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2}}
+POLYGON_DOCS: dict[str, dict[str, Any]] = {
+    "mask2polygon": {
+        "openapi_extra": {"requestBody": {"required": True, "content": _form(
+            {"type": "object", "properties": {"more_points": {
+                "type": "number", "exclusiveMinimum": 0,
+                "description": "larger gives more vertices (10: polygons within 1 voxel of the outline)"}},
+             "example": {"more_points": 10}}, True, "a 3D binary mask (.nii.gz)")}},
+        "responses": {200: {"description": "Per slice along k, its polygons of [j, i] points",
+                            "content": {"application/json": {"schema": {"type": "array", "items": {
+                                "type": "array", "items": POLYGON}}}}},
+                      **_errors(400, 413)},
+    },
+    "fixpolygon": {
+        "openapi_extra": {"requestBody": {"required": True, "content": _form(
+            {"type": "object", "required": ["poly", "polygon_index", "vertex_index", "vertex_offset"],
+             "additionalProperties": True,
+             "properties": {"poly": {"type": "array", "description": "2D: polygons of [x, y]; 3D: per slice, "
+                                                                     "polygons of [j, i] (as mask2polygon)"},
+                            "dimension": {"enum": [2, 3]}, "polygon_index": {"type": "integer"},
+                            "vertex_index": {"type": "integer"}, "slice_index": {"type": "integer"},
+                            "vertex_offset": {"type": "array", "items": {"type": "number"}},
+                            "propagate_neighbor": {"type": "integer"}, "propagate_neighbor_3d": {"type": "integer"}}},
+            True, "2D: the slice as PNG; 3D: the volume (.nii.gz)")}},
+        "responses": {200: {"description": "Multipart: params `{\"poly\": [...]}` then the refilled mask "
+                                           "(PNG for 2D, NIfTI for 3D)",
+                            "content": {"multipart/form-data": {"schema": {"type": "object", "properties": {
+                                "params": {"type": "object", "properties": {"poly": {"type": "array"}}},
+                                "image": BINARY}}}}},
+                      **_errors(400, 413)},
+    },
 }
 
 PARAMETERS = {

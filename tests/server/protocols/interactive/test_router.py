@@ -148,9 +148,9 @@ def test_bad_sessions_models_and_masks(iclient, session):
     assert iclient.get(f"/v1/interactive/{sid}").json()["steps"] == 0
 
 
-def test_the_interaction_counts_in_the_memory_budget_and_expires_with_the_session(app, iclient, session):
+def test_the_interaction_counts_in_the_memory_budget_and_expires_with_the_session(interactive_app, iclient, session):
     sid, _ = session
-    store = app.state.sessions
+    store = interactive_app.state.sessions
     before = store.stats()["bytes"]
     prompt(iclient, sid, CLICK)
     assert store.stats()["bytes"] > before + 40 * 48 * 32 * 4  # the normalised image and the mask count
