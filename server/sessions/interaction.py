@@ -24,7 +24,7 @@ from engines.serving.pool import EnginePool
 from engines.tasks.base import InferenceResult, Timer
 from engines.tasks.interaction import InteractionState
 from engines.tasks.interactive import InteractiveEngine, PreparedImage, deepgrow_prompts, deepgrow_reply
-from engines.transforms.prompts import Prompt
+from engines.transforms.prompts import Prompt, mask_extent
 from server.admission import GateKeeper
 from server.errors import Conflict, NotFound, SessionExpired
 from server.sessions.store import Session, SessionStore
@@ -66,12 +66,12 @@ class Change:
 
 def changed_box(before: np.ndarray | None, after: np.ndarray | None, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Bounding box ``[lo, hi)`` of the voxels that differ (an empty box at the origin when none do)."""
-    a = np.zeros(shape, bool) if before is None else before
-    b = np.zeros(shape, bool) if after is None else after
-    diff = np.nonzero(a != b)
-    if len(diff[0]) == 0:
+    if before is None and after is None:
         return np.zeros(3, np.int64), np.zeros(3, np.int64)
-    return np.array([d.min() for d in diff]), np.array([d.max() + 1 for d in diff])
+    diff = (before if after is None else after) if before is None or after is None else before != after
+    if not diff.any():
+        return np.zeros(3, np.int64), np.zeros(3, np.int64)
+    return mask_extent(diff)
 
 
 class Interactions:
