@@ -100,10 +100,10 @@ class InteractionState:
     def _push(self) -> None:
         self._history.append(_Step(self.prompts, self._mask_bits))
 
-    def _set(self, mask: np.ndarray) -> None:
+    def _set(self, mask: np.ndarray, copy: bool = True) -> None:
         if mask.shape != self.shape:
             raise InvalidInputError(f"mask shape {list(mask.shape)} differs from the image's {list(self.shape)}")
-        current = mask.astype(bool)  # a copy: the caller's array stays theirs
+        current = mask.astype(bool, copy=copy)  # a copy unless the array is ours (a prediction's)
         current.flags.writeable = False
         self._mask_bits, self._current = np.packbits(current.ravel()), current
 
@@ -114,7 +114,7 @@ class InteractionState:
         result = predict(prompts, self.mask)
         self._push()
         self.prompts = prompts
-        self._set(result.mask)
+        self._set(result.mask, copy=False)  # predict_step made it; it becomes read-only here
         return result
 
     def set_mask(self, mask: np.ndarray) -> None:
