@@ -2,75 +2,27 @@
 
 from __future__ import annotations
 
-import inspect
 import json
-from contextlib import asynccontextmanager
 
-import httpx
 import numpy as np
 import pytest
-from aiaa_client import AsyncClient, AsyncSession, BadRequest, Client
+from aiaa_client import BadRequest, Client
 from aiaa_client.cli import load_replay, main
 from conftest import interactive_pool
 from fastapi.testclient import TestClient
-from helpers import dice, phantom, serve_in_thread
+from helpers import call, dice, opened, phantom
 
 from engines.data.io import read_volume, write_volume
 from server.app import create_app
 from server.settings import Settings
 
 pytestmark = pytest.mark.anyio
-KINDS = ["sync-asgi", "async-asgi", "sync-uvicorn", "async-uvicorn"]
 MODEL = "interactive_test"
-
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
 
 
 @pytest.fixture(scope="module")
 def app():
     return create_app(Settings(config="unused.json", max_voxels=200_000), interactive_pool())
-
-
-@pytest.fixture(scope="module")
-def port(app):
-    with serve_in_thread(app) as port:
-        yield port
-
-
-@pytest.fixture(params=KINDS)
-async def api(request, app):
-    kind = request.param
-    if kind == "sync-asgi":
-        with TestClient(app) as test_client:
-            yield Client("http://testserver", http_client=test_client)
-    elif kind == "async-asgi":
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app)) as http:
-            yield AsyncClient("http://testserver", http_client=http)
-    else:
-        url = f"http://127.0.0.1:{request.getfixturevalue('port')}"
-        client = Client(url, timeout=30) if kind == "sync-uvicorn" else AsyncClient(url, timeout=30)
-        yield client
-        if isinstance(client, AsyncClient):
-            await client.aclose()
-        else:
-            client.close()
-
-
-async def call(value):
-    return await value if inspect.isawaitable(value) else value
-
-
-@asynccontextmanager
-async def opened(session):
-    if isinstance(session, AsyncSession):
-        async with session as s:
-            yield s
-    else:
-        with session as s:
-            yield s
 
 
 async def test_every_prompt_undo_and_reset_keep_the_client_mask_equal_to_the_servers(api, app):
