@@ -12,7 +12,7 @@ from server.sessions.interaction import Interactions
 from server.sessions.store import SessionStore
 from server.settings import Settings
 
-__all__ = ["PoolDep", "SessionsDep", "SettingsDep", "GatesDep", "InteractionsDep"]
+__all__ = ["GatesDep", "InteractionsDep", "PoolDep", "SessionsDep", "SettingsDep"]
 
 
 def _pool(request: Request) -> EnginePool:

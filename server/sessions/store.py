@@ -18,7 +18,6 @@ from typing import Any
 
 from engines.data.io import Volume
 from engines.errors import InputTooLargeError
-
 from engines.tasks.interactive import PreparedImage
 
 __all__ = ["Session", "SessionStore"]

@@ -113,9 +113,8 @@ async def test_deepgrow_needs_a_deepgrow_model_and_a_server_without_it_is_a_clea
         await call(api.deepgrow("annotation_test", path, points[:1]))
     from fastapi import FastAPI
 
-    with TestClient(FastAPI()) as bare:  # an AIAA server of the time before deepgrow
-        with pytest.raises(NotFound, match="no /v1/deepgrow"):
-            Client("http://testserver", http_client=bare).deepgrow("annotation_test", path, points[:1])
+    with TestClient(FastAPI()) as bare, pytest.raises(NotFound, match="no /v1/deepgrow"):  # a server before deepgrow
+        Client("http://testserver", http_client=bare).deepgrow("annotation_test", path, points[:1])
 
 
 async def test_session_lifecycle_and_transparent_recreation_after_440(api, app, case):

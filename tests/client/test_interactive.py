@@ -61,7 +61,7 @@ async def test_every_prompt_undo_and_reset_keep_the_client_mask_equal_to_the_ser
 
 
 async def test_an_expired_session_is_recreated_with_the_mask_given_back(app):
-    volume, truth = phantom()
+    volume, _ = phantom()
     with TestClient(app) as test_client:
         client = Client("http://testserver", http_client=test_client)
         with client.session(volume.array) as session:

@@ -17,7 +17,6 @@ from server.deps import InteractionsDep, SettingsDep
 from server.errors import BadRequest
 from server.protocols.aiaa.wire import read_body, read_upload
 from server.protocols.interactive import docs
-from server.sessions.interaction import Change
 from server.protocols.interactive.wire import (
     REPLIES,
     MaskBody,
@@ -28,6 +27,7 @@ from server.protocols.interactive.wire import (
     prompt_builder,
     reply,
 )
+from server.sessions.interaction import Change
 
 router = APIRouter(prefix="/v1/interactive", tags=["interactive"])
 

@@ -14,6 +14,7 @@ from engines.data.io import read_volume, write_volume
 from server.app import create_app
 from server.settings import Settings
 
+
 @pytest.fixture(scope="module")
 def server():
     with serve_in_thread(create_app(Settings(config="unused.json"), standin_pool())) as port:
