@@ -23,6 +23,7 @@ from server.jobs.supervisor import Supervisor, SupervisorSettings
 from server.logbuffer import LogBuffer
 from server.protocols.aiaa import inference, models, session
 from server.protocols.aiaa.openapi import ERROR_RESPONSE, install_openapi
+from server.protocols.nninteractive import routes as nninteractive
 from server.sessions.store import SessionStore
 from server.settings import Settings
 
@@ -61,7 +62,7 @@ def create_app(settings: Settings | None = None, pool: EnginePool | None = None)
     app.state.gates = GateKeeper(settings.max_running_per_model, settings.max_queued_per_model)
     install_handlers(app)
     install_openapi(app)
-    for module in (models, inference, session, health, logs, admin_jobs, admin_models):
+    for module in (models, inference, session, health, logs, admin_jobs, admin_models, nninteractive):
         app.include_router(module.router)
     return app
 
