@@ -103,6 +103,14 @@ def _lease(call: Call, *, active: bool = True) -> Lease:
     return call.door.leases.get(call.request.headers.get(LEASE), call.engine.name, active=active)
 
 
+async def _active_lease(call: CallDep) -> Lease:
+    """The lease of a real action (postpones the idle timeout); checked before the body, so a gone lease is 410."""
+    return _lease(call)
+
+
+LeaseDep = Annotated[Lease, Depends(_active_lease)]
+
+
 def _meta(request: Request) -> dict[str, Any]:
     raw = request.headers.get(META)
     if raw is None:
@@ -128,13 +136,13 @@ async def _body(call: Call) -> bytes:
 
 
 def _step(call: Call, lease: Lease):
-    """The network step of ``lease``'s image, run through the model's gate."""
-    engine, image = lease.state.engine, lease.state.image
+    """How to run through the model's gate, and the network step of ``lease``'s image."""
+    state = lease.state
 
-    async def run(func, *args):
-        return await call.state.gates[engine.name].run(func, *args)
+    def step(prompts, mask):
+        return state.engine.step(state.image, prompts, mask)
 
-    return run, (lambda prompts, mask: engine.step(image, prompts, mask))
+    return call.state.gates[call.engine.name].run, step
 
 
 async def _prediction(reply: Reply) -> Response:
@@ -241,9 +249,8 @@ def _spacing(properties: Any) -> tuple[float, float, float]:
 
 
 @_route("/set_image", "POST")
-async def set_image(call: CallDep) -> dict[str, list[int]]:
+async def set_image(call: CallDep, lease: LeaseDep) -> dict[str, list[int]]:
     """The image ``[1, X, Y, Z]`` (blosc2); drops everything of the lease's last image."""
-    lease = _lease(call)
     meta = _meta(call.request)
     spacing = _spacing(meta.get("image_properties") or {})
     body = await _body(call)
@@ -271,9 +278,8 @@ class TargetBuffer(BaseModel):
 
 
 @_route("/set_target_buffer", "POST")
-async def set_target_buffer(call: CallDep, body: TargetBuffer) -> dict:
+async def set_target_buffer(call: CallDep, lease: LeaseDep, body: TargetBuffer) -> dict:
     """The client's mask buffer (its spatial shape must be the image's)."""
-    lease = _lease(call)
     try:
         dtype = np.dtype(body.dtype)
     except TypeError:
@@ -292,18 +298,16 @@ class Autozoom(BaseModel):
 
 
 @_route("/set_do_autozoom", "POST")
-async def set_do_autozoom(call: CallDep, body: Autozoom) -> dict:
+async def set_do_autozoom(call: CallDep, lease: LeaseDep, body: Autozoom) -> dict:
     """Recorded and reported; the zoom-out itself follows the model's ``interactive.max_zooms``."""
-    lease = _lease(call)
     async with lease.lock:
         lease.state.do_autozoom = body.do_autozoom
     return {}
 
 
 @_route("/reset_interactions", "POST")
-async def reset_interactions(call: CallDep) -> dict:
+async def reset_interactions(call: CallDep, lease: LeaseDep) -> dict:
     """A new object: prompts, mask and undo stack go (the client zeroes its own buffer)."""
-    lease = _lease(call)
     async with lease.lock:
         lease.state.reset()
     return {}
@@ -313,9 +317,8 @@ async def reset_interactions(call: CallDep) -> dict:
 
 
 @_route("/undo", "POST")
-async def undo(call: CallDep) -> Response:
+async def undo(call: CallDep, lease: LeaseDep) -> Response:
     """Take back the last interaction; ``ran_prediction`` false when there was nothing to undo."""
-    lease = _lease(call)
     async with lease.lock:
         reply = await to_thread.run_sync(lease.state.undo)
     return await _prediction(reply)
@@ -328,9 +331,8 @@ class Predict(BaseModel):
 
 
 @_route("/predict", "POST")
-async def predict(call: CallDep, body: Predict) -> Response:
+async def predict(call: CallDep, lease: LeaseDep, body: Predict) -> Response:
     """Predict from the prompts queued with ``run_prediction=false``."""
-    lease = _lease(call)
     async with lease.lock:
         run, step = _step(call, lease)
         reply = await run(lease.state.predict, step)
@@ -369,16 +371,16 @@ async def _add(call: Call, lease: Lease, make_prompt, run_prediction: bool) -> R
 
 
 @_route("/add_point_interaction", "POST")
-async def add_point_interaction(call: CallDep, body: Point) -> Response:
+async def add_point_interaction(call: CallDep, lease: LeaseDep, body: Point) -> Response:
     """A positive or negative click."""
-    return await _add(call, _lease(call), lambda shape: point_prompt(body.coordinates, body.include_interaction),
+    return await _add(call, lease, lambda shape: point_prompt(body.coordinates, body.include_interaction),
                       body.run_prediction)
 
 
 @_route("/add_bbox_interaction", "POST")
-async def add_bbox_interaction(call: CallDep, body: Bbox) -> Response:
+async def add_bbox_interaction(call: CallDep, lease: LeaseDep, body: Bbox) -> Response:
     """A 2D (one axis of size 1) or 3D box."""
-    return await _add(call, _lease(call),
+    return await _add(call, lease,
                       lambda shape: box_prompt(body.bbox_coords, body.include_interaction, shape), body.run_prediction)
 
 
@@ -396,8 +398,7 @@ def _interaction_bbox(meta: dict[str, Any], shape: tuple[int, int, int]) -> tupl
     return lo, hi
 
 
-async def _add_mask(call: Call, kind: str) -> Response:
-    lease = _lease(call)
+async def _add_mask(call: Call, lease: Lease, kind: str) -> Response:
     meta = _meta(call.request)
     positive = _flag(meta, "include_interaction")
     run_prediction = _flag(meta, "run_prediction", True)
@@ -411,21 +412,20 @@ async def _add_mask(call: Call, kind: str) -> Response:
 
 
 @_route("/add_scribble_interaction", "POST")
-async def add_scribble_interaction(call: CallDep) -> Response:
+async def add_scribble_interaction(call: CallDep, lease: LeaseDep) -> Response:
     """A positive or negative scribble: a 0/1 array over ``interaction_bbox`` (or the volume)."""
-    return await _add_mask(call, "scribble")
+    return await _add_mask(call, lease, "scribble")
 
 
 @_route("/add_lasso_interaction", "POST")
-async def add_lasso_interaction(call: CallDep) -> Response:
+async def add_lasso_interaction(call: CallDep, lease: LeaseDep) -> Response:
     """A lasso, filled by the viewer: a 0/1 array over ``interaction_bbox`` (or the volume)."""
-    return await _add_mask(call, "lasso")
+    return await _add_mask(call, lease, "lasso")
 
 
 @_route("/add_initial_seg_interaction", "POST")
-async def add_initial_seg_interaction(call: CallDep) -> Response:
+async def add_initial_seg_interaction(call: CallDep, lease: LeaseDep) -> Response:
     """Start from a mask of the volume's shape; ``run_prediction`` (default false) lets the model refine it."""
-    lease = _lease(call)
     meta = _meta(call.request)
     run_prediction = _flag(meta, "run_prediction", False)
     body = await _body(call)
