@@ -8,10 +8,11 @@ from fastapi import Depends, Request
 
 from engines.serving.pool import EnginePool
 from server.admission import GateKeeper
+from server.sessions.interaction import Interactions
 from server.sessions.store import SessionStore
 from server.settings import Settings
 
-__all__ = ["PoolDep", "SessionsDep", "SettingsDep", "GatesDep"]
+__all__ = ["PoolDep", "SessionsDep", "SettingsDep", "GatesDep", "InteractionsDep"]
 
 
 def _pool(request: Request) -> EnginePool:
@@ -34,3 +35,11 @@ PoolDep = Annotated[EnginePool, Depends(_pool)]
 SessionsDep = Annotated[SessionStore, Depends(_sessions)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 GatesDep = Annotated[GateKeeper, Depends(_gates)]
+
+
+def _interactions(request: Request) -> Interactions:
+    state = request.app.state
+    return Interactions(state.sessions, state.pool, state.gates)  # stateless: everything lives in the sessions
+
+
+InteractionsDep = Annotated[Interactions, Depends(_interactions)]

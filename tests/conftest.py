@@ -16,6 +16,7 @@ from helpers import (  # noqa: E402
     bright_annotation_net,
     bright_segmentation_net,
     segmentation_config,
+    standin_interactive_engine,
 )
 
 from engines.config.model import ModelConfig  # noqa: E402
@@ -32,6 +33,14 @@ def standin_pool() -> EnginePool:
     pool.add(Dextr3dEngine("annotation_test", ModelConfig.model_validate(annotation_config()), bright_annotation_net))
     pool.add(SegmentationEngine("segmentation_test", ModelConfig.model_validate(segmentation_config()),
                                 bright_segmentation_net))
+    return pool
+
+
+def interactive_pool() -> EnginePool:
+    """The stand-in pool plus two stand-in interactive (deepgrow) models."""
+    pool = standin_pool()
+    pool.add(standin_interactive_engine("interactive_test"))
+    pool.add(standin_interactive_engine("interactive_other"))
     return pool
 
 
@@ -55,4 +64,15 @@ def settings() -> Settings:
 @pytest.fixture()
 def client(settings: Settings):
     with TestClient(create_app(settings, standin_pool())) as c:
+        yield c
+
+
+@pytest.fixture()
+def interactive_app(settings: Settings):
+    return create_app(settings, interactive_pool())
+
+
+@pytest.fixture()
+def iclient(interactive_app):
+    with TestClient(interactive_app) as c:
         yield c

@@ -65,6 +65,16 @@ def bright_segmentation_net(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([background, bright * (1 - half), bright * half], dim=1) * 10.0
 
 
+def bright_interactive_net(x: torch.Tensor) -> torch.Tensor:
+    """Stand-in interactive network on the prompt encoding (image, mask, positive, negative, region).
+
+    The object is what is bright (normalised image above 0.5), never where a negative prompt lies.
+    """
+    image, negative = x[:, :1], x[:, 3:4]
+    logits = (image - 0.5) * 8.0
+    return torch.where(negative > 0.1, torch.full_like(logits, -4.0), logits)
+
+
 TINY_UNET = {"name": "UNet", "args": {"spatial_dims": 3, "in_channels": 2, "out_channels": 1, "channels": [4, 8],
                                       "strides": [2], "num_res_units": 0}}
 
@@ -98,6 +108,24 @@ def segmentation_config(**overrides) -> dict:
                inferer={"name": "SlidingWindowInferer", "args": {"roi_size": [32, 32, 32], "overlap": 0.25}})
     cfg.update(overrides)
     return cfg
+
+
+def interactive_config(**overrides) -> dict:
+    """A valid interactive (deepgrow) model config dict: tiny UNet on the 5-channel prompt encoding, roi 32^3."""
+    net = json.loads(json.dumps(TINY_UNET))
+    net["args"].update(in_channels=5, out_channels=1)
+    cfg = {"type": "deepgrow", "labels": ["object"], "description": "any object from clicks, boxes, scribbles",
+           "network": net, "model_path": "model.pt", "roi": [32, 32, 32],
+           "interactive": {"margin": 0.25, "min_size_mm": 20.0, "max_zooms": 2}}
+    cfg.update(overrides)
+    return cfg
+
+
+def standin_interactive_engine(name: str = "interactive_test", **overrides):
+    """An interactive (deepgrow) engine whose 'network' is :func:`bright_interactive_net`."""
+    from engines.tasks.interactive import InteractiveEngine
+
+    return InteractiveEngine(name, ModelConfig.model_validate(interactive_config(**overrides)), bright_interactive_net)
 
 
 def write_model(folder: Path, name: str, cfg: dict, seed: int = 0) -> Path:

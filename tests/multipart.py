@@ -1,8 +1,9 @@
-"""Reply parsers that behave like the real AIAA clients (protocol notes section 2.2)."""
+"""Requests and reply parsers that behave like the real AIAA clients (protocol notes section 2.2)."""
 
 from __future__ import annotations
 
 import cgi
+import http.client
 import io
 import json
 import re
@@ -53,3 +54,32 @@ def boundary_of(content_type: str) -> str:
     match = re.search(r"boundary=([^;\s]+)", content_type)
     assert match, content_type
     return match.group(1)
+
+
+PY_BOUNDARY = "----------lImIt_of_THE_fIle_eW_$"
+
+
+def python_client_body(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> bytes:
+    """client_api.py's encoder: fixed boundary with '$', fields first, then files, extra CRLF at the end."""
+    lines = []
+    for key, value in fields.items():
+        lines += [f"--{PY_BOUNDARY}", f'Content-Disposition: form-data; name="{key}"', "", value]
+    body = "\r\n".join(lines).encode() + b"\r\n" if lines else b""
+    for key, (filename, data) in files.items():
+        head = "\r\n".join([f"--{PY_BOUNDARY}",
+                            f'Content-Disposition: form-data; name="{key}"; filename="{filename}"',
+                            "Content-Type: application/octet-stream", "", ""]).encode()
+        body += head + data + b"\r\n"
+    return body + f"--{PY_BOUNDARY}--\r\n\r\n".encode()
+
+
+def python_client_call(port: int, method: str, selector: str, body: bytes):
+    """Send ``body`` the way client_api.py does (http.client, lower-case headers, no compression)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.putrequest(method, selector, skip_accept_encoding=True)
+    conn.putheader("content-type", f"multipart/form-data; boundary={PY_BOUNDARY}")
+    conn.putheader("content-length", str(len(body)))
+    conn.putheader("Accept-Encoding", "identity")
+    conn.endheaders()
+    conn.send(body)
+    return conn, conn.getresponse()

@@ -17,6 +17,7 @@ from engines.errors import ConfigError
 __all__ = [
     "ComponentSpec",
     "EnsembleMember",
+    "InteractiveSpec",
     "ModelConfig",
     "PoolEntry",
     "WriterSpec",
@@ -25,11 +26,14 @@ __all__ = [
     "parse_pool",
 ]
 
-ModelType = Literal["annotation", "segmentation"]
+ModelType = Literal["annotation", "segmentation", "deepgrow"]
 ModelFormat = Literal["pytorch", "torchscript", "onnx", "openvino", "tensorrt", "auto"]
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
 # Formats whose model_path is an exported artifact rather than a checkpoint for ``network``.
 ARTIFACT_FORMATS = ("torchscript", "onnx", "openvino", "tensorrt")
+
+# Channels of the interactive prompt encoding (len(engines.transforms.prompts.CHANNELS); a test checks).
+INTERACTIVE_IN_CHANNELS = 5
 
 # MONAI bundle syntax ($ eval, @ reference, % macro) is refused: configs a server loads
 # must not run code.
@@ -91,6 +95,15 @@ class WriterSpec(_Strict):
         return self
 
 
+class InteractiveSpec(_Strict):
+    """How an interactive (``deepgrow``) model crops: margin around the prompts and mask, minimum size, zoom-out."""
+
+    margin: float = Field(0.25, ge=0.0, le=4.0)  # of the prompts' extent, on each side
+    min_size_mm: float = Field(40.0, gt=0.0, le=2000.0)  # smallest crop per axis
+    max_zooms: int = Field(2, ge=0, le=8)  # widen and predict again while the object reaches the crop's border
+    zoom_factor: float = Field(1.6, gt=1.0, le=4.0)
+
+
 class ModelConfig(_Strict):
     """How one model runs (``model_configs/<name>.json``), Clara keys plus what we need.
 
@@ -126,6 +139,7 @@ class ModelConfig(_Strict):
     padding: float | None = Field(None, ge=0.0)
     sigma: float | None = Field(None, gt=0.0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    interactive: InteractiveSpec | None = None  # deepgrow models only (defaults when absent)
     # Batch inference (``aiaa infer``) output; empty means one NIfTI mask per input.
     writers: list[WriterSpec] = Field(default_factory=list)
 
@@ -177,7 +191,23 @@ class ModelConfig(_Strict):
                             f"pre_transform '{spec.name}' has {key}={spec.args[key]!r} but the model's {key} is "
                             f"{getattr(self, key)!r}"
                         )
+        if self.type == "deepgrow":
+            self._interactive_requirements()
+        elif self.interactive is not None:
+            raise ValueError(f"'interactive' applies to deepgrow models only, not to {self.type} models")
         return self
+
+    def _interactive_requirements(self) -> None:
+        if self.roi is None:
+            raise ValueError("deepgrow (interactive) models need 'roi': the size the crop is resampled to")
+        for member in self.members():
+            args = member.network.args if member.network is not None else {}
+            if args.get("in_channels", INTERACTIVE_IN_CHANNELS) != INTERACTIVE_IN_CHANNELS:
+                raise ValueError(f"an interactive network takes {INTERACTIVE_IN_CHANNELS} input channels (image, "
+                                 f"mask, positive, negative, region); 'in_channels' is {args['in_channels']}")
+            if args.get("out_channels", 1) != 1:
+                raise ValueError(f"an interactive network has 1 output channel (the object's logits); "
+                                 f"'out_channels' is {args['out_channels']}")
 
     def members(self) -> list[ModelConfig]:
         """One single-network config per ensemble member; just this config without an ensemble."""

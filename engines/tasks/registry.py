@@ -8,6 +8,7 @@ from __future__ import annotations
 from engines.errors import UnknownComponentError
 from engines.tasks.base import Engine
 from engines.tasks.dextr3d import Dextr3dEngine
+from engines.tasks.interactive import InteractiveEngine
 from engines.tasks.segmentation import SegmentationEngine
 
 __all__ = ["ENGINE_CLASSES", "engine_class", "engine_for_type", "model_types"]
@@ -17,6 +18,8 @@ ENGINE_CLASSES: dict[tuple[str, str], type[Engine]] = {
     ("Dextr3dCroppedEngine", "medical.aas.dextr3dcropped"): Dextr3dEngine,
     ("Dextr3dEngine", "engines.dextr3d"): Dextr3dEngine,
     ("Dextr3dEngine", "engines.tasks.dextr3d"): Dextr3dEngine,
+    ("InteractiveEngine", "engines.tasks.interactive"): InteractiveEngine,
+    ("DeepgrowEngine", "medical.aas.deepgrow"): InteractiveEngine,
     ("SegmentationEngine", "medical.aas.segmentation"): SegmentationEngine,
     ("SegmentationEngine", "engines.segmentation"): SegmentationEngine,
     ("SegmentationEngine", "engines.tasks.segmentation"): SegmentationEngine,

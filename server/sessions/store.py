@@ -1,11 +1,14 @@
 """Sessions: an uploaded volume kept decoded in memory so that later clicks need no upload.
 
 Expiry counts from the last use and is capped by the server maximum; all sessions
-together stay within a memory budget (least recently used go first).
+together stay within a memory budget (least recently used go first). A session may also
+hold one interactive object (:mod:`server.sessions.interaction`): its normalised image,
+mask and undo stack count in the budget and expire with the session.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -15,6 +18,8 @@ from typing import Any
 
 from engines.data.io import Volume
 from engines.errors import InputTooLargeError
+
+from engines.tasks.interactive import PreparedImage
 
 __all__ = ["Session", "SessionStore"]
 
@@ -30,6 +35,16 @@ class Session:
     expiry_s: int
     create_ts: float = field(default_factory=time.time)
     last_access_ts: float = field(default_factory=time.time)
+    prepared: PreparedImage | None = None  # the volume normalised once for interactive models
+    prepared_key: str = ""  # which normalisation made ``prepared`` (InteractiveEngine.prepare_key)
+    interaction: Any = None  # the object being annotated (server.sessions.interaction.Interaction), if any
+    # one interaction at a time per session (prompts, undo and reset of one object are a sequence)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+
+    def nbytes(self) -> int:
+        """Memory held: the volume, its normalised copy, and the interactive object's mask and undo stack."""
+        prepared = self.prepared.nbytes if self.prepared is not None else 0
+        return self.volume.nbytes + prepared + (self.interaction.nbytes() if self.interaction is not None else 0)
 
     def expired(self, now: float) -> bool:
         """Whether the session has been idle longer than its expiry."""
@@ -107,6 +122,23 @@ class SessionStore:
                 self._sessions.move_to_end(session_id)
             return session
 
+    def make_room(self, session: Session, extra: int = 0) -> None:
+        """Evict other least recently used sessions until ``session`` (grown by ``extra`` bytes) fits the budget.
+
+        Raises:
+            InputTooLargeError: ``session`` alone would exceed the budget (nothing is evicted then).
+        """
+        need = session.nbytes() + extra
+        if need > self.memory_budget:
+            raise InputTooLargeError(f"the session would need {need} bytes; sessions may hold at most "
+                                     f"{self.memory_budget}")
+        with self._lock:
+            for sid in list(self._sessions):
+                if self._used() + extra <= self.memory_budget:
+                    break
+                if sid != session.id:
+                    del self._sessions[sid]
+
     def delete(self, session_id: str) -> bool:
         """Remove a session; ``False`` if it did not exist (or had expired)."""
         with self._lock:
@@ -120,7 +152,7 @@ class SessionStore:
             return {"count": len(self._sessions), "bytes": self._used(), "budget": self.memory_budget}
 
     def _used(self) -> int:
-        return sum(s.volume.nbytes for s in self._sessions.values())
+        return sum(s.nbytes() for s in self._sessions.values())
 
     def _purge(self, now: float) -> None:
         for sid in [sid for sid, s in self._sessions.items() if s.expired(now)]:

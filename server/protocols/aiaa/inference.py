@@ -1,4 +1,8 @@
-"""``POST /v1/dextr3d``, ``/v1/segmentation`` and ``/v1/inference`` (dispatch on model type)."""
+"""``POST /v1/dextr3d``, ``/v1/segmentation``, ``/v1/deepgrow`` and ``/v1/inference`` (dispatch on model type).
+
+Deepgrow on a session runs on the session's image normalised once (:mod:`server.sessions.interaction`);
+its clicks are all resent with each call, so it leaves the session's interactive object alone.
+"""
 
 from __future__ import annotations
 
@@ -11,24 +15,24 @@ from fastapi.responses import JSONResponse, Response
 from engines.data.io import Volume, write_volume
 from engines.data.snapshot import render_snapshot
 from engines.errors import WrongModelTypeError
-from server.deps import GatesDep, PoolDep, SessionsDep, SettingsDep
+from engines.tasks.interactive import InteractiveEngine
+from server.deps import GatesDep, InteractionsDep, PoolDep, SessionsDep, SettingsDep
 from server.errors import BadRequest, SessionExpired
 from server.protocols.aiaa.openapi import inference_docs
 from server.protocols.aiaa.wire import OUTPUTS, decode_upload, multipart_reply, read_upload, result_format
 
 router = APIRouter(tags=["inference"])
 
-
-
 async def _infer(api: str, request: Request, pool: PoolDep, sessions: SessionsDep, settings: SettingsDep,
-                 gates: GatesDep, model: str | None, session_id: str | None, output: str | None) -> Response:
+                 gates: GatesDep, interactions: InteractionsDep, model: str | None, session_id: str | None,
+                 output: str | None) -> Response:
     if not model:
         raise BadRequest("query parameter 'model' is required (GET /v1/models lists them)")
     output = (output or "all").lower()
     if output not in OUTPUTS:
         raise BadRequest(f"output={output!r} is not supported: use one of {', '.join(OUTPUTS)}")
     engine = pool.get(model)
-    expected = {"dextr3d": "annotation", "segmentation": "segmentation"}.get(api)
+    expected = {"dextr3d": "annotation", "segmentation": "segmentation", "deepgrow": "deepgrow"}.get(api)
     if expected is not None and engine.type != expected:
         raise WrongModelTypeError(
             f"model '{model}' is a {engine.type} model; /v1/{api} needs a {expected} model "
@@ -49,7 +53,10 @@ async def _infer(api: str, request: Request, pool: PoolDep, sessions: SessionsDe
         raise BadRequest("no image: upload the volume as a multipart file part or pass session_id")
     fmt = result_format(upload.params, suffix)
 
-    result = await gates[model].run(engine.infer, volume, upload.params)
+    if session_id and isinstance(engine, InteractiveEngine):
+        result = await interactions.deepgrow(session, engine, upload.params)
+    else:
+        result = await gates[model].run(engine.infer, volume, upload.params)
     timings.update(result.timings)
     params = {**result.params, "model": model, "timings": timings}
     if output == "json":
@@ -77,19 +84,21 @@ def _picture(volume: Volume, mask, labels: list[str]) -> bytes:
 
 def _route(api: str):
     async def endpoint(request: Request, pool: PoolDep, sessions: SessionsDep, settings: SettingsDep,
-                       gates: GatesDep, model: str | None = None, session_id: str | None = None,
-                       output: str | None = None) -> Response:
-        return await _infer(api, request, pool, sessions, settings, gates, model, session_id, output)
+                       gates: GatesDep, interactions: InteractionsDep, model: str | None = None,
+                       session_id: str | None = None, output: str | None = None) -> Response:
+        return await _infer(api, request, pool, sessions, settings, gates, interactions, model, session_id, output)
 
     endpoint.__name__ = f"post_{api}"
     endpoint.__doc__ = {
         "dextr3d": "Mask of one object from six or more extreme points (`params={\"points\": [[i,j,k],...]}`).",
         "segmentation": "Automatic segmentation: label map 1..N in the model's label order.",
+        "deepgrow": "Interactive (deepgrow) model from clicks: `params={\"foreground\": [[i,j,k],...], "
+                    "\"background\": [...]}`; the reply's `crop` is the box that was predicted.",
         "inference": "Generic inference: dispatches on the model's type.",
     }[api]
     return endpoint
 
 
-for _api in ("dextr3d", "segmentation", "inference"):
+for _api in ("dextr3d", "segmentation", "deepgrow", "inference"):
     router.add_api_route(f"/v1/{_api}", _route(_api), methods=["POST"], **inference_docs(_api))
     router.add_api_route(f"/v1/{_api}/", _route(_api), methods=["POST"], include_in_schema=False)

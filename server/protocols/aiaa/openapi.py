@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from server.protocols.aiaa.wire import OUTPUTS
 
-__all__ = ["ERROR_RESPONSE", "SESSION_DOCS", "SESSION_PUT_DOCS", "ErrorBody", "inference_docs", "install_openapi"]
+__all__ = ["ERROR_RESPONSE", "POLYGON_DOCS", "SESSION_DOCS", "SESSION_PUT_DOCS", "ErrorBody", "inference_docs", "install_openapi"]
 
 
 class ErrorBody(BaseModel):
@@ -69,6 +69,14 @@ PARAMS = {
                                **RESULT_KEYS},
                 "example": {"points": EXAMPLE_POINTS}},
     "segmentation": {"type": "object", "additionalProperties": True, "properties": RESULT_KEYS, "example": {}},
+    "deepgrow": {"type": "object", "additionalProperties": True,
+                 "properties": {"foreground": {"type": "array", "items": POINT, "description": "positive clicks"},
+                                "background": {"type": "array", "items": POINT, "description": "negative clicks"},
+                                "current_point": {"description": "the newest click, [i,j,k] or [[i,j,k]] (optional)"},
+                                "spatial_size": {"type": "array", "items": {"type": "integer"},
+                                                 "description": "accepted and ignored: the model's roi applies"},
+                                **RESULT_KEYS},
+                 "example": {"foreground": [[6, 6, 6]], "background": []}},
     "inference": {"type": "object", "additionalProperties": True, "properties": RESULT_KEYS, "example": {},
                   "description": "model specific: extreme points for an annotation model, nothing for segmentation"},
 }
@@ -160,13 +168,49 @@ SESSION_PUT_DOCS: dict[str, Any] = {
     "responses": {200: SESSION_DOCS["responses"][200], **_errors(400, 413)},
 }
 
+POLYGON = {"type": "array", "items": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2}}
+POLYGON_DOCS: dict[str, dict[str, Any]] = {
+    "mask2polygon": {
+        "openapi_extra": {"requestBody": {"required": True, "content": _form(
+            {"type": "object", "properties": {"more_points": {
+                "type": "number", "exclusiveMinimum": 0,
+                "description": "larger gives more vertices (10: polygons within 1 voxel of the outline)"}},
+             "example": {"more_points": 10}}, True, "a 3D binary mask (.nii.gz)")}},
+        "responses": {200: {"description": "Per slice along k, its polygons of [j, i] points",
+                            "content": {"application/json": {"schema": {"type": "array", "items": {
+                                "type": "array", "items": POLYGON}}}}},
+                      **_errors(400, 413)},
+    },
+    "fixpolygon": {
+        "openapi_extra": {"requestBody": {"required": True, "content": _form(
+            {"type": "object", "required": ["poly", "polygon_index", "vertex_index", "vertex_offset"],
+             "additionalProperties": True,
+             "properties": {"poly": {"type": "array", "description": "2D: polygons of [x, y]; 3D: per slice, "
+                                                                     "polygons of [j, i] (as mask2polygon)"},
+                            "dimension": {"enum": [2, 3]}, "polygon_index": {"type": "integer"},
+                            "vertex_index": {"type": "integer"}, "slice_index": {"type": "integer"},
+                            "vertex_offset": {"type": "array", "items": {"type": "number"}},
+                            "propagate_neighbor": {"type": "integer"}, "propagate_neighbor_3d": {"type": "integer"}}},
+            True, "2D: the slice as PNG; 3D: the volume (.nii.gz)")}},
+        "responses": {200: {"description": "Multipart: params `{\"poly\": [...]}` then the refilled mask "
+                                           "(PNG for 2D, NIfTI for 3D)",
+                            "content": {"multipart/form-data": {"schema": {"type": "object", "properties": {
+                                "params": {"type": "object", "properties": {"poly": {"type": "array"}}},
+                                "image": BINARY}}}}},
+                      **_errors(400, 413)},
+    },
+}
+
 PARAMETERS = {
     "model": "Model name (`GET /v1/models` lists them). Required.",
     "session_id": "Use the image of this session (`PUT /session/`) instead of an upload.",
     "output": "`all` (default): multipart params + mask; `image`: the mask file only; `json`: params only.",
     "expiry": "Seconds from the last use; 0 or absent: the server's default; capped by the server's maximum.",
 }
-MODEL_TYPE_OF_ROUTE = {"/v1/dextr3d": "annotation", "/v1/segmentation": "segmentation"}
+MODEL_TYPE_OF_ROUTE = {"/v1/dextr3d": "annotation", "/v1/segmentation": "segmentation", "/v1/deepgrow": "deepgrow",
+                       "/v1/interactive/{session_id}/prompt": "deepgrow", "/v1/interactive/{session_id}/mask": "deepgrow"}
+# Routes whose model is optional (the session's object is already bound to one).
+OPTIONAL_MODEL = ("/v1/interactive/{session_id}/mask",)
 
 
 ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
@@ -189,7 +233,7 @@ def _describe(schema: dict[str, Any], app: FastAPI) -> dict[str, Any]:
                 if name == "model" and path.startswith("/v1/") and path != "/v1/models":
                     wanted = MODEL_TYPE_OF_ROUTE.get(path)
                     names = [n for n, t in ready if wanted is None or t == wanted]
-                    parameter["required"] = True
+                    parameter["required"] = path not in OPTIONAL_MODEL
                     parameter["schema"] = {"type": "string", **({"enum": names} if names else {})}
     return schema
 

@@ -21,7 +21,7 @@ from starlette.responses import Response
 from engines.data.io import DICOM_SUFFIX, SUFFIXES, Volume, detect_suffix, read_dicom_series, read_volume
 from server.errors import BadRequest, PayloadTooLarge
 
-__all__ = ["Upload", "ResultFormat", "decode_upload", "read_upload", "multipart_reply", "result_format"]
+__all__ = ["Upload", "ResultFormat", "decode_upload", "read_body", "read_upload", "multipart_reply", "result_format"]
 
 # Field names the clients use for the image, in order of preference.
 FILE_FIELDS = ("image", "datapoint", "file", "image0")
@@ -49,7 +49,8 @@ class Upload:
         return self.data is not None or bool(self.series)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole request body, refused with 413 past ``limit`` bytes (declared or streamed)."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -86,7 +87,7 @@ def parse_params(raw: Any) -> dict[str, Any]:
 
 async def read_upload(request: Request, max_bytes: int) -> Upload:
     """Read ``params`` and at most one image from a multipart, url-encoded or empty request body."""
-    body = await _read_body(request, max_bytes)
+    body = await read_body(request, max_bytes)
     if not body:
         return Upload()
     content_type = request.headers.get("content-type", "")
@@ -194,7 +195,7 @@ def multipart_reply(params: dict[str, Any], data: bytes, filename: str) -> Respo
 
 async def read_form(request: Request, max_bytes: int, max_files: int = MAX_SERIES_FILES) -> Any:
     """A multipart form within the byte limit (admin uploads: datasets, models)."""
-    body = await _read_body(request, max_bytes)
+    body = await read_body(request, max_bytes)
     if "multipart/form-data" not in request.headers.get("content-type", "").lower():
         raise BadRequest("expected multipart/form-data")
 

@@ -5,7 +5,8 @@ dropped when its viewer stops doing anything for ``idle_timeout_s`` (only real a
 showing any sign of life, heartbeats included, for ``liveness_timeout_s``; a request with a dropped or
 unknown token gets 410, which the client raises as ``SessionExpiredError``. At ``max_leases`` a claim
 gets 503 (``ServerAtCapacityError``). Expiry is checked whenever the registry is used, against an
-injectable clock, so no reaper thread is needed.
+injectable clock, so no reaper thread is needed. A dropped lease is handed to ``on_drop`` (the door
+deletes its image's session there).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from dataclasses import dataclass, field
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from engines.errors import InputTooLargeError
 from server.errors import ApiError, Busy
 from server.protocols.nninteractive.state import LeaseState
 
@@ -57,12 +57,13 @@ class Lease:
 
 
 class LeaseRegistry:
-    """Thread-safe map of lease tokens, with capacity, expiry and a memory budget over all leases."""
+    """Thread-safe map of lease tokens, with capacity and expiry."""
 
-    def __init__(self, settings: DoorSettings, memory_budget: int, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, settings: DoorSettings, clock: Callable[[], float] = time.monotonic,
+                 on_drop: Callable[[Lease], None] = lambda lease: None) -> None:
         self.settings = settings
-        self.memory_budget = memory_budget
         self.clock = clock
+        self.on_drop = on_drop
         self._leases: dict[str, Lease] = {}
         self._mutex = threading.Lock()
 
@@ -102,19 +103,14 @@ class LeaseRegistry:
     def release(self, token: str | None) -> bool:
         """Drop a lease; idempotent."""
         with self._mutex:
-            return self._leases.pop(token or "", None) is not None
+            lease = self._leases.pop(token or "", None)
+        if lease is not None:
+            self.on_drop(lease)
+        return lease is not None
 
     def remaining_s(self, lease: Lease) -> float:
         """Seconds until the idle timeout drops ``lease``."""
         return max(0.0, self.settings.idle_timeout_s - (self.clock() - lease.last_active))
-
-    def check_memory(self, lease: Lease, nbytes: int) -> None:
-        """Raise :class:`InputTooLargeError` (413) unless ``lease`` may hold ``nbytes`` beside the others."""
-        with self._mutex:
-            others = sum(x.state.nbytes() for x in self._leases.values() if x is not lease)
-        if others + nbytes > self.memory_budget:
-            raise InputTooLargeError(f"the image needs {nbytes} bytes; nnInteractive sessions hold {others} of "
-                                     f"{self.memory_budget}")
 
     def __len__(self) -> int:
         with self._mutex:
@@ -126,4 +122,4 @@ class LeaseRegistry:
         s = self.settings
         for token in [t for t, x in self._leases.items()
                       if now - x.last_seen > s.liveness_timeout_s or now - x.last_active > s.idle_timeout_s]:
-            del self._leases[token]
+            self.on_drop(self._leases.pop(token))

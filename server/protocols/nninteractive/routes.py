@@ -20,21 +20,22 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from engines.data.io import Geometry, Volume
-from engines.errors import ModelNotFoundError, WrongModelTypeError
-from engines.serving.pool import EnginePool
+from engines.errors import ModelNotFoundError
+from engines.tasks.interactive import InteractiveEngine, box_prompt, point_prompt
 from engines.transforms.prompts import CHANNELS
 from server.errors import BadRequest, Unauthorized
-from server.protocols.aiaa.wire import _read_body
-from server.protocols.nninteractive.leases import DoorSettings, Lease, LeaseRegistry
-from server.protocols.nninteractive.state import Reply, box_prompt, mask_prompt, point_prompt
+from server.protocols.aiaa.wire import read_body
+from server.protocols.nninteractive.leases import DoorSettings, Lease, LeaseGone, LeaseRegistry
+from server.protocols.nninteractive.state import Reply, clip_box, mask_prompt
 from server.protocols.nninteractive.wire import pack, unpack
+from server.sessions.interaction import Interactions
+from server.sessions.store import SessionStore
 
 __all__ = ["Door", "router"]
 
 PREFIXES = ("/nninteractive", "/nninteractive/{model}")
 META = "X-Meta"
 LEASE = "X-Lease-Token"
-INTERACTIVE_TYPE = "deepgrow"
 PROTOCOL_VERSION = "2.6.0"  # the nninteractive-client release this door was written and tested against
 DTYPE_KINDS = "biuf"  # target buffers: bool, integers or floats
 
@@ -43,10 +44,20 @@ router = APIRouter(tags=["nninteractive"])
 
 @dataclass
 class Door:
-    """The door's settings and leases (``app.state.nninteractive``; tests put their own with a fake clock)."""
+    """The door's settings and leases (``app.state.nninteractive``)."""
 
     settings: DoorSettings
     leases: LeaseRegistry
+
+    @classmethod
+    def create(cls, settings: DoorSettings, sessions: SessionStore, clock=None) -> Door:
+        """A door whose dropped leases free their image's session (``clock``: tests move time themselves)."""
+        def drop(lease: Lease) -> None:
+            if lease.state.session is not None:
+                sessions.delete(lease.state.session.id)
+
+        kwargs = {} if clock is None else {"clock": clock}
+        return cls(settings, LeaseRegistry(settings, on_drop=drop, **kwargs))
 
 
 @dataclass
@@ -54,33 +65,36 @@ class Call:
     """What every authorised call needs: the door, the model it addresses and the server's state."""
 
     door: Door
-    engine: Any
+    engine: InteractiveEngine
     request: Request
 
     @property
     def state(self) -> Any:
         return self.request.app.state
 
+    @property
+    def interactions(self) -> Interactions:
+        return Interactions(self.state.sessions, self.state.pool, self.state.gates)
+
 
 def _door(request: Request) -> Door:
     state = request.app.state
     if getattr(state, "nninteractive", None) is None:
-        state.nninteractive = Door(DoorSettings(), LeaseRegistry(DoorSettings(), state.settings.session_memory_bytes))
+        state.nninteractive = Door.create(DoorSettings(), state.sessions)
     return state.nninteractive
 
 
-def _engine(pool: EnginePool, model: str | None) -> Any:
-    if model is None:
-        for engine in pool.engines():
-            if engine.type == INTERACTIVE_TYPE:
-                return engine
-        raise ModelNotFoundError("no interactive model is loaded: /nninteractive needs a model of type "
-                                 f"'{INTERACTIVE_TYPE}' (GET /v1/models lists the models)")
-    engine = pool.get(model)
-    if engine.type != INTERACTIVE_TYPE:
-        raise WrongModelTypeError(f"model '{model}' is a {engine.type} model; /nninteractive/{model} needs an "
-                                  f"interactive ('{INTERACTIVE_TYPE}') model")
-    return engine
+def _engine(request: Request) -> InteractiveEngine:
+    """The model a base URL addresses: the named one, or the pool's first interactive model."""
+    state = request.app.state
+    model = request.path_params.get("model")
+    if model is not None:
+        return Interactions(state.sessions, state.pool, state.gates).engine(model)
+    for engine in state.pool.engines():
+        if isinstance(engine, InteractiveEngine):
+            return engine
+    raise ModelNotFoundError("no interactive model is loaded: /nninteractive serves the first model of type "
+                             "'deepgrow' (GET /v1/models?type=deepgrow lists them)")
 
 
 async def _call(request: Request) -> Call:
@@ -93,7 +107,7 @@ async def _call(request: Request) -> Call:
             raise Unauthorized("missing bearer key (Authorization: Bearer <key>)")
         if not hmac.compare_digest(header[len("Bearer "):].encode(), key.encode()):
             raise Unauthorized("invalid bearer key")
-    return Call(door, _engine(request.app.state.pool, request.path_params.get("model")), request)
+    return Call(door, _engine(request), request)
 
 
 CallDep = Annotated[Call, Depends(_call)]
@@ -104,8 +118,16 @@ def _lease(call: Call, *, active: bool = True) -> Lease:
 
 
 async def _active_lease(call: CallDep) -> Lease:
-    """The lease of a real action (postpones the idle timeout); checked before the body, so a gone lease is 410."""
-    return _lease(call)
+    """The lease of a real action (postpones the idle timeout); checked before the body, so a gone lease is 410.
+
+    A lease whose image's session was evicted to make room for others is gone too: the viewer starts over.
+    """
+    lease = _lease(call)
+    session = lease.state.session
+    if session is not None and call.state.sessions.get(session.id) is None:
+        call.door.leases.release(lease.token)
+        raise LeaseGone("this lease's image was evicted from memory to make room for other sessions; reconnect")
+    return lease
 
 
 LeaseDep = Annotated[Lease, Depends(_active_lease)]
@@ -132,17 +154,19 @@ def _flag(meta: dict[str, Any], key: str, default: bool | None = None) -> bool:
 
 
 async def _body(call: Call) -> bytes:
-    return await _read_body(call.request, call.state.settings.max_upload_bytes)
+    return await read_body(call.request, call.state.settings.max_upload_bytes)
 
 
 def _step(call: Call, lease: Lease):
-    """How to run through the model's gate, and the network step of ``lease``'s image."""
-    state = lease.state
+    """How to run through the model's gate, and the network step of ``lease``'s image (room made for one more mask)."""
+    session, engine = lease.state.session, call.engine
+    if session is not None:
+        call.state.sessions.make_room(session, (int(np.prod(session.volume.shape)) + 7) // 8)
 
     def step(prompts, mask):
-        return state.engine.step(state.image, prompts, mask)
+        return engine.step(session.prepared, prompts, mask)
 
-    return call.state.gates[call.engine.name].run, step
+    return call.state.gates[engine.name].run, step
 
 
 async def _prediction(reply: Reply) -> Response:
@@ -173,14 +197,14 @@ def _route(path: str, method: str, **kwargs: Any):
 @_route("/healthz", "GET")
 async def healthz(request: Request) -> dict[str, bool]:
     """Liveness of the door and of its model (no key needed)."""
-    _engine(request.app.state.pool, request.path_params.get("model"))
+    _engine(request)
     return {"ok": True}
 
 
 @_route("/capabilities", "GET")
 async def capabilities(call: CallDep) -> dict[str, Any]:
     """What the model takes, in the terms the client mirrors onto its session object."""
-    roi = getattr(call.engine.config, "roi", None)
+    roi = call.engine.roi
     # Our encoding (engines.transforms.prompts.CHANNELS) without the image channel: mask, positive, negative, region.
     mask, positive, negative, region = (CHANNELS.index(c) - 1 for c in ("mask", "positive", "negative", "region"))
     return {
@@ -259,14 +283,19 @@ async def set_image(call: CallDep, lease: LeaseDep) -> dict[str, list[int]]:
         raise BadRequest(f"the image must have one channel ([1, X, Y, Z]), got shape {list(image.shape)}")
     if image.dtype == np.bool_:
         image = image.astype(np.uint8)
-    shape = image.shape[1:]
-    nbytes = int(np.prod(shape)) * 4  # the normalised float32 copy the engine keeps
-    call.door.leases.check_memory(lease, nbytes)
     volume = Volume(image[0], Geometry(spacing, (0.0, 0.0, 0.0), Geometry.identity().direction))
-    engine = call.engine
+    sessions = call.state.sessions
     async with lease.lock:
-        prepared = await to_thread.run_sync(engine.prepare, volume)
-        lease.state.set_image(engine, prepared, shape, nbytes)
+        session = sessions.create(volume, ".nninteractive", f"nninteractive lease {lease.token[:8]}")
+        try:
+            await call.interactions.prepared(session, call.engine, {})
+        except BaseException:
+            sessions.delete(session.id)
+            raise
+        previous = lease.state.session
+        lease.state.set_image(session, call.engine.name)
+        if previous is not None:
+            sessions.delete(previous.id)
     return {"original_image_shape": list(image.shape)}
 
 
@@ -363,7 +392,7 @@ async def _add(call: Call, lease: Lease, make_prompt, run_prediction: bool) -> R
     async with lease.lock:
         state = lease.state
         state.require_image()
-        prompt = make_prompt(state.shape)
+        prompt = await to_thread.run_sync(make_prompt, state.shape)
         run, step = _step(call, lease)
         runner = run if run_prediction else to_thread.run_sync
         reply = await runner(state.add, prompt, run_prediction, step)
@@ -373,15 +402,17 @@ async def _add(call: Call, lease: Lease, make_prompt, run_prediction: bool) -> R
 @_route("/add_point_interaction", "POST")
 async def add_point_interaction(call: CallDep, lease: LeaseDep, body: Point) -> Response:
     """A positive or negative click."""
-    return await _add(call, lease, lambda shape: point_prompt(body.coordinates, body.include_interaction),
+    return await _add(call, lease, lambda shape: point_prompt(body.coordinates, body.include_interaction, shape),
                       body.run_prediction)
 
 
 @_route("/add_bbox_interaction", "POST")
 async def add_bbox_interaction(call: CallDep, lease: LeaseDep, body: Bbox) -> Response:
     """A 2D (one axis of size 1) or 3D box."""
-    return await _add(call, lease,
-                      lambda shape: box_prompt(body.bbox_coords, body.include_interaction, shape), body.run_prediction)
+    def build(shape):
+        return box_prompt(*clip_box(body.bbox_coords, shape), body.include_interaction, shape)
+
+    return await _add(call, lease, build, body.run_prediction)
 
 
 def _interaction_bbox(meta: dict[str, Any], shape: tuple[int, int, int]) -> tuple[list[int], list[int]]:
@@ -408,7 +439,7 @@ async def _add_mask(call: Call, lease: Lease, kind: str) -> Response:
     lo, hi = _interaction_bbox(meta, shape)
     size = [b - a for a, b in zip(lo, hi)]
     mask = await to_thread.run_sync(lambda: unpack(body, max_elements=int(np.prod(size)), shape=size))
-    return await _add(call, lease, lambda _: mask_prompt(kind, mask > 0, positive, lo), run_prediction)
+    return await _add(call, lease, lambda shape: mask_prompt(kind, mask, positive, shape, lo), run_prediction)
 
 
 @_route("/add_scribble_interaction", "POST")

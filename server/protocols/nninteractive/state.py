@@ -1,27 +1,31 @@
-"""One lease's image, target buffer and interaction loop, as nnInteractive's session behaves (no HTTP).
+"""One lease's target buffer and interaction loop, as nnInteractive's session behaves (no HTTP).
 
-Prompts map onto the shared contract (:mod:`engines.transforms.prompts`): a bbox becomes a ``box``
+The image lives in an AIAA session of the shared :class:`~server.sessions.store.SessionStore` (one
+memory budget for every door; its normalised copy and the object's mask and undo stack count there).
+Prompts map onto the shared contract through the engine's constructors: a bbox becomes a ``box``
 prompt, a point a ``point``, a scribble the voxels of its mask, a lasso its filled voxels, an initial
 segmentation :meth:`~engines.tasks.interaction.InteractionState.set_mask`. Prompts added with
 ``run_prediction=False`` wait in :attr:`LeaseState.pending` until the next prediction, as nnInteractive
-queues them. Every method checks its input before it changes anything, so a refused call leaves the
-lease as it was; a prediction is computed first and committed only when it succeeded.
+queues them. Every method checks its input before it changes anything; a prediction is computed first
+and committed only when it succeeded.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from engines.errors import InvalidInputError, InvalidPointsError
 from engines.tasks.interaction import InteractionState, StepResult
+from engines.tasks.interactive import voxel_prompt
 from engines.transforms.prompts import Prompt
 from server.errors import Conflict
+from server.sessions.interaction import Interaction, changed_box
+from server.sessions.store import Session
 
-__all__ = ["LeaseState", "NoImageError", "Reply", "Step", "box_prompt", "mask_prompt", "point_prompt"]
+__all__ = ["LeaseState", "NoImageError", "Reply", "Step", "clip_box", "mask_prompt"]
 
 Step = Callable[[Sequence[Prompt], "np.ndarray | None"], StepResult]
 Box = tuple[tuple[int, int, int], tuple[int, int, int]]
@@ -40,17 +44,10 @@ class Reply:
     region: np.ndarray | None = None
 
 
-def point_prompt(coordinates: Sequence[float], positive: bool) -> Prompt:
-    """A click at ``[x, y, z]`` (rounded to the nearest voxel, as nnInteractive does)."""
-    if len(coordinates) != 3:
-        raise InvalidPointsError(f"a point needs 3 coordinates, got {len(coordinates)}")
-    return Prompt("point", positive, voxels=np.array([[round(float(c)) for c in coordinates]], np.int64))
+def clip_box(bbox: Sequence[Sequence[float]], shape: Sequence[int]) -> tuple[list[int], list[int]]:
+    """nnInteractive's ``[[x0, x1], [y0, y1], [z0, z1]]`` (upper bounds exclusive) clipped to the volume.
 
-
-def box_prompt(bbox: Sequence[Sequence[float]], positive: bool, shape: Sequence[int]) -> Prompt:
-    """A box ``[[x0, x1], [y0, y1], [z0, z1]]`` (upper bounds exclusive), clipped to the volume.
-
-    A box with an empty axis or lying wholly outside the volume is refused.
+    Returns the inclusive corners. A box with an empty axis or wholly outside the volume is refused.
     """
     if len(bbox) != 3 or any(len(axis) != 2 for axis in bbox):
         raise InvalidPointsError(f"bbox_coords must be [[x0, x1], [y0, y1], [z0, z1]], got {bbox}")
@@ -58,62 +55,54 @@ def box_prompt(bbox: Sequence[Sequence[float]], positive: bool, shape: Sequence[
     hi = [round(float(b)) for _, b in bbox]
     if any(b <= a for a, b in zip(lo, hi)):
         raise InvalidPointsError(f"bounding box {bbox} is empty in at least one axis (upper bounds are exclusive)")
-    clipped_lo = [max(0, a) for a in lo]
-    clipped_hi = [min(int(s), b) for b, s in zip(hi, shape)]
-    if any(b <= a for a, b in zip(clipped_lo, clipped_hi)):
+    lo = [max(0, a) for a in lo]
+    hi = [min(int(s), b) for b, s in zip(hi, shape)]
+    if any(b <= a for a, b in zip(lo, hi)):
         raise InvalidPointsError(f"bounding box {bbox} lies outside the volume {list(shape)}")
-    return Prompt("box", positive, box=(tuple(clipped_lo), tuple(clipped_hi)))
+    return lo, [b - 1 for b in hi]
 
 
-def mask_prompt(kind: str, mask: np.ndarray, positive: bool, offset: Sequence[int] = (0, 0, 0)) -> Prompt:
-    """A scribble or (filled) lasso: the voxels of ``mask``, placed at ``offset`` in the volume."""
-    voxels = np.argwhere(mask) + np.asarray(offset, np.int64)
-    return Prompt(kind, positive, voxels=voxels)
+def mask_prompt(kind: str, mask: np.ndarray, positive: bool, shape: Sequence[int],
+                offset: Sequence[int] = (0, 0, 0)) -> Prompt:
+    """A scribble, (filled) lasso or mask prompt from a 0/1 array placed at ``offset`` in the volume."""
+    if mask.shape != tuple(shape):
+        full = np.zeros(tuple(shape), bool)
+        full[tuple(slice(o, o + s) for o, s in zip(offset, mask.shape))] = mask > 0
+        mask = full
+    return voxel_prompt(kind, mask > 0, positive, shape)
 
 
-def _unchanged(prompts: Sequence[Prompt], mask: np.ndarray | None, shape: Sequence[int]) -> StepResult:
+def _unchanged(mask: np.ndarray | None, shape: tuple[int, int, int]) -> StepResult:
     """The step of a prompt that was queued without a prediction: the mask stays as it was."""
-    current = np.zeros(tuple(shape), bool) if mask is None else mask
+    current = np.zeros(shape, bool) if mask is None else mask
     return StepResult(current, np.zeros(3, np.int64), np.zeros(3, np.int64))
-
-
-def _changed_box(before: np.ndarray | None, after: np.ndarray | None) -> Box | None:
-    if before is None and after is None:
-        return None
-    diff = (before if before is not None else False) != (after if after is not None else False)
-    if not diff.any():
-        return None
-    lo, hi = [], []
-    for axis in range(3):
-        hit = np.flatnonzero(diff.any(axis=tuple(a for a in range(3) if a != axis)))
-        lo.append(int(hit[0]))
-        hi.append(int(hit[-1]) + 1)
-    return tuple(lo), tuple(hi)
 
 
 @dataclass
 class LeaseState:
     """The server side of one ``nnInteractiveRemoteInferenceSession``."""
 
-    image: Any = None  # the engine's PreparedImage
-    engine: Any = None  # the engine that prepared it (steps use the same one)
-    shape: tuple[int, int, int] | None = None
-    image_nbytes: int = 0
+    session: Session | None = None  # the AIAA session holding the image, its normalised copy and the object
     target: tuple[tuple[int, ...], np.dtype] | None = None
-    interaction: InteractionState | None = None
     pending: list[Prompt] = field(default_factory=list)
     do_autozoom: bool = True
 
-    def nbytes(self) -> int:
-        """Memory held: the prepared image, the mask and its undo stack."""
-        return self.image_nbytes + (self.interaction.nbytes() if self.interaction is not None else 0)
+    @property
+    def shape(self) -> tuple[int, int, int] | None:
+        """The image's voxel grid, or None before ``set_image``."""
+        return None if self.session is None else tuple(int(s) for s in self.session.volume.shape)
 
-    def set_image(self, engine: Any, image: Any, shape: Sequence[int], nbytes: int) -> None:
+    @property
+    def interaction(self) -> InteractionState | None:
+        """The object's prompts, mask and undo stack, or None before ``set_image``."""
+        if self.session is None or self.session.interaction is None:
+            return None
+        return self.session.interaction.state
+
+    def set_image(self, session: Session, model: str) -> None:
         """A new image: everything of the last one is dropped, the target buffer too (as nnInteractive does)."""
-        self.engine, self.image, self.shape, self.image_nbytes = engine, image, tuple(int(s) for s in shape), nbytes
-        self.target = None
-        self.interaction = InteractionState(self.shape)
-        self.pending = []
+        session.interaction = Interaction(model, InteractionState(tuple(int(s) for s in session.volume.shape)))
+        self.session, self.target, self.pending = session, None, []
 
     def require_image(self) -> InteractionState:
         """The interaction state; :class:`NoImageError` (409) before ``set_image``."""
@@ -134,8 +123,9 @@ class LeaseState:
             self.interaction.reset()
         self.pending = []
 
-    def _reply(self, mask: np.ndarray | None, box: Box | None) -> Reply:
-        if box is None or self.target is None:
+    def _reply(self, mask: np.ndarray | None, lo: Sequence[int], hi: Sequence[int]) -> Reply:
+        box = (tuple(int(v) for v in lo), tuple(int(v) for v in hi))
+        if self.target is None or any(b <= a for a, b in zip(*box)):
             return Reply(True)
         sl = tuple(slice(a, b) for a, b in zip(*box))
         region = np.zeros(tuple(b - a for a, b in zip(*box)), bool) if mask is None else mask[sl]
@@ -144,11 +134,10 @@ class LeaseState:
     def _commit(self, queued: Sequence[Prompt], result: StepResult) -> Reply:
         state = self.require_image()
         for prompt in queued[:-1]:
-            state.apply(prompt, lambda prompts, mask: _unchanged(prompts, mask, self.shape))
+            state.apply(prompt, lambda prompts, mask: _unchanged(mask, self.shape))
         state.apply(queued[-1], lambda prompts, mask: result)
         self.pending = []
-        box = (tuple(int(v) for v in result.lo), tuple(int(v) for v in result.hi))
-        return self._reply(result.mask, box if all(b > a for a, b in zip(*box)) else None)
+        return self._reply(result.mask, result.lo, result.hi)
 
     def add(self, prompt: Prompt, run_prediction: bool, step: Step) -> Reply:
         """Add a prompt; predict now (with every queued prompt) or queue it for :meth:`predict`."""
@@ -181,7 +170,7 @@ class LeaseState:
         before = self.interaction.mask
         self.interaction.undo()
         after = self.interaction.mask
-        return self._reply(after, _changed_box(before, after))
+        return self._reply(after, *changed_box(before, after, self.shape))
 
     def initial_seg(self, seg: np.ndarray, run_prediction: bool, step: Step) -> Reply:
         """Start from a mask (queued prompts are dropped); with ``run_prediction`` the model refines it.
@@ -197,7 +186,7 @@ class LeaseState:
             state.set_mask(mask)
             self.pending = []
             return Reply(False)
-        refine = mask_prompt("mask", mask, True)
+        refine = Prompt("mask", True, voxels=np.argwhere(mask))
         result = step(state.prompts + (refine,), mask)
         state.set_mask(mask)
         self.pending = []

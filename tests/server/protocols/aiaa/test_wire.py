@@ -2,51 +2,22 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 
 import pytest
 from conftest import standin_pool
 from helpers import dice, phantom, phantom_points, serve_in_thread
-from multipart import parse_like_cpp_client, parse_like_python_client
+from multipart import parse_like_cpp_client, parse_like_python_client, python_client_body, python_client_call
 
 from engines.data.io import read_volume, write_volume
 from server.app import create_app
 from server.settings import Settings
 
-PY_BOUNDARY = "----------lImIt_of_THE_fIle_eW_$"
-
-
 @pytest.fixture(scope="module")
 def server():
     with serve_in_thread(create_app(Settings(config="unused.json"), standin_pool())) as port:
         yield port
-
-
-def python_client_body(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> bytes:
-    """client_api.py's encoder: fixed boundary with '$', fields first, then files, extra CRLF at the end."""
-    lines = []
-    for key, value in fields.items():
-        lines += [f"--{PY_BOUNDARY}", f'Content-Disposition: form-data; name="{key}"', "", value]
-    body = "\r\n".join(lines).encode() + b"\r\n" if lines else b""
-    for key, (filename, data) in files.items():
-        head = "\r\n".join([f"--{PY_BOUNDARY}",
-                            f'Content-Disposition: form-data; name="{key}"; filename="{filename}"',
-                            "Content-Type: application/octet-stream", "", ""]).encode()
-        body += head + data + b"\r\n"
-    return body + f"--{PY_BOUNDARY}--\r\n\r\n".encode()
-
-
-def python_client_call(port: int, method: str, selector: str, body: bytes):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.putrequest(method, selector, skip_accept_encoding=True)
-    conn.putheader("content-type", f"multipart/form-data; boundary={PY_BOUNDARY}")
-    conn.putheader("content-length", str(len(body)))
-    conn.putheader("Accept-Encoding", "identity")
-    conn.endheaders()
-    conn.send(body)
-    return conn, conn.getresponse()
 
 
 def test_python_client_dextr3d_parsed_from_the_raw_socket(server):

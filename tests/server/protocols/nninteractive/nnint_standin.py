@@ -1,67 +1,37 @@
-"""Test helpers of the nnInteractive door: a stand-in interactive engine, an app with a settable clock."""
+"""Test helpers of the nnInteractive door: the stand-in interactive engine, counted, and an app with a settable clock."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import numpy as np
-from helpers import phantom
+from helpers import phantom, standin_interactive_engine
 
 from engines.serving.pool import EnginePool
-from engines.tasks.interaction import predict_step
-from engines.transforms.prompts import normalise_volume
 from server.app import create_app
-from server.protocols.nninteractive.leases import DoorSettings, LeaseRegistry
+from server.protocols.nninteractive.leases import DoorSettings
 from server.protocols.nninteractive.routes import Door
 from server.settings import Settings
 
 MODEL = "interactive_test"
 
 
-@dataclass
-class Prepared:
-    """What the stand-in keeps per image: the normalised volume and its spacing."""
+def counted_engine(name: str = MODEL):
+    """The shared stand-in InteractiveEngine, counting its ``prepare`` and ``step`` calls."""
+    engine = standin_interactive_engine(name, interactive={"margin": 0.25, "min_size_mm": 12.0, "max_zooms": 1})
+    engine.steps = engine.prepared = 0
+    prepare, step = engine.prepare, engine.step
 
-    image: np.ndarray
-    spacing: tuple[float, ...]
+    def counted_prepare(volume):
+        engine.prepared += 1
+        return prepare(volume)
 
+    def counted_step(*args, **kwargs):
+        engine.steps += 1
+        return step(*args, **kwargs)
 
-class StandInInteractive:
-    """The shape of ``engines.tasks.interactive.InteractiveEngine``: ``prepare`` once, ``step`` per prompt.
-
-    Its 'network' calls bright voxels the object and carves a ball around every negative click, so a
-    prediction depends on the image, the crop the prompts give and the negative prompts.
-    """
-
-    type = "deepgrow"
-
-    def __init__(self, name: str = MODEL, roi=(16, 16, 16)) -> None:
-        self.name = name
-        self.labels = ["object"]
-        self.roi = list(roi)
-        self.config = SimpleNamespace(roi=self.roi)
-        self.steps = 0
-        self.prepared = 0
-
-    def info(self) -> dict:
-        return {"name": self.name, "type": self.type, "labels": self.labels, "description": "", "version": "1"}
-
-    def prepare(self, volume) -> Prepared:
-        self.prepared += 1
-        return Prepared(normalise_volume(volume.array), volume.geometry.spacing)
-
-    @staticmethod
-    def network(x: np.ndarray) -> np.ndarray:
-        return (x[0] - 0.5) * 10.0 - 100.0 * x[3]
-
-    def step(self, prepared: Prepared, prompts, mask):
-        self.steps += 1
-        return predict_step(self.network, prepared.image, prepared.spacing, prompts, mask, self.roi,
-                            min_size_mm=12.0, max_zooms=1)
-
-    def close(self) -> None:
-        pass
+    engine.prepare, engine.step = counted_prepare, counted_step
+    return engine
 
 
 class Clock:
@@ -91,20 +61,21 @@ class Server:
     app: object
     door: Door
     clock: Clock
-    engine: StandInInteractive
+    engine: object
 
     def state(self, token: str):
         """The server-side state of a lease (touches no clock)."""
         return self.door.leases.peek(token, self.engine.name).state
 
 
-def make_app(door_settings: DoorSettings, memory=64 * 1024 * 1024, max_voxels=200_000):
-    engine = StandInInteractive()
+def make_app(door_settings: DoorSettings, memory=64 * 1024 * 1024, max_voxels=200_000, engines=()):
+    engine = counted_engine()
     pool = EnginePool()
-    pool.add(engine)
+    for e in (engine, *engines):
+        pool.add(e)
     settings = Settings(config="unused.json", max_upload_bytes=8 * 1024 * 1024, max_voxels=max_voxels,
                         session_memory_bytes=memory)
     app = create_app(settings, pool)
     clock = Clock()
-    app.state.nninteractive = Door(door_settings, LeaseRegistry(door_settings, memory, clock=clock))
+    app.state.nninteractive = Door.create(door_settings, app.state.sessions, clock=clock)
     return app, clock, engine

@@ -43,7 +43,7 @@ def snapshot(state, engine):
     mask = state.interaction.mask if state.interaction is not None else None
     return (state.shape, state.target, len(state.pending), state.interaction.steps if state.interaction else None,
             state.interaction.prompts if state.interaction else None, None if mask is None else mask.tobytes(),
-            state.image is not None, engine.steps, engine.prepared)
+            state.session is not None, engine.steps, engine.prepared)
 
 
 def header(shape, dtype="uint8", nchunks=1) -> bytes:

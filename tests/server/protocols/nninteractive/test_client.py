@@ -234,3 +234,35 @@ def test_the_bearer_key_is_required_when_configured(monkeypatch):
             assert session.target_buffer[18, 25, 15] == 1
         monkeypatch.setenv("NN_INTERACTIVE_API_KEY", "s3cret")  # the client's own fallback
         nnInteractiveRemoteInferenceSession(url).close()
+
+
+def test_a_model_that_is_not_interactive_is_refused():
+    from helpers import bright_segmentation_net, segmentation_config
+
+    from engines.config.model import ModelConfig
+    from engines.tasks.segmentation import SegmentationEngine
+
+    segmentation = SegmentationEngine("segmentation_test", ModelConfig.model_validate(segmentation_config()),
+                                      bright_segmentation_net)
+    app, _, _ = make_app(DoorSettings(), engines=[segmentation])
+    with serve_in_thread(app) as port:
+        reply = httpx.post(f"http://127.0.0.1:{port}/nninteractive/segmentation_test/claim")
+        assert reply.status_code == 400 and reply.json()["error"] == "WrongModelTypeError"
+
+
+def test_a_leases_image_is_a_session_in_the_shared_memory_budget(server):
+    sessions = server.app.state.sessions
+    with connect(server, image_4d()) as session:
+        session.add_point_interaction([18, 25, 15], include_interaction=True)
+        held = server.state(session._lease_token).session
+        assert sessions.stats()["count"] == 1 and sessions.get(held.id) is held
+        assert held.prepared is not None and held.interaction.state.steps == 1
+        assert sessions.stats()["bytes"] == held.nbytes() > held.volume.nbytes * 2
+        # the same object is visible through our own interactive API
+        assert httpx.get(f"{server.url.rsplit('/', 1)[0]}/v1/interactive/{held.id}").json()["steps"] == 1
+        sessions.delete(held.id)  # evicted, as the least recently used session, to make room for others
+        with pytest.raises(SessionExpiredError, match="evicted"):
+            session.add_point_interaction([18, 25, 15], include_interaction=True)
+    with connect(server, image_4d()) as session:
+        pass
+    assert sessions.stats()["count"] == 0  # a released lease frees its session

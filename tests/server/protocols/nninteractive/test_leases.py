@@ -1,18 +1,21 @@
-"""Leases: capacity, the two expiry clocks, models, memory (an injected clock: no sleeping)."""
+"""Leases: capacity, the two expiry clocks, models, dropping (an injected clock: no sleeping)."""
 
 from __future__ import annotations
 
 import pytest
 from nnint_standin import Clock
 
-from engines.errors import InputTooLargeError
 from server.errors import Busy
 from server.protocols.nninteractive.leases import DoorSettings, LeaseGone, LeaseRegistry
 
 
 @pytest.fixture()
 def registry() -> LeaseRegistry:
-    return LeaseRegistry(DoorSettings(max_leases=2, idle_timeout_s=100, liveness_timeout_s=10), 1000, clock=Clock())
+    dropped = []
+    registry = LeaseRegistry(DoorSettings(max_leases=2, idle_timeout_s=100, liveness_timeout_s=10), clock=Clock(),
+                             on_drop=dropped.append)
+    registry.dropped = dropped
+    return registry
 
 
 def test_capacity_counts_live_leases_only(registry):
@@ -52,10 +55,9 @@ def test_a_lease_belongs_to_its_model_and_unknown_tokens_are_gone(registry):
         assert info.value.status == 410
 
 
-def test_memory_is_shared_by_all_leases(registry):
+def test_released_and_expired_leases_are_handed_to_on_drop_once(registry):
     first, second = registry.claim("m"), registry.claim("m")
-    first.state.image_nbytes = 600
-    registry.check_memory(second, 400)
-    registry.check_memory(first, 1000)  # its own image is replaced, not added
-    with pytest.raises(InputTooLargeError):
-        registry.check_memory(second, 401)
+    registry.release(first.token)
+    registry.release(first.token)
+    registry.clock.advance(11)
+    assert len(registry) == 0 and registry.dropped == [first, second]

@@ -4,41 +4,55 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from nnint_standin import StandInInteractive, image_4d
+from nnint_standin import MODEL, counted_engine, image_4d
 
 from engines.data.io import Geometry, Volume
 from engines.errors import InvalidInputError, InvalidPointsError
-from server.protocols.nninteractive.state import LeaseState, NoImageError, box_prompt, point_prompt
+from engines.tasks.interactive import point_prompt
+from server.protocols.nninteractive.state import LeaseState, NoImageError, clip_box, mask_prompt
+from server.sessions.store import SessionStore
+
+SHAPE = (40, 48, 32)
 
 
 @pytest.fixture()
 def lease():
-    engine = StandInInteractive()
-    image = image_4d()[0]
+    engine = counted_engine()
+    sessions = SessionStore(3600, 3600, 64 * 1024 * 1024)
+    session = sessions.create(Volume(image_4d()[0], Geometry((0.8, 0.9, 1.5), (0, 0, 0), Geometry.identity().direction)),
+                              ".nninteractive", "test")
+    session.prepared = engine.prepare(session.volume)
     state = LeaseState()
-    state.set_image(engine, engine.prepare(Volume(image, Geometry((0.8, 0.9, 1.5), (0, 0, 0), Geometry.identity().direction))),
-                    image.shape, image.size * 4)
-    state.set_target_buffer(image.shape, np.dtype(np.uint8))
+    state.set_image(session, MODEL)
+    state.set_target_buffer(SHAPE, np.dtype(np.uint8))
 
     def step(prompts, mask):
-        return engine.step(state.image, prompts, mask)
+        return engine.step(session.prepared, prompts, mask)
 
-    return state, engine, step
+    return state, engine, step, session
 
 
 def test_nothing_before_an_image():
     state = LeaseState()
     with pytest.raises(NoImageError):
-        state.add(point_prompt([1, 2, 3], True), True, None)
+        state.add(point_prompt([1, 2, 3], True, SHAPE), True, None)
     with pytest.raises(NoImageError):
         state.set_target_buffer((4, 4, 4), np.dtype(np.uint8))
     assert state.undo().ran is False
 
 
+def test_the_object_lives_on_the_session_and_counts_in_its_memory(lease):
+    state, _, step, session = lease
+    before = session.nbytes()
+    state.add(point_prompt([18, 25, 15], True, SHAPE), True, step)
+    assert session.interaction.model == MODEL and session.interaction.state is state.interaction
+    assert session.nbytes() > before
+
+
 def test_queued_prompts_predict_once_and_undo_one_by_one(lease):
-    state, engine, step = lease
-    assert state.add(point_prompt([18, 25, 15], True), False, step).ran is False
-    assert state.add(point_prompt([12, 25, 15], False), False, step).ran is False
+    state, engine, step, _ = lease
+    assert state.add(point_prompt([18, 25, 15], True, SHAPE), False, step).ran is False
+    assert state.add(point_prompt([12, 25, 15], False, SHAPE), False, step).ran is False
     assert engine.steps == 0 and len(state.pending) == 2
     reply = state.predict(step)
     assert reply.ran and reply.box is not None and engine.steps >= 1
@@ -54,33 +68,40 @@ def test_queued_prompts_predict_once_and_undo_one_by_one(lease):
 
 
 def test_a_failed_prediction_changes_nothing(lease):
-    state, _, step = lease
-    state.add(point_prompt([18, 25, 15], True), True, step)
-    state.add(point_prompt([20, 25, 15], True), False, step)
+    state, _, step, _ = lease
+    state.add(point_prompt([18, 25, 15], True, SHAPE), True, step)
+    state.add(point_prompt([20, 25, 15], True, SHAPE), False, step)
     before = (state.interaction.prompts, state.interaction.mask.tobytes(), list(state.pending))
 
     def broken(prompts, mask):
         raise RuntimeError("network failed")
 
     with pytest.raises(RuntimeError):
-        state.add(point_prompt([19, 25, 15], True), True, broken)
+        state.add(point_prompt([19, 25, 15], True, SHAPE), True, broken)
     with pytest.raises(InvalidPointsError):
-        state.add(point_prompt([99, 25, 15], True), True, step)
+        clip_box([[0, 5], [0, 5], [3, 3]], SHAPE)
     with pytest.raises(InvalidPointsError):
-        box_prompt([[0, 5], [0, 5], [3, 3]], True, state.shape)
+        mask_prompt("scribble", np.zeros((2, 2, 1), np.uint8), True, SHAPE, (3, 3, 3))
     with pytest.raises(InvalidInputError):
         state.initial_seg(np.zeros((3, 3, 3), np.uint8), True, step)
     assert (state.interaction.prompts, state.interaction.mask.tobytes(), list(state.pending)) == before
 
 
-def test_boxes_clip_to_the_volume_like_nninteractive(lease):
-    state, _, _ = lease
-    assert box_prompt([[-5, 10], [30, 60], [4, 5]], True, state.shape).box == ((0, 30, 4), (10, 48, 5))
+def test_boxes_clip_to_the_volume_like_nninteractive():
+    assert clip_box([[-5, 10], [30, 60], [4, 5]], SHAPE) == ([0, 30, 4], [9, 47, 4])  # inclusive corners
+    with pytest.raises(InvalidPointsError):
+        clip_box([[40, 45], [0, 5], [0, 1]], SHAPE)
+
+
+def test_a_scribble_over_a_box_lands_at_the_boxs_place():
+    scribble = np.zeros((3, 2, 1), np.uint8)
+    scribble[1, 1, 0] = 1
+    assert mask_prompt("scribble", scribble, False, SHAPE, (10, 20, 5)).voxels.tolist() == [[11, 21, 5]]
 
 
 def test_an_initial_mask_is_kept_or_refined(lease):
-    state, engine, step = lease
-    seg = np.zeros(state.shape, np.uint8)
+    state, engine, step, _ = lease
+    seg = np.zeros(SHAPE, np.uint8)
     seg[15:22, 22:29, 12:18] = 1
     assert state.initial_seg(seg, False, step).ran is False and engine.steps == 0
     np.testing.assert_array_equal(state.interaction.mask, seg > 0)

@@ -1,0 +1,149 @@
+"""The interactive engine kind: config schema, registry, prepare once, step with any prompt, AIAA deepgrow."""
+
+import json
+
+import numpy as np
+import pytest
+from helpers import bright_interactive_net, dice, interactive_config, phantom, write_model, write_pool
+
+from engines.config.model import INTERACTIVE_IN_CHANNELS, ModelConfig
+from engines.data.io import Geometry, Volume
+from engines.errors import ConfigError, InvalidPointsError
+from engines.serving.pool import EnginePool
+from engines.tasks.interactive import (
+    InteractiveEngine,
+    box_prompt,
+    lasso_prompt,
+    point_prompt,
+    voxel_prompt,
+)
+from engines.tasks.registry import engine_class, engine_for_type
+from engines.transforms.prompts import CHANNELS
+
+
+def standin(**overrides) -> InteractiveEngine:
+    return InteractiveEngine("interactive_test", ModelConfig.model_validate(interactive_config(**overrides)),
+                             bright_interactive_net)
+
+
+def test_schema_accepts_interactive_models_and_refuses_what_cannot_run():
+    config = ModelConfig.model_validate(interactive_config())
+    assert config.type == "deepgrow" and config.interactive.max_zooms == 2 and INTERACTIVE_IN_CHANNELS == len(CHANNELS)
+    assert ModelConfig.model_validate(interactive_config(interactive=None)).interactive is None
+    for bad in ({"roi": None}, {"interactive": {"margin": -1}}, {"interactive": {"zoom": 2}},
+                {"network": {"name": "UNet", "args": {"spatial_dims": 3, "in_channels": 2, "out_channels": 1,
+                                                      "channels": [4, 8], "strides": [2]}}}):
+        with pytest.raises(ValueError):
+            ModelConfig.model_validate(interactive_config(**bad))
+    from helpers import segmentation_config
+
+    with pytest.raises(ValueError, match="deepgrow models only"):
+        ModelConfig.model_validate(segmentation_config(interactive={"margin": 0.1}))
+
+
+def test_registry_serves_the_deepgrow_type_under_our_and_claras_names():
+    assert engine_for_type("deepgrow") is InteractiveEngine
+    assert engine_class("InteractiveEngine", "engines.tasks.interactive") is InteractiveEngine
+    assert engine_class("DeepgrowEngine", "medical.aas.deepgrow") is InteractiveEngine
+    info = standin().info()
+    assert info["type"] == "deepgrow" and info["deepgrow"] == "3D" and info["roi"] == [32, 32, 32]
+
+
+def test_prepare_once_then_points_boxes_scribbles_lassos_and_masks_segment_the_object():
+    engine = standin()
+    volume, truth = phantom()
+    prepared = engine.prepare(volume)
+    assert prepared.shape == volume.shape and prepared.image.dtype == np.float32
+    assert abs(float(prepared.image.mean())) < 1e-3  # normalised once, here
+    shape = prepared.shape
+    click = engine.step(prepared, [point_prompt([18, 25, 15], True, shape)], None)
+    assert dice(click.mask, truth) > 0.85 and (click.hi - click.lo <= np.asarray(shape)).all()
+    box = engine.step(prepared, [box_prompt([10, 15, 15], [26, 35, 15], True, shape)], None)  # a 2D box
+    assert dice(box.mask, truth) > 0.8
+    scribble = voxel_prompt("scribble", [[18, 25, 15], [19, 25, 15], [20, 25, 15]], True, shape)
+    assert dice(engine.step(prepared, [scribble], None).mask, truth) > 0.85
+    lasso = lasso_prompt([[8, 14, 15], [28, 14, 15], [28, 36, 15], [8, 36, 15]], True, shape)
+    assert lasso.voxels[:, 2].tolist() == [15] * len(lasso.voxels) and len(lasso.voxels) == 21 * 23
+    assert dice(engine.step(prepared, [lasso], None).mask, truth) > 0.8
+    # a negative click removes what it touches; the current mask enters the encoding
+    refined = engine.step(prepared, [point_prompt([18, 25, 15], True, shape),
+                                     point_prompt([18, 25, 20], False, shape)], click.mask)
+    assert refined.mask.sum() < click.mask.sum()
+    extreme = voxel_prompt("extreme_points", [[10, 25, 15], [26, 25, 15]], True, shape)
+    assert dice(engine.step(prepared, [extreme], None).mask, truth) > 0.8
+
+
+def test_timer_splits_network_time_from_the_rest():
+    from engines.tasks.base import Timer
+
+    engine = standin()
+    volume, _ = phantom()
+    timer = Timer()
+    engine.step(engine.prepare(volume), [point_prompt([18, 25, 15], True, volume.shape)], None, timer)
+    assert set(timer.timings) == {"infer", "interact"} and min(timer.timings.values()) >= 0
+
+
+@pytest.mark.parametrize("make", [
+    lambda s: point_prompt([40, 0, 0], True, s),                       # outside
+    lambda s: point_prompt([[1, 2]], True, s),                          # malformed
+    lambda s: box_prompt([0, 0, 0], [40, 10, 10], True, s),            # outside
+    lambda s: voxel_prompt("scribble", [], True, s),                    # empty
+    lambda s: voxel_prompt("scribble", np.zeros(s, bool), True, s),     # empty mask
+    lambda s: voxel_prompt("scribble", np.zeros((3, 3, 3), bool), True, s),  # wrong shape
+    lambda s: lasso_prompt([[1, 1, 1], [5, 5, 5], [1, 5, 9]], True, s),  # not on one slice
+    lambda s: lasso_prompt([[1, 1, 1], [5, 5, 1]], True, s),           # too few vertices
+])
+def test_bad_prompts_are_refused(make):
+    with pytest.raises(InvalidPointsError):
+        make((40, 48, 32))
+
+
+def test_deepgrow_infer_is_stateless_and_reports_the_changed_crop():
+    engine = standin()
+    volume, truth = phantom()
+    result = engine.infer(volume, {"foreground": "[[18, 25, 15]]", "background": []})
+    assert dice(result.mask, truth) > 0.85 and result.mask.dtype == np.uint8
+    (i0, i1), (j0, j1), (k0, k1) = result.params["crop"]
+    outside = result.mask.copy()
+    outside[i0:i1, j0:j1, k0:k1] = 0
+    assert not outside.any() and len(result.params["points"]) == 6
+    assert {"infer", "interact", "total"} <= set(result.timings)
+    with pytest.raises(InvalidPointsError):
+        engine.infer(volume, {"foreground": [], "background": []})
+
+
+def test_thin_anisotropic_stack_works():
+    engine = standin()
+    shape = (64, 64, 8)
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1)
+    obj = (((grid - (32, 32, 4)) * (1, 1, 8)) ** 2).sum(-1) <= 24 ** 2
+    volume = Volume(obj.astype(np.float32) * 100, Geometry((1.0, 1.0, 8.0), (0, 0, 0), (1, 0, 0, 0, 1, 0, 0, 0, 1)))
+    result = engine.step(engine.prepare(volume), [point_prompt([32, 32, 4], True, shape)], None)
+    assert dice(result.mask, obj) > 0.9
+
+
+def test_a_tiny_real_network_loads_from_the_pool_and_runs(tmp_path):
+    write_model(tmp_path, "interactive_tiny", interactive_config())
+    pool_path = write_pool(tmp_path, [{"name": "interactive_tiny", "class": "InteractiveEngine",
+                                       "module": "engines.tasks.interactive",
+                                       "config_file": "interactive_tiny.json"}])
+    pool = EnginePool.from_file(pool_path, warmup=True)
+    engine = pool.get("interactive_tiny")
+    assert isinstance(engine, InteractiveEngine)
+    volume, _ = phantom()
+    result = engine.step(engine.prepare(volume), [point_prompt([18, 25, 15], True, volume.shape)], None)
+    assert result.mask.shape == volume.shape and result.mask.dtype == bool
+
+
+def test_a_config_with_the_wrong_channels_is_reported_not_served(tmp_path):
+    cfg = interactive_config()
+    cfg["network"]["args"]["in_channels"] = 2
+    (tmp_path / "bad.json").write_text(json.dumps(cfg))
+    pool_path = write_pool(tmp_path, [{"name": "bad", "class": "InteractiveEngine",
+                                       "module": "engines.tasks.interactive", "config_file": "bad.json"}])
+    pool = EnginePool.from_file(pool_path, warmup=False)
+    assert pool.record("bad").status == "unavailable" and "5 input channels" in pool.record("bad").error
+    with pytest.raises(ConfigError):
+        from engines.config.model import load_model_config
+
+        load_model_config(tmp_path / "bad.json")
