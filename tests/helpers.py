@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -230,3 +231,19 @@ def serve_in_thread(app) -> Iterator[int]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+async def call(value):
+    """Await what an AsyncClient returned; a Client's value is already there."""
+    return await value if inspect.isawaitable(value) else value
+
+
+@asynccontextmanager
+async def opened(session):
+    """Enter a Session (``with``) or an AsyncSession (``async with``)."""
+    if hasattr(session, "__aenter__"):
+        async with session as s:
+            yield s
+    else:
+        with session as s:
+            yield s

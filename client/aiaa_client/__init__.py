@@ -5,6 +5,11 @@
         result = client.dextr3d("annotation_mri_hippocampus", "image.nii.gz", points)
         result.mask, result.affine, result.params["timings"]
         result.save("mask.nii.gz")
+
+        with client.session("image.nii.gz") as session:        # interactive annotation
+            obj = session.interactive("deepgrow_model")
+            obj.add_point([120, 96, 40]); obj.add_point([130, 90, 40], positive=False); obj.undo()
+            obj.mask
 """
 
 from aiaa_client._client import AsyncClient, AsyncSession, Client, Session
@@ -20,6 +25,7 @@ from aiaa_client._errors import (
     Timeout,
     Unauthorized,
 )
+from aiaa_client._interactive import Interactive
 from aiaa_client._nifti import read_nifti, write_nifti
 from aiaa_client._protocol import RetryPolicy
 from aiaa_client._types import Job, Result
@@ -34,6 +40,7 @@ __all__ = [
     "Busy",
     "Client",
     "ConnectionFailed",
+    "Interactive",
     "Job",
     "NotFound",
     "ProtocolError",

@@ -20,6 +20,7 @@ import httpx
 from aiaa_client import _operations as ops
 from aiaa_client._errors import AIAAError, ConnectionFailed, Timeout, error_from_reply
 from aiaa_client._images import make_upload
+from aiaa_client._interactive import Interactive
 from aiaa_client._protocol import Call, Reply, RetryPolicy, Sleep, SSEDecoder
 from aiaa_client._types import Job, Result
 
@@ -352,6 +353,15 @@ class Session:
         """DeepGrow clicks on the session's image."""
         return self._run(lambda sid: ops.deepgrow(model, None, foreground, background, current_point, spatial_size,
                                                   params, session_id=sid))
+
+
+    def interactive(self, model: str) -> Interactive:
+        """Annotate one object on this session with an interactive (deepgrow) model.
+
+        ``obj = session.interactive(model); obj.add_point([i, j, k]); obj.add_box(lo, hi); obj.undo();
+        obj.mask`` (with an :class:`AsyncClient`, await each call).
+        """
+        return Interactive(self, model)
 
 
 class AsyncClient(_Base):

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiaa_client._client import DEFAULT_TIMEOUT_S, DEFAULT_URL, Client
 from aiaa_client._errors import AIAAError
+from aiaa_client._nifti import read_nifti
 from aiaa_client._types import Job
 
 __all__ = ["build_parser", "main"]
@@ -80,6 +81,85 @@ def _need_id(args: argparse.Namespace) -> str:
     if not args.target:
         raise ValueError(f"session {args.action} needs a SESSION_ID")
     return args.target
+
+
+PROMPT_TYPES = ("point", "box", "scribble", "lasso", "extreme_points")
+
+
+def load_replay(path: str) -> tuple[str | None, list[dict[str, Any]]]:
+    """Read a file of prompts: a JSON list of steps, ``{"model", "prompts": [...]}``, or JSON Lines.
+
+    A step is a prompt (``{"type": "point", "points": [[i, j, k]], "positive": true}``, ``"box"`` with
+    ``"box": [lo, hi]``, ``"scribble"``, ``"lasso"``, ``"extreme_points"``), ``{"type": "mask",
+    "file": "init.nii.gz"}`` (relative to the prompts file), ``{"type": "undo"}`` or ``{"type": "reset"}``.
+    """
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    try:
+        data: Any = json.loads(text)
+    except ValueError:
+        try:
+            data = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except ValueError as exc:
+            raise ValueError(f"{path}: neither JSON nor JSON Lines: {exc}") from None
+    model = None
+    if isinstance(data, dict):
+        model, data = data.get("model"), data.get("prompts")
+    if not isinstance(data, list) or not all(isinstance(step, dict) for step in data):
+        raise ValueError(f"{path}: expected a list of steps (objects with a 'type')")
+    known = PROMPT_TYPES + ("mask", "undo", "reset")
+    for n, step in enumerate(data):
+        if step.get("type") not in known:
+            raise ValueError(f"{path}: step {n}: 'type' must be one of {', '.join(known)}")
+    base = os.path.dirname(os.path.abspath(path))
+    for step in data:
+        if step["type"] == "mask":
+            step["file"] = os.path.join(base, step["file"])
+    return model, data
+
+
+def _replay_step(obj: Any, step: dict[str, Any]) -> dict[str, Any]:
+    kind = step["type"]
+    positive = bool(step.get("positive", True))
+    if kind == "undo":
+        return obj.undo()
+    if kind == "reset":
+        return obj.reset()
+    if kind == "mask":
+        with open(step["file"], "rb") as fh:
+            return obj.set_mask(read_nifti(fh.read())[0])
+    if kind == "box":
+        lo, hi = step["box"]
+        return obj.add_box(lo, hi, positive)
+    if kind == "point":
+        return obj.add_point(step["points"], positive)
+    if kind == "scribble":
+        return obj.add_scribble(step["points"], positive)
+    if kind == "lasso":
+        return obj.add_lasso(step["points"], positive)
+    return obj.add_extreme_points(step["points"])
+
+
+def _interact(client: Client, args: argparse.Namespace) -> int:
+    file_model, steps = load_replay(args.prompts)
+    model = args.model or file_model
+    if not model:
+        raise ValueError("no model: pass --model or put \"model\" in the prompts file")
+    session = client.session(None if args.session else args.image, session_id=args.session)
+    try:
+        obj = session.interactive(model)
+        for n, step in enumerate(steps):
+            reply = _replay_step(obj, step)
+            print(json.dumps({"n": n, "type": step["type"], **reply}), flush=True)
+        if obj.mask is not None and args.output:
+            with open(args.output, "wb") as fh:
+                fh.write(obj.download("nii.gz"))
+        _print_json({"output": args.output if obj.mask is not None else None, "model": model, "step": obj.step,
+                     "voxels": int(obj.mask.sum()) if obj.mask is not None else 0})
+    finally:
+        if not args.session:  # a session given by id belongs to the caller
+            session.close()
+    return 0
 
 
 class ProgressBar:
@@ -194,6 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--params", help="extra params JSON")
     segment.set_defaults(func=_segment)
 
+    interact = sub.add_parser("interact", help="replay a file of interactive prompts (points, boxes, scribbles, "
+                                                 "lassos, masks, undo, reset) on one object")
+    interact.add_argument("image", nargs="?", help="image file (omit with --session)")
+    interact.add_argument("--prompts", required=True, help="JSON list of steps, {model, prompts}, or JSON Lines")
+    interact.add_argument("--model", help="interactive (deepgrow) model (default: the file's 'model')")
+    interact.add_argument("-o", "--output", help="final mask file (.nii.gz)")
+    interact.add_argument("--session", help="use this session instead of uploading IMAGE (it is kept)")
+    interact.set_defaults(func=_interact)
+
     session = sub.add_parser("session", help="create, show or delete a session")
     session.add_argument("action", choices=["create", "show", "delete"])
     session.add_argument("target", nargs="?", help="IMAGE for create, SESSION_ID otherwise")
@@ -225,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "jobs" and args.action == "submit" and not (args.model and args.datalist):
         parser.error("jobs submit needs --model and --datalist")
-    if args.command in ("dextr3d", "segment") and not (args.image or args.session):
+    if args.command in ("dextr3d", "segment", "interact") and not (args.image or args.session):
         parser.error(f"{args.command} needs an IMAGE or --session")
     try:
         with Client(args.server, args.token, timeout=args.timeout) as client:

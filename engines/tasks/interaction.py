@@ -64,21 +64,27 @@ class _Step:
 class InteractionState:
     """The prompts and mask of one target object, with every earlier step kept for exact undo.
 
-    Masks are stored packed (1 bit per voxel) so a long undo stack stays small.
+    Masks are stored packed (1 bit per voxel) so a long undo stack stays small; the current mask
+    is also kept unpacked (read-only), because every step reads it and unpacking a whole volume
+    costs more than the rest of a step outside the network.
     """
 
     shape: tuple[int, int, int]
     prompts: tuple[Prompt, ...] = ()
     _mask_bits: np.ndarray | None = None
     _history: list[_Step] = field(default_factory=list)
+    _current: np.ndarray | None = None  # _mask_bits unpacked, or None when not unpacked yet
 
     @property
     def mask(self) -> np.ndarray | None:
-        """The current mask (bool, full volume), or None before the first prediction."""
+        """The current mask (bool, full volume, read-only), or None before the first prediction."""
         if self._mask_bits is None:
             return None
-        n = int(np.prod(self.shape))
-        return np.unpackbits(self._mask_bits, count=n).reshape(self.shape).astype(bool)
+        if self._current is None:
+            n = int(np.prod(self.shape))
+            self._current = np.unpackbits(self._mask_bits, count=n).reshape(self.shape).astype(bool)
+            self._current.flags.writeable = False
+        return self._current
 
     @property
     def steps(self) -> int:
@@ -87,17 +93,19 @@ class InteractionState:
 
     def nbytes(self) -> int:
         """Memory held by the mask and the undo stack (for the sessions' memory budget)."""
-        masks = [self._mask_bits] + [s.mask for s in self._history]
+        masks = [self._mask_bits, self._current] + [s.mask for s in self._history]
         prompts = sum(p.voxels.nbytes for p in self.prompts)
         return sum(m.nbytes for m in masks if m is not None) + prompts
 
     def _push(self) -> None:
         self._history.append(_Step(self.prompts, self._mask_bits))
 
-    def _set(self, mask: np.ndarray) -> None:
+    def _set(self, mask: np.ndarray, copy: bool = True) -> None:
         if mask.shape != self.shape:
             raise InvalidInputError(f"mask shape {list(mask.shape)} differs from the image's {list(self.shape)}")
-        self._mask_bits = np.packbits(mask.astype(bool).ravel())
+        current = mask.astype(bool, copy=copy)  # a copy unless the array is ours (a prediction's)
+        current.flags.writeable = False
+        self._mask_bits, self._current = np.packbits(current.ravel()), current
 
     def apply(self, prompt: Prompt, predict: Callable[[Sequence[Prompt], np.ndarray | None], StepResult]) -> StepResult:
         """Add a prompt and predict; on any error nothing changes."""
@@ -106,7 +114,7 @@ class InteractionState:
         result = predict(prompts, self.mask)
         self._push()
         self.prompts = prompts
-        self._set(result.mask)
+        self._set(result.mask, copy=False)  # predict_step made it; it becomes read-only here
         return result
 
     def set_mask(self, mask: np.ndarray) -> None:
@@ -121,8 +129,8 @@ class InteractionState:
         if not self._history:
             raise InvalidInputError("nothing to undo")
         step = self._history.pop()
-        self.prompts, self._mask_bits = step.prompts, step.mask
+        self.prompts, self._mask_bits, self._current = step.prompts, step.mask, None
 
     def reset(self) -> None:
         """Forget every prompt, the mask and the undo stack (a new object)."""
-        self.prompts, self._mask_bits, self._history = (), None, []
+        self.prompts, self._mask_bits, self._history, self._current = (), None, [], None

@@ -182,8 +182,15 @@ def simulated_params(model_type: str, label: np.ndarray, rng: np.random.RandomSt
     """The request a labelled case stands for, as Clara's inference simulated it.
 
     An annotation model gets the six extreme points of every labelled voxel (one object),
-    jittered by up to ``perturbation`` voxels with ``rng``; a segmentation model nothing.
+    jittered by up to ``perturbation`` voxels with ``rng``; an interactive (deepgrow) model one
+    click on the labelled voxel nearest the object's centroid; a segmentation model nothing.
     """
+    if model_type == "deepgrow":
+        inside = np.argwhere(np.asarray(label) > 0)
+        if len(inside) == 0:
+            return {"foreground": [], "background": []}
+        centre = inside[np.argmin(((inside - inside.mean(0)) ** 2).sum(1))]
+        return {"foreground": [centre.astype(int).tolist()], "background": []}
     if model_type != "annotation":
         return {}
     return {"points": extreme_points(np.asarray(label) > 0, rng, perturbation).tolist()}

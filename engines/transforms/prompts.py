@@ -26,7 +26,8 @@ import torch.nn.functional as F
 
 from engines.errors import InvalidPointsError
 
-__all__ = ["CHANNELS", "PROMPT_KINDS", "Prompt", "crop_box", "encode", "normalise_volume", "to_crop", "touches_border"]
+__all__ = ["CHANNELS", "PROMPT_KINDS", "Prompt", "crop_box", "encode", "mask_extent", "normalise_volume", "to_crop",
+           "touches_border"]
 
 CHANNELS = ("image", "mask", "positive", "negative", "region")
 PROMPT_KINDS = ("point", "box", "scribble", "lasso", "extreme_points", "mask")
@@ -96,8 +97,7 @@ def crop_box(shape: Sequence[int], spacing: Sequence[float], prompts: Sequence[P
     spacing_a = np.asarray(spacing, dtype=np.float64)
     extents = [e for p in prompts if p.positive and (e := p.extent()) is not None]
     if mask is not None and mask.any():
-        nz = np.nonzero(mask)
-        extents.append((np.array([x.min() for x in nz]), np.array([x.max() for x in nz]) + 1))
+        extents.append(mask_extent(mask))
     if not extents:
         extents = [e for p in prompts if (e := p.extent()) is not None]
     if not extents:
@@ -112,6 +112,16 @@ def crop_box(shape: Sequence[int], spacing: Sequence[float], prompts: Sequence[P
     new_lo = np.minimum(new_lo, shape_a - np.ceil(size).astype(np.int64))
     new_hi = np.minimum(new_lo + np.ceil(size).astype(np.int64), shape_a)
     return new_lo, new_hi
+
+
+def mask_extent(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bounding box ``[lo, hi)`` of a non-empty mask, from its projections (np.nonzero on a whole volume is slow)."""
+    lo, hi = [], []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        lo.append(hit[0])
+        hi.append(hit[-1] + 1)
+    return np.array(lo), np.array(hi)
 
 
 def _resample(volume: np.ndarray, roi: Sequence[int], mode: str) -> np.ndarray:

@@ -24,7 +24,7 @@ from engines.serving.pool import EnginePool
 from engines.tasks.base import InferenceResult, Timer
 from engines.tasks.interaction import InteractionState
 from engines.tasks.interactive import InteractiveEngine, PreparedImage, deepgrow_prompts, deepgrow_reply
-from engines.transforms.prompts import Prompt
+from engines.transforms.prompts import Prompt, mask_extent
 from server.admission import GateKeeper
 from server.errors import Conflict, NotFound, SessionExpired
 from server.sessions.store import Session, SessionStore
@@ -66,12 +66,12 @@ class Change:
 
 def changed_box(before: np.ndarray | None, after: np.ndarray | None, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Bounding box ``[lo, hi)`` of the voxels that differ (an empty box at the origin when none do)."""
-    a = np.zeros(shape, bool) if before is None else before
-    b = np.zeros(shape, bool) if after is None else after
-    diff = np.nonzero(a != b)
-    if len(diff[0]) == 0:
+    if before is None and after is None:
         return np.zeros(3, np.int64), np.zeros(3, np.int64)
-    return np.array([d.min() for d in diff]), np.array([d.max() + 1 for d in diff])
+    diff = (before if after is None else after) if before is None or after is None else before != after
+    if not diff.any():
+        return np.zeros(3, np.int64), np.zeros(3, np.int64)
+    return mask_extent(diff)
 
 
 class Interactions:
@@ -134,15 +134,17 @@ class Interactions:
             target = self._target(session, model, shape)
             self.sessions.make_room(session, _packed_bytes(shape) if target is session.interaction else
                                     target.nbytes() + _packed_bytes(shape))
+            before = target.state.mask
 
             def predict(prompts, mask):
                 return engine.step(prepared, prompts, mask, timer)
 
             result = await self.gates[model].run(target.state.apply, prompt, predict)
             session.interaction = target
-            # a step changes the mask only inside the crop it predicted (predict_step pastes there)
-            return Change(model, target.state.steps, len(target.state.prompts), result.mask, result.lo, result.hi,
-                          timer.timings)
+            start = time.perf_counter()
+            lo, hi = _changed_in_crop(before, result.mask, result.lo, result.hi)
+            timer.timings["diff"] = _ms(start)
+            return Change(model, target.state.steps, len(target.state.prompts), result.mask, lo, hi, timer.timings)
 
     async def set_mask(self, session_id: str, model: str | None, load: Callable[[Volume], np.ndarray]) -> Change:
         """Start from an existing mask (``load`` decodes it onto the session's grid); undoable."""
@@ -253,6 +255,16 @@ def _shape(volume: Volume) -> tuple[int, int, int]:
         raise InvalidInputError(f"interaction needs a 3D volume; the session holds {volume.array.ndim}D "
                                 f"{list(volume.shape)}")
     return tuple(int(s) for s in volume.shape)  # type: ignore[return-value]
+
+
+def _changed_in_crop(before: np.ndarray | None, after: np.ndarray, lo: np.ndarray,
+                     hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The box of what a step changed: inside its crop ``[lo, hi)`` (predict_step pastes only there)."""
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    inner_lo, inner_hi = changed_box(None if before is None else before[box], after[box], tuple(hi - lo))
+    if not (inner_hi > inner_lo).all():
+        return np.zeros(3, np.int64), np.zeros(3, np.int64)
+    return inner_lo + lo, inner_hi + lo
 
 
 def _packed_bytes(shape: tuple[int, ...]) -> int:

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import json
-from contextlib import asynccontextmanager
 from pathlib import Path
 
-import httpx
 import nibabel as nib
 import numpy as np
 import pytest
 from aiaa_client import (
-    AsyncClient,
-    AsyncSession,
     BadRequest,
     Busy,
     Client,
@@ -27,65 +22,18 @@ from aiaa_client._images import make_upload
 from aiaa_client._operations import infer_call
 from conftest import standin_pool
 from fastapi.testclient import TestClient
-from helpers import dice, phantom, phantom_points, serve_in_thread
+from helpers import call, dice, opened, phantom, phantom_points
 
 from engines.data.io import read_volume, write_volume
 from server.app import create_app
 from server.settings import Settings
 
 pytestmark = pytest.mark.anyio
-KINDS = ["sync-asgi", "async-asgi", "sync-uvicorn", "async-uvicorn"]
-
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
 
 
 @pytest.fixture(scope="module")
 def app():
     return create_app(Settings(config="unused.json", max_voxels=200_000), standin_pool())
-
-
-@pytest.fixture(scope="module")
-def port(app):
-    with serve_in_thread(app) as port:
-        yield port
-
-
-@pytest.fixture(params=KINDS)
-async def api(request, app):
-    """A Client or AsyncClient on the app, in-process or over a loopback socket."""
-    kind = request.param
-    if kind == "sync-asgi":
-        with TestClient(app) as test_client:
-            yield Client("http://testserver", http_client=test_client)
-    elif kind == "async-asgi":
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app)) as http:
-            yield AsyncClient("http://testserver", http_client=http)
-    else:
-        url = f"http://127.0.0.1:{request.getfixturevalue('port')}"
-        if kind == "sync-uvicorn":
-            with Client(url, timeout=30) as client:
-                yield client
-        else:
-            async with AsyncClient(url, timeout=30) as client:
-                yield client
-
-
-async def call(value):
-    """Await what an AsyncClient returned; a Client's value is already there."""
-    return await value if inspect.isawaitable(value) else value
-
-
-@asynccontextmanager
-async def opened(session):
-    if isinstance(session, AsyncSession):
-        async with session as s:
-            yield s
-    else:
-        with session as s:
-            yield s
 
 
 @pytest.fixture(scope="module")
@@ -159,10 +107,15 @@ async def test_segmentation_and_inference(api, case):
         nrrd.mask  # noqa: B018
 
 
-async def test_deepgrow_on_a_server_without_it_is_a_clear_not_found(api, case):
+async def test_deepgrow_needs_a_deepgrow_model_and_a_server_without_it_is_a_clear_not_found(api, case):
     path, _, points = case
-    with pytest.raises(NotFound, match="no /v1/deepgrow"):
+    with pytest.raises(BadRequest, match="deepgrow model"):
         await call(api.deepgrow("annotation_test", path, points[:1]))
+    from fastapi import FastAPI
+
+    with TestClient(FastAPI()) as bare:  # an AIAA server of the time before deepgrow
+        with pytest.raises(NotFound, match="no /v1/deepgrow"):
+            Client("http://testserver", http_client=bare).deepgrow("annotation_test", path, points[:1])
 
 
 async def test_session_lifecycle_and_transparent_recreation_after_440(api, app, case):

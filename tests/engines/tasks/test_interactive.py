@@ -147,3 +147,22 @@ def test_a_config_with_the_wrong_channels_is_reported_not_served(tmp_path):
         from engines.config.model import load_model_config
 
         load_model_config(tmp_path / "bad.json")
+
+
+def test_an_interactive_model_exports_and_auto_serves_the_verified_export(tmp_path):
+    from helpers import write_phantom_datalist
+
+    from engines.export.exporter import ExportOptions, export_model
+
+    dataset = write_phantom_datalist(tmp_path / "data", n=2)
+    config_path = write_model(tmp_path, "interactive_tiny", interactive_config())
+    report = export_model(config_path, ExportOptions(format="torchscript", repeats=2), datalist=dataset,
+                          output=tmp_path / "exports" / "ts", progress=lambda _: None)
+    assert report["passed"] is True and report["members"][0]["input_shape"][1] == 5
+    cfg = json.loads(config_path.read_text())
+    cfg.update(model_format="auto", exports=["exports/ts"])
+    config_path.write_text(json.dumps(cfg))
+    pool_path = write_pool(tmp_path, [{"name": "interactive_tiny", "class": "InteractiveEngine",
+                                       "module": "engines.tasks.interactive", "config_file": "interactive_tiny.json"}])
+    record = EnginePool.from_file(pool_path).record("interactive_tiny")
+    assert record.status == "ready" and record.summary()["backend"]["runtime"] == "torchscript"

@@ -45,6 +45,8 @@ def test_click_then_refine_then_undo_exactly(iclient, session):
     second = prompt(iclient, sid, {"type": "point", "positive": False, "points": [[18, 25, 20]]}).json()
     mask2 = paste(mask1, second)
     assert second["step"] == 2 and mask2.sum() < mask1.sum() and second["voxels"] == int(mask2.sum())
+    changed = np.argwhere(mask1 != mask2)  # the reply's box is exactly what changed
+    assert second["box"] == [changed.min(0).tolist(), (changed.max(0) + 1).tolist()]
     full = prompt(iclient, sid, CLICK, reply="full").json()
     assert full["box"] == [[0, 0, 0], [40, 48, 32]] and full["step"] == 3
     undone = iclient.post(f"/v1/interactive/{sid}/undo").json()

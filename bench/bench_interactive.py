@@ -1,0 +1,256 @@
+"""Interactive segmentation latency per door and prompt type, reply sizes, and the share of work outside the network.
+
+Usage: python bench/bench_interactive.py [--config model_configs/M.json] [--roi 64] [--repeats 5] [--threads 2]
+
+Serves one interactive model with a real uvicorn server in-process and annotates real volumes
+from ../shared/data (a BraTS FLAIR volume, 240x240x155; an ACDC cine-MRI stack of 6-18 slices;
+a spleen CT), one object each, with every prompt type in turn: a positive click, a negative
+click, a 2D box, a scribble, a lasso, extreme points, and an undo. Each is sent through every
+door this server has for it:
+
+- ``engine``: :meth:`InteractiveEngine.step` directly (no HTTP), the floor;
+- ``own``: ``POST /v1/interactive/{session}/prompt`` (and ``/undo``), reply with the changed box,
+  and again with ``reply=full`` for the size of a whole-mask reply;
+- ``aiaa``: ``POST /v1/deepgrow?session_id=`` with all clicks so far (AIAA clients resend them),
+  whose multipart reply always carries the whole volume.
+
+Per door and prompt type it prints (JSON) the median and 90th percentile of the end-to-end
+latency seen by the client, the median time in the network (server's ``infer`` timing), the
+work outside the network (end to end minus network) and its share, and the median reply size.
+Without ``--config`` no trained model is needed: the network is a MONAI UNet of a realistic size
+that runs on every crop for its cost, while the logits come from an oracle (the tests' stand-in:
+bright voxels, never at a negative prompt) on images whose object is brightened (the object
+plus a tenth of the real image), so masks, crops and zoom-outs behave as with a good model.
+``zooms`` shows how often a step widened its crop. Figures are wall clock on whatever machine
+runs it; the machine and threads are in the output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from helpers import bright_interactive_net, serve_in_thread  # noqa: E402
+
+from engines.backends import TorchBackend, load_backend  # noqa: E402
+from engines.config.model import ModelConfig, load_model_config  # noqa: E402
+from engines.data.io import Volume, read_volume, write_volume  # noqa: E402
+from engines.networks import build_network  # noqa: E402
+from engines.serving.pool import EnginePool  # noqa: E402
+from engines.tasks.base import Timer  # noqa: E402
+from engines.tasks.interactive import InteractiveEngine  # noqa: E402
+from engines.transforms.points import extreme_points  # noqa: E402
+from server.app import create_app  # noqa: E402
+from server.protocols.interactive.wire import PromptBody, prompt_builder  # noqa: E402
+from server.settings import Settings  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+MODEL = "interactive_bench"
+
+
+def cases() -> list[tuple[str, Volume, np.ndarray]]:
+    """(name, image, object mask) of the benchmark volumes that are present."""
+    out = []
+    brats = DATA / "brats2013_6cases" / "brats_2013_pat0001_1"
+    if brats.is_dir():
+        label = read_volume(str(brats / "OTMultiClass.nii.gz")).array
+        out.append(("brats_flair_240x240x155", read_volume(str(brats / "Flair_subtrMeanDivStd.nii.gz")), label > 0))
+    acdc = DATA / "acdc"
+    if acdc.is_dir():
+        item = json.loads((acdc / "datalist.json").read_text())["validation"][0]
+        label = read_volume(str(acdc / item["label"])).array
+        out.append((f"acdc_{Path(item['image']).name.split('.')[0]}", read_volume(str(acdc / item["image"])),
+                    label == 3))
+    spleen = DATA / "msd_spleen_1case"
+    if spleen.is_dir():
+        out.append(("spleen_ct", read_volume(str(spleen / "spleen_2_ct.nii.gz")),
+                    read_volume(str(spleen / "spleen_2_seg-manual.nii.gz")).array > 0))
+    return out
+
+
+class OracleNetwork:
+    """Runs ``backend`` for its cost, answers with the stand-in's logits (see the module docstring)."""
+
+    def __init__(self, backend: TorchBackend) -> None:
+        self.backend = backend
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.backend(x)
+        return bright_interactive_net(x)
+
+
+def oracle_image(volume: Volume, mask: np.ndarray) -> Volume:
+    """The object made bright over a tenth of the real image (what the oracle's threshold finds)."""
+    real = volume.array.astype(np.float32)
+    real = (real - real.mean()) / (real.std() + 1e-6)
+    return Volume(mask.astype(np.float32) * 4.0 + 0.1 * real, volume.geometry)
+
+
+def build_engine(config_path: str | None, roi: int) -> InteractiveEngine:
+    """The configured model, or a UNet of realistic size with the oracle's answers."""
+    if config_path:
+        config = load_model_config(config_path)
+        return InteractiveEngine(MODEL, config, load_backend(config, Path(config_path).parent))
+    config = ModelConfig.model_validate({
+        "type": "deepgrow", "labels": ["object"], "model_path": "none.pt", "roi": [roi] * 3,
+        "network": {"name": "UNet", "args": {"spatial_dims": 3, "in_channels": 5, "out_channels": 1,
+                                             "channels": [16, 32, 64, 128], "strides": [2, 2, 2],
+                                             "num_res_units": 2, "norm": "instance"}}})
+    torch.manual_seed(0)
+    return InteractiveEngine(MODEL, config, OracleNetwork(TorchBackend(build_network(config.network))))
+
+
+def prompts_for(mask: np.ndarray) -> list[tuple[str, dict]]:
+    """The prompt sequence on one object: own-API bodies, derived from its mask."""
+    nz = np.argwhere(mask)
+    centre = nz[np.argmin(((nz - nz.mean(0)) ** 2).sum(1))].tolist()  # an object voxel near its centroid
+    k = centre[2]
+    plane = np.argwhere(mask[:, :, k])
+    lo, hi = plane.min(0), plane.max(0)
+    outside = [int(min(hi[0] + 3, mask.shape[0] - 1)), centre[1], k]
+    scribble = [[i, centre[1], k] for i in range(int(lo[0]), int(hi[0]) + 1) if mask[i, centre[1], k]]
+    lasso = [[int(lo[0]), int(lo[1]), k], [int(hi[0]), int(lo[1]), k], [int(hi[0]), int(hi[1]), k],
+             [int(lo[0]), int(hi[1]), k]]
+    return [
+        ("point", {"type": "point", "points": [centre]}),
+        ("negative_point", {"type": "point", "positive": False, "points": [outside]}),
+        ("box_2d", {"type": "box", "box": [[int(lo[0]), int(lo[1]), k], [int(hi[0]), int(hi[1]), k]]}),
+        ("scribble", {"type": "scribble", "points": scribble or [centre]}),
+        ("lasso", {"type": "lasso", "points": lasso}),
+        ("extreme_points", {"type": "extreme_points",
+                            "points": extreme_points(mask).astype(int).tolist()}),
+        ("undo", {"type": "undo"}),
+    ]
+
+
+def summarise(rows: list[dict]) -> dict:
+    total = [r["total_ms"] for r in rows]
+    infer = [r["infer_ms"] for r in rows]
+    outside = [t - i for t, i in zip(total, infer)]
+    out = {"n": len(rows), "median_ms": round(statistics.median(total), 1),
+           "p90_ms": round(float(np.percentile(total, 90)), 1),
+           "network_ms": round(statistics.median(infer), 1), "outside_network_ms": round(statistics.median(outside), 1),
+           "outside_share": round(sum(outside) / max(sum(total), 1e-9), 3)}
+    for key in ("reply_bytes", "reply_bytes_full", "zooms"):
+        values = [r[key] for r in rows if key in r]
+        if values:
+            out[key if key != "zooms" else "zooms_mean"] = (round(statistics.median(values)) if key != "zooms"
+                                                            else round(float(np.mean(values)), 2))
+    return out
+
+
+def run_engine(engine: InteractiveEngine, volume: Volume, mask: np.ndarray, repeats: int) -> dict[str, list[dict]]:
+    """The floor: engine.step on the prepared image, no HTTP, no state."""
+    prepared = engine.prepare(volume)
+    shape = prepared.shape
+    rows: dict[str, list[dict]] = {}
+    for _ in range(repeats):
+        current = None
+        so_far = []
+        for name, body in prompts_for(mask):
+            if name == "undo":
+                continue
+            prompt = prompt_builder(PromptBody.model_validate(body))(shape)
+            so_far.append(prompt)
+            timer = Timer()
+            start = time.perf_counter()
+            result = engine.step(prepared, so_far, current, timer)
+            total = (time.perf_counter() - start) * 1000
+            current = result.mask
+            rows.setdefault(name, []).append({"total_ms": total, "infer_ms": timer.timings["infer"],
+                                              "zooms": result.zooms})
+    return rows
+
+
+def run_http(url: str, volume: Volume, mask: np.ndarray, repeats: int) -> dict[str, dict[str, list[dict]]]:
+    """The own API (box and full replies) and AIAA deepgrow on one session."""
+    data = write_volume(volume.array, volume.geometry, ".nii.gz", dtype="float32")
+    doors: dict[str, dict[str, list[dict]]] = {"own": {}, "own_full": {}, "aiaa": {}}
+    with httpx.Client(base_url=url, timeout=600) as http:
+        sid = http.put("/session/", files={"image": ("image.nii.gz", data)}).json()["session_id"]
+        http.post(f"/v1/interactive/{sid}/prompt?model={MODEL}", json=prompts_for(mask)[0][1])  # prepares once
+        for _ in range(repeats):
+            for door, reply in (("own", "box"), ("own_full", "full")):
+                http.post(f"/v1/interactive/{sid}/reset")
+                for name, body in prompts_for(mask):
+                    start = time.perf_counter()
+                    if name == "undo":
+                        r = http.post(f"/v1/interactive/{sid}/undo?reply={reply}")
+                    else:
+                        r = http.post(f"/v1/interactive/{sid}/prompt?model={MODEL}&reply={reply}", json=body)
+                    total = (time.perf_counter() - start) * 1000
+                    r.raise_for_status()
+                    timings = r.json()["timings"]
+                    doors[door].setdefault(name, []).append({
+                        "total_ms": total, "infer_ms": timings.get("infer", 0.0),
+                        ("reply_bytes" if door == "own" else "reply_bytes_full"): len(r.content)})
+            clicks: dict[str, list] = {"foreground": [], "background": []}
+            for name, body in prompts_for(mask)[:2]:  # deepgrow takes clicks only
+                clicks["foreground" if body.get("positive", True) else "background"] += body["points"]
+                start = time.perf_counter()
+                r = http.post(f"/v1/deepgrow?model={MODEL}&session_id={sid}", data={"params": json.dumps(clicks)})
+                total = (time.perf_counter() - start) * 1000
+                r.raise_for_status()
+                params = json.loads(r.content.split(b"\r\n\r\n", 1)[1].split(b"\r\n--", 1)[0])
+                doors["aiaa"].setdefault(name, []).append({"total_ms": total, "infer_ms": params["timings"]["infer"],
+                                                           "reply_bytes": len(r.content)})
+        http.delete(f"/session/{sid}")
+    return doors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="an interactive model config (default: untrained UNet)")
+    parser.add_argument("--roi", type=int, default=64, help="ROI edge of the default network (default 64)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    volumes = cases()
+    if not volumes:
+        sys.exit(f"benchmark data not found under {DATA}")
+    engine = build_engine(args.config, args.roi)
+    engine.warmup()
+    pool = EnginePool()
+    pool.add(engine)
+    app = create_app(Settings(config="unused.json", warmup=False, max_voxels=512 * 512 * 512,
+                              session_memory_bytes=2 * 1024**3), pool)
+    report: dict = {
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "torch": torch.__version__},
+        "model": {"config": args.config or "oracle answers; cost of a UNet (16,32,64,128), 2 res units, instance norm",
+                  "roi": list(engine.roi), "interactive": engine.options.model_dump()},
+        "cases": {},
+    }
+    with serve_in_thread(app) as port:
+        for name, volume, mask in volumes:
+            volume = volume if args.config else oracle_image(volume, mask)
+            doors = {"engine": run_engine(engine, volume, mask, args.repeats)}
+            doors.update(run_http(f"http://127.0.0.1:{port}", volume, mask, args.repeats))
+            report["cases"][name] = {"shape": list(volume.shape), "spacing": [round(s, 3) for s in volume.geometry.spacing],
+                                     "doors": {door: {p: summarise(rows) for p, rows in per.items()}
+                                               for door, per in doors.items()}}
+            print(f"{name}: done", file=sys.stderr, flush=True)
+    everything = [r for c in report["cases"].values() for p in c["doors"]["own"].values() for r in [p]]
+    report["own_door_overall"] = {
+        "median_of_medians_ms": round(statistics.median(r["median_ms"] for r in everything), 1),
+        "outside_share_mean": round(float(np.mean([r["outside_share"] for r in everything])), 3),
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
