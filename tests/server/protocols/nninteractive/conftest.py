@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # nnint_standin, beside this file
+sys.path.append(str(Path(__file__).resolve().parent))  # nnint_standin, beside this file (after tests/: its conftest stays "conftest")
 
 from helpers import serve_in_thread  # noqa: E402
 from nnint_standin import Server, make_app  # noqa: E402
