@@ -22,7 +22,7 @@ from engines.tasks.interaction import InteractionState, StepResult
 from engines.tasks.interactive import voxel_prompt
 from engines.transforms.prompts import Prompt
 from server.errors import Conflict
-from server.sessions.interaction import Interaction, changed_box
+from server.sessions.interaction import Interaction, _changed_in_crop, changed_box
 from server.sessions.store import Session
 
 __all__ = ["LeaseState", "NoImageError", "Reply", "Step", "clip_box", "mask_prompt"]
@@ -131,13 +131,15 @@ class LeaseState:
         region = np.zeros(tuple(b - a for a, b in zip(*box)), bool) if mask is None else mask[sl]
         return Reply(True, box, region.astype(self.target[1]))
 
-    def _commit(self, queued: Sequence[Prompt], result: StepResult) -> Reply:
+    def _commit(self, queued: Sequence[Prompt], result: StepResult, before: np.ndarray | None) -> Reply:
+        """Store a prediction made from ``queued``; reply with the box where it differs from ``before``,
+        the mask the client holds (a step changes nothing outside its crop)."""
         state = self.require_image()
         for prompt in queued[:-1]:
             state.apply(prompt, lambda prompts, mask: _unchanged(mask, self.shape))
         state.apply(queued[-1], lambda prompts, mask: result)
         self.pending = []
-        return self._reply(result.mask, result.lo, result.hi)
+        return self._reply(result.mask, *_changed_in_crop(before, result.mask, result.lo, result.hi))
 
     def add(self, prompt: Prompt, run_prediction: bool, step: Step) -> Reply:
         """Add a prompt; predict now (with every queued prompt) or queue it for :meth:`predict`."""
@@ -148,7 +150,7 @@ class LeaseState:
             return Reply(False)
         queued = [*self.pending, prompt]
         result = step(state.prompts + tuple(queued), state.mask)
-        return self._commit(queued, result)
+        return self._commit(queued, result, state.mask)
 
     def predict(self, step: Step) -> Reply:
         """Predict from the queued prompts; nothing runs (``ran`` false) when none is queued."""
@@ -156,7 +158,7 @@ class LeaseState:
         if not self.pending:
             return Reply(False)
         result = step(state.prompts + tuple(self.pending), state.mask)
-        return self._commit(list(self.pending), result)
+        return self._commit(list(self.pending), result, state.mask)
 
     def undo(self) -> Reply:
         """Take back the last prompt (queued or predicted), exactly; ``ran`` false when there is nothing to undo."""
@@ -190,4 +192,4 @@ class LeaseState:
         result = step(state.prompts + (refine,), mask)
         state.set_mask(mask)
         self.pending = []
-        return self._commit([refine], result)
+        return self._commit([refine], result, mask)  # the client holds the initial mask already
