@@ -6,7 +6,8 @@ replies that carry only the box of the target buffer that changed. Every lease s
 copy of the interactive model with the AIAA sessions.
 
     wire      the array codec (size checked before anything is decompressed)
-    leases    lease tokens, idle and liveness expiry, capacity, memory
-    state     one lease's image, target buffer and interaction loop (no HTTP)
-    routes    the FastAPI routes, thin
+    leases    lease tokens, idle and liveness expiry, capacity
+    state     one lease's target buffer and interaction loop on its image's session (no HTTP)
+    door      what every request needs: bearer key, model, lease, X-Meta, body
+    routes    the FastAPI routes
 """

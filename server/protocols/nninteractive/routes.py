@@ -8,153 +8,42 @@ AIAA routes), and a lease's requests one at a time.
 
 from __future__ import annotations
 
-import hmac
 import json
-from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from engines.data.io import Geometry, Volume
-from engines.errors import ModelNotFoundError
-from engines.tasks.interactive import InteractiveEngine, box_prompt, point_prompt
+from engines.tasks.interactive import box_prompt, point_prompt
 from engines.transforms.prompts import CHANNELS
-from server.errors import BadRequest, Unauthorized
-from server.protocols.aiaa.wire import read_body
-from server.protocols.nninteractive.leases import DoorSettings, Lease, LeaseGone, LeaseRegistry
+from server.errors import BadRequest
+from server.protocols.nninteractive.door import (
+    LEASE,
+    META,
+    Call,
+    CallDep,
+    LeaseDep,
+    body_of,
+    engine_of,
+    flag,
+    lease_of,
+    meta_of,
+)
+from server.protocols.nninteractive.leases import Lease
 from server.protocols.nninteractive.state import Reply, clip_box, mask_prompt
 from server.protocols.nninteractive.wire import pack, unpack
-from server.sessions.interaction import Interactions
-from server.sessions.store import SessionStore
 
-__all__ = ["Door", "router"]
+__all__ = ["router"]
 
 PREFIXES = ("/nninteractive", "/nninteractive/{model}")
-META = "X-Meta"
-LEASE = "X-Lease-Token"
 PROTOCOL_VERSION = "2.6.0"  # the nninteractive-client release this door was written and tested against
 DTYPE_KINDS = "biuf"  # target buffers: bool, integers or floats
 
 router = APIRouter(tags=["nninteractive"])
-
-
-@dataclass
-class Door:
-    """The door's settings and leases (``app.state.nninteractive``)."""
-
-    settings: DoorSettings
-    leases: LeaseRegistry
-
-    @classmethod
-    def create(cls, settings: DoorSettings, sessions: SessionStore, clock=None) -> Door:
-        """A door whose dropped leases free their image's session (``clock``: tests move time themselves)."""
-        def drop(lease: Lease) -> None:
-            if lease.state.session is not None:
-                sessions.delete(lease.state.session.id)
-
-        kwargs = {} if clock is None else {"clock": clock}
-        return cls(settings, LeaseRegistry(settings, on_drop=drop, **kwargs))
-
-
-@dataclass
-class Call:
-    """What every authorised call needs: the door, the model it addresses and the server's state."""
-
-    door: Door
-    engine: InteractiveEngine
-    request: Request
-
-    @property
-    def state(self) -> Any:
-        return self.request.app.state
-
-    @property
-    def interactions(self) -> Interactions:
-        return Interactions(self.state.sessions, self.state.pool, self.state.gates)
-
-
-def _door(request: Request) -> Door:
-    state = request.app.state
-    if getattr(state, "nninteractive", None) is None:
-        state.nninteractive = Door.create(DoorSettings(), state.sessions)
-    return state.nninteractive
-
-
-def _engine(request: Request) -> InteractiveEngine:
-    """The model a base URL addresses: the named one, or the pool's first interactive model."""
-    state = request.app.state
-    model = request.path_params.get("model")
-    if model is not None:
-        return Interactions(state.sessions, state.pool, state.gates).engine(model)
-    for engine in state.pool.engines():
-        if isinstance(engine, InteractiveEngine):
-            return engine
-    raise ModelNotFoundError("no interactive model is loaded: /nninteractive serves the first model of type "
-                             "'deepgrow' (GET /v1/models?type=deepgrow lists them)")
-
-
-async def _call(request: Request) -> Call:
-    """Authorise (bearer key when configured) and resolve the model; async so the door is made once, on the loop."""
-    door = _door(request)
-    key = door.settings.api_key.get_secret_value() if door.settings.api_key is not None else ""
-    if key:
-        header = request.headers.get("authorization", "")
-        if not header.startswith("Bearer "):
-            raise Unauthorized("missing bearer key (Authorization: Bearer <key>)")
-        if not hmac.compare_digest(header[len("Bearer "):].encode(), key.encode()):
-            raise Unauthorized("invalid bearer key")
-    return Call(door, _engine(request), request)
-
-
-CallDep = Annotated[Call, Depends(_call)]
-
-
-def _lease(call: Call, *, active: bool = True) -> Lease:
-    return call.door.leases.get(call.request.headers.get(LEASE), call.engine.name, active=active)
-
-
-async def _active_lease(call: CallDep) -> Lease:
-    """The lease of a real action (postpones the idle timeout); checked before the body, so a gone lease is 410.
-
-    A lease whose image's session was evicted to make room for others is gone too: the viewer starts over.
-    """
-    lease = _lease(call)
-    session = lease.state.session
-    if session is not None and call.state.sessions.get(session.id) is None:
-        call.door.leases.release(lease.token)
-        raise LeaseGone("this lease's image was evicted from memory to make room for other sessions; reconnect")
-    return lease
-
-
-LeaseDep = Annotated[Lease, Depends(_active_lease)]
-
-
-def _meta(request: Request) -> dict[str, Any]:
-    raw = request.headers.get(META)
-    if raw is None:
-        return {}
-    try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise BadRequest(f"bad {META} header: {exc}") from None
-    if not isinstance(meta, dict):
-        raise BadRequest(f"{META} must be a JSON object")
-    return meta
-
-
-def _flag(meta: dict[str, Any], key: str, default: bool | None = None) -> bool:
-    value = meta.get(key, default)
-    if not isinstance(value, bool):
-        raise BadRequest(f"{META} needs '{key}' as true or false")
-    return value
-
-
-async def _body(call: Call) -> bytes:
-    return await read_body(call.request, call.state.settings.max_upload_bytes)
 
 
 def _step(call: Call, lease: Lease):
@@ -197,7 +86,7 @@ def _route(path: str, method: str, **kwargs: Any):
 @_route("/healthz", "GET")
 async def healthz(request: Request) -> dict[str, bool]:
     """Liveness of the door and of its model (no key needed)."""
-    _engine(request)
+    engine_of(request)
     return {"ok": True}
 
 
@@ -244,7 +133,7 @@ async def release(call: CallDep) -> dict[str, bool]:
 @_route("/heartbeat", "POST")
 async def heartbeat(call: CallDep) -> dict[str, float]:
     """Proves the viewer lives (does not postpone the idle timeout)."""
-    lease = _lease(call, active=False)
+    lease = lease_of(call, active=False)
     return {"remaining_seconds": call.door.leases.remaining_s(lease)}
 
 
@@ -275,10 +164,10 @@ def _spacing(properties: Any) -> tuple[float, float, float]:
 @_route("/set_image", "POST")
 async def set_image(call: CallDep, lease: LeaseDep) -> dict[str, list[int]]:
     """The image ``[1, X, Y, Z]`` (blosc2); drops everything of the lease's last image."""
-    meta = _meta(call.request)
-    spacing = _spacing(meta.get("image_properties") or {})
-    body = await _body(call)
-    image = await to_thread.run_sync(lambda: unpack(body, max_elements=call.state.settings.max_voxels, ndim=4))
+    values = meta_of(call.request)
+    spacing = _spacing(values.get("image_properties") or {})
+    data = await body_of(call)
+    image = await to_thread.run_sync(lambda: unpack(data, max_elements=call.state.settings.max_voxels, ndim=4))
     if image.shape[0] != 1:
         raise BadRequest(f"the image must have one channel ([1, X, Y, Z]), got shape {list(image.shape)}")
     if image.dtype == np.bool_:
@@ -430,15 +319,15 @@ def _interaction_bbox(meta: dict[str, Any], shape: tuple[int, int, int]) -> tupl
 
 
 async def _add_mask(call: Call, lease: Lease, kind: str) -> Response:
-    meta = _meta(call.request)
-    positive = _flag(meta, "include_interaction")
-    run_prediction = _flag(meta, "run_prediction", True)
-    body = await _body(call)
+    values = meta_of(call.request)
+    positive = flag(values, "include_interaction")
+    run_prediction = flag(values, "run_prediction", True)
+    data = await body_of(call)
     lease.state.require_image()
     shape = lease.state.shape
-    lo, hi = _interaction_bbox(meta, shape)
+    lo, hi = _interaction_bbox(values, shape)
     size = [b - a for a, b in zip(lo, hi)]
-    mask = await to_thread.run_sync(lambda: unpack(body, max_elements=int(np.prod(size)), shape=size))
+    mask = await to_thread.run_sync(lambda: unpack(data, max_elements=int(np.prod(size)), shape=size))
     return await _add(call, lease, lambda shape: mask_prompt(kind, mask, positive, shape, lo), run_prediction)
 
 
@@ -457,12 +346,12 @@ async def add_lasso_interaction(call: CallDep, lease: LeaseDep) -> Response:
 @_route("/add_initial_seg_interaction", "POST")
 async def add_initial_seg_interaction(call: CallDep, lease: LeaseDep) -> Response:
     """Start from a mask of the volume's shape; ``run_prediction`` (default false) lets the model refine it."""
-    meta = _meta(call.request)
-    run_prediction = _flag(meta, "run_prediction", False)
-    body = await _body(call)
+    values = meta_of(call.request)
+    run_prediction = flag(values, "run_prediction", False)
+    data = await body_of(call)
     lease.state.require_image()
     shape = lease.state.shape
-    seg = await to_thread.run_sync(lambda: unpack(body, max_elements=int(np.prod(shape)), shape=shape))
+    seg = await to_thread.run_sync(lambda: unpack(data, max_elements=int(np.prod(shape)), shape=shape))
     async with lease.lock:
         run, step = _step(call, lease)
         runner = run if run_prediction else to_thread.run_sync

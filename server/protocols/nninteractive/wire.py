@@ -99,7 +99,7 @@ def unpack(buf: bytes, *, max_elements: int, ndim: int | None = None, shape: Seq
         frame = memoryview(buf)[offset:offset + clen]
         try:
             nbytes, cbytes, _ = blosc2.get_cbuffer_sizes(frame)
-        except Exception as exc:  # blosc2 raises plain exceptions on garbage
+        except (ValueError, RuntimeError) as exc:  # what blosc2 raises on garbage
             raise BadRequest(f"array chunk is not a blosc2 frame: {exc}") from None
         if nbytes != ulen or cbytes != clen:
             raise BadRequest(f"array chunk declares {ulen} bytes but its frame holds {nbytes}")
@@ -114,6 +114,6 @@ def unpack(buf: bytes, *, max_elements: int, ndim: int | None = None, shape: Seq
     for start, ulen, frame in frames:
         try:
             blosc2.decompress2(frame, dst=raw[start:start + ulen])
-        except Exception as exc:
+        except (ValueError, RuntimeError) as exc:
             raise BadRequest(f"array chunk does not decompress: {exc}") from None
     return out.reshape(declared)

@@ -9,10 +9,10 @@ import pytest
 
 sys.path.append(str(Path(__file__).resolve().parent))  # nnint_standin, beside this file (after tests/: its conftest stays "conftest")
 
-from helpers import serve_in_thread  # noqa: E402
-from nnint_standin import Server, make_app  # noqa: E402
+from helpers import serve_in_thread
+from nnint_standin import Server, make_app
 
-from server.protocols.nninteractive.leases import DoorSettings  # noqa: E402
+from server.protocols.nninteractive.leases import DoorSettings
 
 
 @pytest.fixture()

@@ -9,8 +9,8 @@ from helpers import phantom, standin_interactive_engine
 
 from engines.serving.pool import EnginePool
 from server.app import create_app
+from server.protocols.nninteractive.door import Door
 from server.protocols.nninteractive.leases import DoorSettings
-from server.protocols.nninteractive.routes import Door
 from server.settings import Settings
 
 MODEL = "interactive_test"

@@ -10,8 +10,8 @@ import httpx
 import numpy as np
 import pytest
 from helpers import serve_in_thread
-from nnInteractive.inference.remote.serialization import pack_array
 from nnint_standin import image_4d, make_app
+from nnInteractive.inference.remote.serialization import pack_array
 
 from server.protocols.nninteractive import wire
 from server.protocols.nninteractive.leases import DoorSettings

@@ -8,15 +8,15 @@ import httpx
 import numpy as np
 import pytest
 from helpers import serve_in_thread
+from nnint_standin import MODEL, image_4d, make_app
 from nnInteractive.inference.remote import (
     ServerAtCapacityError,
     SessionExpiredError,
     nnInteractiveRemoteInferenceSession,
 )
-from nnint_standin import MODEL, image_4d, make_app
 from pydantic import SecretStr
 
-from server.protocols.nninteractive.leases import DoorSettings
+from server.protocols.nninteractive.leases import DoorSettings, LeaseGone
 
 
 def connect(server, image=None, dtype=np.uint8, **kwargs):
@@ -105,7 +105,7 @@ def test_every_call_of_the_client_keeps_its_buffer_equal_to_the_servers_mask(ser
         assert status["idle_timeout_seconds"] == 600 and 0 < status["remaining_seconds"] <= 600
         token = session._lease_token
     assert len(server.door.leases) == 0  # close() released the lease
-    with pytest.raises(Exception):
+    with pytest.raises(LeaseGone):
         server.door.leases.peek(token, MODEL)
 
 
@@ -150,7 +150,7 @@ def test_two_leases_at_once_keep_their_own_images_and_masks(server):
             try:
                 for _ in range(3):
                     session.add_point_interaction(coords, include_interaction=True)
-            except Exception as exc:  # surfaced below
+            except (httpx.HTTPError, RuntimeError) as exc:  # surfaced below
                 errors.append(exc)
 
         threads = [threading.Thread(target=click, args=a) for a in ((first, [18, 25, 15]), (second, [22, 20, 14]))]
