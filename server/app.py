@@ -25,6 +25,7 @@ from server.logbuffer import LogBuffer
 from server.protocols.aiaa import inference, models, polygon, session
 from server.protocols.aiaa.openapi import ERROR_RESPONSE, install_openapi
 from server.protocols.interactive import router as interactive
+from server.protocols.nninteractive import routes as nninteractive
 from server.sessions.store import SessionStore
 from server.settings import Settings
 
@@ -66,7 +67,8 @@ def create_app(settings: Settings | None = None, pool: EnginePool | None = None)
     app.state.gates = GateKeeper(settings.max_running_per_model, settings.max_queued_per_model)
     install_handlers(app)
     install_openapi(app)
-    for module in (models, inference, polygon, session, interactive, health, logs, admin_jobs, admin_models):
+    for module in (models, inference, polygon, session, interactive, nninteractive, health, logs, admin_jobs,
+                   admin_models):
         app.include_router(module.router)
     return app
 
