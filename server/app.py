@@ -25,6 +25,7 @@ from server.protocols.aiaa import inference, models, session
 from server.protocols.aiaa.openapi import ERROR_RESPONSE, install_openapi
 from server.sessions.store import SessionStore
 from server.settings import Settings
+from server.ui import install_ui
 
 __all__ = ["create_app"]
 
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None, pool: EnginePool | None = None)
     install_openapi(app)
     for module in (models, inference, session, health, logs, admin_jobs, admin_models):
         app.include_router(module.router)
+    install_ui(app)
     return app
 
 
