@@ -48,7 +48,7 @@ function renderJobs() {
     const bar = Object.assign(document.createElement('progress'), { max: 1, value: job.progress || 0 })
     bar.title = `${Math.round((job.progress || 0) * 100)}%`
     const metrics = job.metrics || {}
-    const cells = [job.id.slice(0, 8), job.kind, job.model, job.state, bar,
+    const cells = [job.id, job.kind, job.model, job.state, bar,
       job.epoch ? `${job.epoch}/${job.epochs}` : '', fmt(metrics.loss), fmt(metrics.dice),
       job.eta_s != null ? `${Math.round(job.eta_s)} s` : '']
     for (const cell of cells) row.insertCell().append(cell)
@@ -162,7 +162,14 @@ async function loadModels() {
     const holder = $('versions')
     holder.replaceChildren()
     for (const model of models) {
-      const info = await requestJson(`/admin/models/${encodeURIComponent(model.name)}/versions`, auth())
+      let info
+      try {
+        info = await requestJson(`/admin/models/${encodeURIComponent(model.name)}/versions`, auth())
+      } catch (err) {
+        if (!(err instanceof ApiError) || err.status !== 404) throw err
+        holder.append(Object.assign(document.createElement('p'), { className: 'muted', textContent: `${model.name}: ${err.message}` }))
+        continue
+      }
       const table = document.createElement('table')
       table.className = 'jobs'
       table.dataset.model = model.name

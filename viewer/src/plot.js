@@ -52,7 +52,7 @@ export function drawCurves(svg, epochs) {
     if (!points.length) continue
     svg.append(el('polyline', { points: points.map((p) => p.join(',')).join(' '), fill: 'none', stroke: color, 'stroke-width': 2, class: `curve-${key}` }))
     for (const [px, py] of points) svg.append(el('circle', { cx: px, cy: py, r: 3, fill: color }))
-    svg.append(el('text', { x: pad.l + 8, y: pad.t + ly, fill: color }, label))
+    svg.append(el('text', { x: pad.l + 8, y: pad.t + ly, style: `fill: ${color}` }, label))
   }
   for (const e of xs) svg.append(el('text', { x: x(e), y: H - pad.b + 14, 'text-anchor': 'middle' }, String(e)))
 }
