@@ -117,12 +117,17 @@ class FakeInteractive:
                 ball = sum((grid[d] - center[d]) ** 2 for d in range(3)) <= 9
                 new[ball] = value
                 lo, hi = np.maximum(center - 3, 0), np.minimum(center + 4, shape)
+            elif body["type"] == "scribble":
+                lo, hi = np.min(body["points"], axis=0), np.max(body["points"], axis=0) + 1
+                for point in body["points"]:
+                    new[tuple(point)] = value
             elif body["type"] == "box":
                 (a, b) = body["box"]
                 lo, hi = np.array(a), np.array(b) + 1
                 new[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = value
             else:
-                return JSONResponse({"error": "BadRequest", "detail": f"prompt type {body['type']!r}"}, 400)
+                return JSONResponse({"error": "BadRequest", "detail": f"prompt type {body['type']!r} is not supported"},
+                                    400)
             self.masks[sid] = new
             return reply(new, lo.tolist(), hi.tolist(), len(self.history[sid]))
 
@@ -373,6 +378,54 @@ def test_interactive_clicks_undo_and_refine_an_existing_mask(page, served, volum
     page.wait_for_function("() => window.aiaa.state.objects[0].voxels > 123")
     assert "mask" in fake.calls
     np.testing.assert_array_equal(object_mask(page, 0, vol.shape), fake.masks[sid])
+
+
+def test_scribble_visibility_opacity_and_the_help_panel(page, served, volume):
+    url, _, fake = served
+    _, _, data = volume
+    sid = upload(url, data)
+    open_session(page, url, sid)
+    page.keyboard.press("s")
+    a = page.evaluate("(v) => window.aiaa.showVoxel(v)", [10, 20, 15])
+    b = page.evaluate("(v) => window.aiaa.showVoxel(v)", [26, 20, 15])
+    box = page.locator("#gl").bounding_box()
+    page.mouse.move(box["x"] + a[0], box["y"] + a[1])
+    page.mouse.down()
+    for step in range(1, 11):
+        page.mouse.move(box["x"] + a[0] + (b[0] - a[0]) * step / 10, box["y"] + a[1] + (b[1] - a[1]) * step / 10)
+    page.mouse.up()
+    page.wait_for_function("() => window.aiaa.state.objects.length === 1 && window.aiaa.state.objects[0].voxels >= 10")
+    np.testing.assert_array_equal(object_mask(page, 0, fake.masks[sid].shape), fake.masks[sid])
+    assert fake.masks[sid][10:27, 20, 15].all()
+
+    page.evaluate("(v) => window.aiaa.showVoxel(v)", [18, 32, 15])  # the crosshair off the stroke
+    shown = reddish(page.locator("#gl").screenshot()).sum()
+    assert shown > 20
+    page.locator("#objects li input[type=checkbox]").uncheck()  # hide the object
+    assert reddish(page.locator("#gl").screenshot()).sum() < shown / 10
+    page.locator("#objects li input[type=checkbox]").check()
+    page.locator("#opacity").fill("100")
+    assert reddish(page.locator("#gl").screenshot()).sum() >= shown
+
+    page.keyboard.press("?")
+    help_panel = page.locator("#help")
+    expect(help_panel).to_be_visible()
+    expect(help_panel).to_contain_text("Ctrl+z")
+    page.keyboard.press("Escape")
+    expect(help_panel).to_be_hidden()
+
+
+def test_an_interactive_refusal_shows_the_servers_text(page, served, volume):
+    url, _, _ = served
+    _, _, data = volume
+    sid = upload(url, data)
+    open_session(page, url, sid)
+    page.route("**/v1/interactive/*/prompt**", lambda route: route.continue_(
+        post_data=json.dumps({"type": "lasso", "positive": True, "points": [[1, 1, 1]]})))
+    page.keyboard.press("p")
+    click_voxel(page, [18, 25, 15])
+    expect(page.locator("#message")).to_contain_text("400: prompt type 'lasso' is not supported")
+    assert page.evaluate("window.aiaa.state.objects[0].voxels") == 0  # nothing changed
 
 
 # ---------------------------------------------------------------- the admin page

@@ -510,7 +510,14 @@ function installPointer(canvas) {
   canvas.addEventListener('pointermove', (e) => {
     if (state.tool !== 'scribble' || !state.scribble || !(e.buttons & 1)) return
     const v = voxelAt(e.offsetX, e.offsetY)
-    if (v) state.scribble.set(v.join(','), v)
+    if (!v) return
+    const last = [...state.scribble.values()].pop() || v
+    // a continuous stroke: every voxel on the line from the last one, however fast the pointer moved
+    const steps = Math.max(1, ...v.map((x, d) => Math.abs(x - last[d])))
+    for (let s = 1; s <= steps; s++) {
+      const p = last.map((x, d) => Math.round(x + ((v[d] - x) * s) / steps))
+      state.scribble.set(p.join(','), p)
+    }
   })
   canvas.addEventListener('pointerup', (e) => {
     if (e.button !== 0 || !down) return
