@@ -25,6 +25,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from helpers import phantom, phantom_points, serve_in_thread
 from PIL import Image
+from scipy import ndimage
 
 from engines.data.io import read_volume, write_volume
 from server.app import create_app
@@ -329,6 +330,12 @@ def test_automatic_segmentation_refusal_and_unreachable_server(page, served, vol
     assert page.evaluate("window.aiaa.state.objects.map((o) => o.name)") == ["anterior", "posterior"]
     labels = api_mask(url, "segmentation", sid, "segmentation_test", {})
     for n in range(2):
+        np.testing.assert_array_equal(object_mask(page, n, vol.shape), labels == n + 1)
+    page.keyboard.press("f")  # outline: the overlay shows the border voxels only, the mask is unchanged
+    shown = page.evaluate("window.aiaa.state.objects.map((o) => o.image.img.reduce((a, b) => a + b, 0))")
+    for n in range(2):
+        border = (labels == n + 1).sum() - ndimage.binary_erosion(labels == n + 1, border_value=0).sum()
+        assert shown[n] == border
         np.testing.assert_array_equal(object_mask(page, n, vol.shape), labels == n + 1)
     keep(page, "viewer-automatic.png")
 

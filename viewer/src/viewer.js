@@ -136,7 +136,8 @@ function newObject(name, model = null) {
   image.hdr.scl_slope = 1
   image.hdr.scl_inter = 0
   image.name = `object${state.nextId}.nii.gz`
-  const obj = { id: state.nextId++, name, model, color, visible: true, mask: image.img, image, undo: [], redo: [], voxels: 0 }
+  const mask = new Uint8Array(image.img.length)
+  const obj = { id: state.nextId++, name, model, color, visible: true, mask, image, undo: [], redo: [], voxels: 0 }
   colour(obj)
   nv.addVolume(image)
   state.objects.push(obj)
@@ -159,14 +160,39 @@ function refresh(obj) {
   let count = 0
   for (let n = 0; n < obj.mask.length; n++) count += obj.mask[n]
   obj.voxels = count
+  show(obj)
   nv.updateGLVolume()
   renderObjects()
 }
 
+/** What the overlay shows: the mask, or in outline mode its border voxels (those with a face outside it). */
+function show(obj) {
+  if (!$('outline').checked) {
+    obj.image.img.set(obj.mask)
+    return
+  }
+  const [nx, ny, nz] = state.dims
+  const m = obj.mask
+  const out = obj.image.img
+  const sx = 1
+  const sy = nx
+  const sz = nx * ny
+  for (let k = 0, v = 0; k < nz; k++) {
+    for (let j = 0; j < ny; j++) {
+      for (let i = 0; i < nx; i++, v++) {
+        out[v] = m[v] && (i === 0 || i === nx - 1 || j === 0 || j === ny - 1 || k === 0 || k === nz - 1 ||
+          !m[v - sx] || !m[v + sx] || !m[v - sy] || !m[v + sy] || !m[v - sz] || !m[v + sz]) ? 1 : 0
+      }
+    }
+  }
+}
+
 function applyOpacity() {
   const opacity = Number($('opacity').value) / 100
-  for (const obj of state.objects) obj.image.opacity = obj.visible ? opacity : 0
-  nv.overlayOutlineWidth = $('outline').checked ? 1.5 : 0
+  for (const obj of state.objects) {
+    obj.image.opacity = obj.visible ? opacity : 0
+    show(obj)
+  }
   nv.updateGLVolume()
 }
 
@@ -438,7 +464,7 @@ async function bind(obj, model) {
   if (state.bound && state.bound.object === obj && state.bound.model === model) return
   if (obj.voxels > 0) {
     const form = new FormData()
-    const file = await obj.image.saveToUint8Array('mask.nii.gz')
+    const file = await maskFile([obj])
     form.append('mask', new Blob([file]), 'mask.nii.gz')
     await request(`/v1/interactive/${state.sessionId}/mask?model=${encodeURIComponent(model)}`, { method: 'PUT', body: form })
   } else if (state.bound) {
@@ -545,16 +571,18 @@ function download(name, blob) {
   setTimeout(() => URL.revokeObjectURL(link.href), 1000)
 }
 
-/** The visible objects as one label map on the volume's grid (object n -> label n, later objects on top). */
-async function labelMapBytes() {
+/** Objects as one gzipped NIfTI label map on the volume's grid (object n -> label n, later objects on top). */
+async function maskFile(objects) {
   const image = NVImage.zerosLike(state.base, 'uint8')
   image.hdr.scl_slope = 1
   image.hdr.scl_inter = 0
-  state.objects.forEach((obj, n) => {
+  objects.forEach((obj, n) => {
     for (let v = 0; v < obj.mask.length; v++) if (obj.mask[v]) image.img[v] = n + 1
   })
   return image.saveToUint8Array('mask.nii.gz')
 }
+
+const labelMapBytes = () => maskFile(state.objects)
 
 async function saveMask() {
   if (!state.objects.length) return showInfo('nothing to save yet')
