@@ -480,3 +480,34 @@ def test_admin_page_shows_the_servers_refusal_of_a_wrong_token(page, served):
     page.locator("#token-form button[type=submit]").click()
     expect(page.locator("#message")).to_contain_text("401: wrong admin token")
 
+
+
+def test_admin_page_serves_and_rolls_back_versions(page, served):
+    """The stand-in models have no stored versions, so the versions route answers from the page's network
+    layer here, in the real route's shape; the test checks what the page shows and the PUT it sends."""
+    url, _, _ = served
+    record = {"serving": "2", "puts": []}
+
+    def versions(route):
+        rows = [{"version": str(n), "source": {"kind": kind}, "metrics": {"val_mean_dice": dice},
+                 "serving": str(n) == record["serving"]} for n, kind, dice in ((1, "config", 0.81), (2, "finetune", 0.86))]
+        route.fulfill(json={"model": "annotation_test", "serving": record["serving"], "versions": rows})
+
+    def serving(route):
+        record["puts"].append((route.request.headers["authorization"], route.request.post_data_json))
+        record["serving"] = route.request.post_data_json["version"]
+        route.fulfill(json={"model": "annotation_test", "serving": record["serving"]})
+
+    page.route("**/admin/models/annotation_test/versions", versions)
+    page.route("**/admin/models/annotation_test/serving", serving)
+    page.goto(url + "/admin")
+    page.locator("#token").fill(TOKEN)
+    page.locator("#token-form button[type=submit]").click()
+    table = page.locator("table[data-model='annotation_test']")
+    expect(table).to_contain_text("serving version 2")
+    expect(page.locator("#versions")).to_contain_text("segmentation_test: 404")  # no stored versions: a note
+    table.get_by_role("button", name="Roll back to this").click()
+    expect(page.locator("#message")).to_contain_text("annotation_test now serves version 1")
+    expect(table).to_contain_text("serving version 1")
+    assert record["puts"] == [(f"Bearer {TOKEN}", {"version": "1"})]
+    expect(page.locator("#submit-model option")).to_have_count(3)  # every served model, the fake interactive one too
