@@ -36,7 +36,7 @@ try:
 except ImportError:  # the dev extra installs it
     sync_playwright = None
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(os.environ.get("AIAA_CHROMIUM", "/usr/bin/chromium"))  # Debian's package by default
 TOKEN = "viewer-test-token"
 INTERACTIVE = "interactive_fake"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -172,7 +172,7 @@ def browser():
     if sync_playwright is None:
         pytest.skip("the playwright package is missing (pip install -e '.[dev]')")
     if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is missing (apt-get install -y chromium; .ci/run does it as root)")
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium; .ci/run does it as root)")
     with sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield chromium
@@ -354,7 +354,7 @@ def test_automatic_segmentation_refusal_and_unreachable_server(page, served, vol
 
 def test_interactive_clicks_undo_and_refine_an_existing_mask(page, served, volume):
     url, _, fake = served
-    vol, truth, data = volume
+    vol, _, data = volume
     sid = upload(url, data)
     open_session(page, url, sid)
     assert page.locator("#model-interactive").input_value() == INTERACTIVE
@@ -511,3 +511,21 @@ def test_admin_page_serves_and_rolls_back_versions(page, served):
     expect(table).to_contain_text("serving version 1")
     assert record["puts"] == [(f"Bearer {TOKEN}", {"version": "1"})]
     expect(page.locator("#submit-model option")).to_have_count(3)  # every served model, the fake interactive one too
+
+
+def test_admin_page_submits_a_finetune_and_shows_the_refusal(page, served):
+    url, _, _ = served
+    page.goto(url + "/admin")
+    page.locator("#token").fill(TOKEN)
+    page.locator("#token-form button[type=submit]").click()
+    page.locator("#submit-model").select_option("annotation_test")
+    page.locator("#datalist").fill("/etc/passwd")
+    page.locator("#params").fill('{"epochs": 3}')
+    with page.expect_request("**/admin/jobs") as sent:
+        page.locator("#submit button[type=submit]").click()
+    assert sent.value.post_data_json == {"kind": "finetune", "model": "annotation_test", "datalist": "/etc/passwd",
+                                         "params": {"epochs": 3}}
+    expect(page.locator("#message")).to_contain_text("403: datalist '/etc/passwd' is outside the data roots")
+    page.locator("#params").fill("{epochs")
+    page.locator("#submit button[type=submit]").click()
+    expect(page.locator("#message")).to_contain_text("params is not JSON")
