@@ -716,6 +716,11 @@ function installControls() {
 
 async function main() {
   installControls()
+  if (!document.createElement('canvas').getContext('webgl2')) {
+    showError(new Error('this browser offers no WebGL2, which the viewer needs: enable hardware acceleration ' +
+      '(or WebGL) in its settings, or use a current Chromium or Firefox'))
+    return
+  }
   await nv.attachToCanvas($('gl'))
   installPointer($('gl'))
   setLayout('multi')
@@ -729,4 +734,4 @@ async function main() {
 // What scripts and the tests use: the state, and voxel <-> screen positions.
 window.aiaa = { state, nv, showVoxel, voxelAt, openSession, labelMapBytes }
 
-main()
+main().catch(showError)
