@@ -2,9 +2,10 @@
 
 The browser tests skip, with the reason, where the ``playwright`` package or ``/usr/bin/chromium`` is
 missing (``.ci/run`` installs chromium; ``make test`` installs playwright with the dev extra). The
-interactive API is a small fake here (``/v1/interactive/...`` exactly as the shared contract says)
-until the interactive routes land; extreme points, automatic segmentation, sessions and the jobs API
-are the server's own. Set ``AIAA_SCREENSHOTS=folder`` to keep the screenshots the README shows.
+interactive tests use the server's own ``/v1/interactive/...`` routes with a stand-in interactive
+engine where they exist, and otherwise a small fake of the shared contract (same routes and replies);
+either way they compare what the page shows with the server's own mask. Extreme points, automatic
+segmentation, sessions and the jobs API are always the server's own. Set ``AIAA_SCREENSHOTS=folder`` to keep the screenshots the README shows.
 """
 
 from __future__ import annotations
@@ -38,7 +39,13 @@ except ImportError:  # the dev extra installs it
 
 CHROMIUM = Path(os.environ.get("AIAA_CHROMIUM", "/usr/bin/chromium"))  # Debian's package by default
 TOKEN = "viewer-test-token"
-INTERACTIVE = "interactive_fake"
+
+try:  # the interactive routes and their stand-in engine (the interactive issue's branch)
+    import server.protocols.interactive  # noqa: F401
+    from helpers import standin_interactive_engine
+except ImportError:
+    standin_interactive_engine = None
+INTERACTIVE = "interactive_fake" if standin_interactive_engine is None else "interactive_test"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -108,6 +115,9 @@ class FakeInteractive:
             if model != INTERACTIVE:
                 return JSONResponse({"error": "ModelNotFoundError", "detail": f"no model {model!r}"}, 404)
             body = await request.json()
+            for point in body.get("points", []):
+                if not all(0 <= x < n for x, n in zip(point, shape)):
+                    return JSONResponse({"error": "BadRequest", "detail": f"point {point} is outside the volume"}, 400)
             mask = self.masks.get(sid, np.zeros(shape, np.uint8))
             self.history.setdefault(sid, []).append(mask.copy())
             new = mask.copy()
@@ -156,6 +166,13 @@ class FakeInteractive:
             self.history[sid] = []
             return JSONResponse({"model": model, "voxels": int(self.masks[sid].sum())})
 
+        @router.get("/v1/interactive/{sid}/mask")
+        def get_mask(sid: str, format: str = "nii.gz"):
+            mask = self.masks[sid]
+            data = base64.b64encode(gzip.compress(mask.astype(np.uint8).tobytes(order="F"))).decode()
+            return JSONResponse({"model": INTERACTIVE, "shape": list(mask.shape), "encoding": "gzip-base64-u8-fortran",
+                                 "mask": data, "voxels": int(mask.sum())})
+
         @router.get("/v1/models")
         def models(request: Request):
             infos = [engine.info() for engine in request.app.state.pool.engines()]
@@ -181,18 +198,22 @@ def browser():
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """A real server (stand-in engines, admin token, fake interactive routes first); yields (url, app, fake)."""
+    """A real server (stand-in engines, admin token; the fake interactive routes first where the server has
+    none); yields (url, app)."""
     from conftest import standin_pool
 
     settings = Settings(config="unused.json", state_dir=str(tmp_path_factory.mktemp("viewer_state")),
                         admin_token=TOKEN, max_upload_bytes=8 * 1024 * 1024, max_voxels=200_000,
                         session_memory_bytes=64 * 1024 * 1024)
-    app = create_app(settings, standin_pool())
-    fake = FakeInteractive()
-    app.router.routes[0:0] = fake.router().routes
+    pool = standin_pool()
+    if standin_interactive_engine is not None:
+        pool.add(standin_interactive_engine(INTERACTIVE))
+    app = create_app(settings, pool)
+    if standin_interactive_engine is None:
+        app.router.routes[0:0] = FakeInteractive().router().routes
     with serve_in_thread(app) as port:
         app.state.supervisor.stop()  # the admin test writes the job table itself; nothing may run it
-        yield f"http://127.0.0.1:{port}", app, fake
+        yield f"http://127.0.0.1:{port}", app
 
 
 @pytest.fixture()
@@ -239,6 +260,13 @@ def reddish(png: bytes) -> np.ndarray:
     return (rgb[..., 0] - rgb[..., 1] > 50) & (rgb[..., 0] - rgb[..., 2] > 50)
 
 
+def server_mask(url: str, sid: str) -> np.ndarray:
+    """The session's interactive mask as the server holds it (``GET /v1/interactive/{id}/mask?format=json``)."""
+    body = httpx.get(f"{url}/v1/interactive/{sid}/mask", params={"format": "json"}).json()
+    flat = np.frombuffer(gzip.decompress(base64.b64decode(body["mask"])), np.uint8)
+    return flat.reshape(body["shape"], order="F")
+
+
 def keep(page, name: str) -> None:
     folder = os.environ.get("AIAA_SCREENSHOTS")
     if folder:
@@ -257,7 +285,7 @@ def api_mask(url: str, route: str, sid: str, model: str, params: dict) -> np.nda
 
 
 def test_extreme_point_clicks_show_the_mask_undo_redo_and_save(page, served, volume):
-    url, _, _ = served
+    url, _ = served
     vol, truth, data = volume
     sid = upload(url, data)
     open_session(page, url, sid)
@@ -301,7 +329,7 @@ def test_extreme_point_clicks_show_the_mask_undo_redo_and_save(page, served, vol
 
 
 def test_drag_and_drop_of_a_file_opens_it_as_a_session(page, served, volume):
-    url, app, _ = served
+    url, app = served
     vol, _, data = volume
     page.goto(url + "/")
     page.wait_for_function("() => window.aiaa && window.aiaa.nv")
@@ -321,7 +349,7 @@ def test_drag_and_drop_of_a_file_opens_it_as_a_session(page, served, volume):
 
 
 def test_automatic_segmentation_refusal_and_unreachable_server(page, served, volume):
-    url, _, _ = served
+    url, _ = served
     vol, _, data = volume
     sid = upload(url, data)
     open_session(page, url, sid)
@@ -353,42 +381,48 @@ def test_automatic_segmentation_refusal_and_unreachable_server(page, served, vol
 
 
 def test_interactive_clicks_undo_and_refine_an_existing_mask(page, served, volume):
-    url, _, fake = served
+    url, _ = served
     vol, _, data = volume
     sid = upload(url, data)
     open_session(page, url, sid)
     assert page.locator("#model-interactive").input_value() == INTERACTIVE
     page.keyboard.press("p")
-    center = [18, 25, 15]
+    center = (18, 25, 15)
     click_voxel(page, center)
     page.wait_for_function("() => window.aiaa.state.objects.length === 1 && window.aiaa.state.objects[0].voxels > 0")
-    np.testing.assert_array_equal(object_mask(page, 0, vol.shape), fake.masks[sid])
-    assert object_mask(page, 0, vol.shape)[tuple(center)] == 1
+    first = object_mask(page, 0, vol.shape)
+    np.testing.assert_array_equal(first, server_mask(url, sid))
+    assert first[center] == 1
 
-    page.keyboard.press("x")  # a negative click at the same place removes the ball
+    page.keyboard.press("x")  # a negative click at the same place
     click_voxel(page, center)
-    page.wait_for_function("() => window.aiaa.state.objects[0].voxels === 0")
+    page.wait_for_function("(v) => window.aiaa.state.objects[0].mask[v] === 0",
+                           arg=center[0] + center[1] * vol.shape[0] + center[2] * vol.shape[0] * vol.shape[1])
+    np.testing.assert_array_equal(object_mask(page, 0, vol.shape), server_mask(url, sid))
     page.keyboard.press("Control+z")  # the server's undo
-    page.wait_for_function("() => window.aiaa.state.objects[0].voxels > 0")
-    assert fake.calls[-1] == "undo"
-    np.testing.assert_array_equal(object_mask(page, 0, vol.shape), fake.masks[sid])
+    page.wait_for_function(f"() => window.aiaa.state.objects[0].voxels === {int(first.sum())}")
+    np.testing.assert_array_equal(object_mask(page, 0, vol.shape), first)
+    np.testing.assert_array_equal(server_mask(url, sid), first)
 
-    page.keyboard.press("o")  # a new object: the server starts afresh (reset)
+    page.keyboard.press("o")  # a new object: the server starts afresh
     page.keyboard.press("b")
-    click_voxel(page, [5, 5, 5])
-    click_voxel(page, [8, 9, 5])
-    page.wait_for_function("() => window.aiaa.state.objects.length === 2 && window.aiaa.state.objects[1].voxels === 20")
-    assert "reset" in fake.calls
-    page.locator("#objects li .count").first.click()  # back to the first object: its mask is sent as the starting mask
+    click_voxel(page, [12, 17, 15])
+    click_voxel(page, [24, 33, 15])
+    page.wait_for_function("() => window.aiaa.state.objects.length === 2 && window.aiaa.state.objects[1].voxels > 0")
+    second = object_mask(page, 1, vol.shape)
+    np.testing.assert_array_equal(second, server_mask(url, sid))  # nothing of the first object is kept
+    page.locator("#objects li .count").first.click()  # back to the first: its mask is the server's starting mask
     page.keyboard.press("p")
-    click_voxel(page, [18, 25, 24])
-    page.wait_for_function("() => window.aiaa.state.objects[0].voxels > 123")
-    assert "mask" in fake.calls
-    np.testing.assert_array_equal(object_mask(page, 0, vol.shape), fake.masks[sid])
+    click_voxel(page, [18, 25, 19])
+    page.wait_for_function("() => window.aiaa.state.objects[0].undo.length === 2")  # the first click, this one
+    np.testing.assert_array_equal(object_mask(page, 0, vol.shape), server_mask(url, sid))
+    np.testing.assert_array_equal(object_mask(page, 1, vol.shape), second)
+    refined = object_mask(page, 0, vol.shape)
+    assert refined[first > 0].mean() > 0.9  # refined from the first object's mask, not from nothing
 
 
 def test_scribble_visibility_opacity_and_the_help_panel(page, served, volume):
-    url, _, fake = served
+    url, _ = served
     _, _, data = volume
     sid = upload(url, data)
     open_session(page, url, sid)
@@ -402,8 +436,9 @@ def test_scribble_visibility_opacity_and_the_help_panel(page, served, volume):
         page.mouse.move(box["x"] + a[0] + (b[0] - a[0]) * step / 10, box["y"] + a[1] + (b[1] - a[1]) * step / 10)
     page.mouse.up()
     page.wait_for_function("() => window.aiaa.state.objects.length === 1 && window.aiaa.state.objects[0].voxels >= 10")
-    np.testing.assert_array_equal(object_mask(page, 0, fake.masks[sid].shape), fake.masks[sid])
-    assert fake.masks[sid][10:27, 20, 15].all()
+    mask = server_mask(url, sid)
+    np.testing.assert_array_equal(object_mask(page, 0, mask.shape), mask)
+    assert mask[12:25, 20, 15].all()  # the stroke, continuous where it crosses the object
 
     page.evaluate("(v) => window.aiaa.showVoxel(v)", [18, 32, 15])  # the crosshair off the stroke
     shown = reddish(page.locator("#gl").screenshot()).sum()
@@ -423,15 +458,15 @@ def test_scribble_visibility_opacity_and_the_help_panel(page, served, volume):
 
 
 def test_an_interactive_refusal_shows_the_servers_text(page, served, volume):
-    url, _, _ = served
+    url, _ = served
     _, _, data = volume
     sid = upload(url, data)
     open_session(page, url, sid)
     page.route("**/v1/interactive/*/prompt**", lambda route: route.continue_(
-        post_data=json.dumps({"type": "lasso", "positive": True, "points": [[1, 1, 1]]})))
+        post_data=json.dumps({"type": "point", "positive": True, "points": [[400, 25, 15]]})))
     page.keyboard.press("p")
     click_voxel(page, [18, 25, 15])
-    expect(page.locator("#message")).to_contain_text("400: prompt type 'lasso' is not supported")
+    expect(page.locator("#message")).to_contain_text("The server refused: 400: ")  # then the server's own words
     assert page.evaluate("window.aiaa.state.objects[0].voxels") == 0  # nothing changed
 
 
@@ -439,7 +474,7 @@ def test_an_interactive_refusal_shows_the_servers_text(page, served, volume):
 
 
 def test_admin_page_shows_a_running_jobs_progress_moving_and_its_curves(page, served):
-    url, app, _ = served
+    url, app = served
     jobs = app.state.jobs
     row = jobs.create("finetune", "annotation_test", "datalist.json", {"epochs": 4}, str(Path(app.state.settings.state_dir) / "jobs"))
     log = Path(row["log_path"])
@@ -474,7 +509,7 @@ def test_admin_page_shows_a_running_jobs_progress_moving_and_its_curves(page, se
 
 
 def test_admin_page_shows_the_servers_refusal_of_a_wrong_token(page, served):
-    url, _, _ = served
+    url, _ = served
     page.goto(url + "/admin")
     page.locator("#token").fill("wrong")
     page.locator("#token-form button[type=submit]").click()
@@ -485,7 +520,7 @@ def test_admin_page_shows_the_servers_refusal_of_a_wrong_token(page, served):
 def test_admin_page_serves_and_rolls_back_versions(page, served):
     """The stand-in models have no stored versions, so the versions route answers from the page's network
     layer here, in the real route's shape; the test checks what the page shows and the PUT it sends."""
-    url, _, _ = served
+    url, _ = served
     record = {"serving": "2", "puts": []}
 
     def versions(route):
@@ -510,11 +545,11 @@ def test_admin_page_serves_and_rolls_back_versions(page, served):
     expect(page.locator("#message")).to_contain_text("annotation_test now serves version 1")
     expect(table).to_contain_text("serving version 1")
     assert record["puts"] == [(f"Bearer {TOKEN}", {"version": "1"})]
-    expect(page.locator("#submit-model option")).to_have_count(3)  # every served model, the fake interactive one too
+    expect(page.locator("#submit-model option")).to_have_count(3)  # every served model, the interactive one too
 
 
 def test_admin_page_submits_a_finetune_and_shows_the_refusal(page, served):
-    url, _, _ = served
+    url, _ = served
     page.goto(url + "/admin")
     page.locator("#token").fill(TOKEN)
     page.locator("#token-form button[type=submit]").click()
