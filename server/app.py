@@ -62,9 +62,9 @@ def create_app(settings: Settings | None = None, pool: EnginePool | None = None)
     app.state.gates = GateKeeper(settings.max_running_per_model, settings.max_queued_per_model)
     install_handlers(app)
     install_openapi(app)
+    install_ui(app)  # `/`, `/admin` and `/static/`: paths no JSON route uses
     for module in (models, inference, session, health, logs, admin_jobs, admin_models):
         app.include_router(module.router)
-    install_ui(app)
     return app
 
 
