@@ -61,8 +61,8 @@ def create_app(settings: Settings | None = None, pool: EnginePool | None = None)
     app.state.logs = LogBuffer()
     app.state.gates = GateKeeper(settings.max_running_per_model, settings.max_queued_per_model)
     install_handlers(app)
-    install_openapi(app)
     install_ui(app)  # `/`, `/admin` and `/static/`: paths no JSON route uses
+    install_openapi(app)
     for module in (models, inference, session, health, logs, admin_jobs, admin_models):
         app.include_router(module.router)
     return app
