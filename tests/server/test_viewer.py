@@ -374,7 +374,7 @@ def test_automatic_segmentation_refusal_and_unreachable_server(page, served, vol
     expect(message).to_contain_text(f"440: session '{sid}' not found or expired")
     expect(page.locator("#unreachable")).to_be_hidden()
 
-    page.route("**/v1/segmentation**", lambda route: route.abort())
+    page.route(f"{url}/**", lambda route: route.abort())  # the server is gone: every request fails
     page.locator("#run-auto").click()
     expect(page.locator("#unreachable")).to_be_visible()
     expect(message).to_contain_text("cannot reach the server")

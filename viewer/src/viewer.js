@@ -76,10 +76,15 @@ onReachability((reachable) => {
   $('unreachable').hidden = reachable
 })
 
-// A heartbeat so that a server that went away shows even while nobody clicks.
+// A heartbeat so that a server that went away shows even while nobody clicks (every 30 s, visible tabs only;
+// every 5 s while it is away, so that its return shows soon).
+let lastBeat = 0
 setInterval(() => {
+  const away = !$('unreachable').hidden
+  if (document.visibilityState !== 'visible' || Date.now() - lastBeat < (away ? 5000 : 30000)) return
+  lastBeat = Date.now()
   request('/health/live', { cache: 'no-store' }).catch(() => {})
-}, 10000)
+}, 1000)
 
 // ---------------------------------------------------------------- geometry
 
