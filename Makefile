@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= dev,openvino,onnx,train
 BIN := $(VENV)/bin
 
-.PHONY: install serve test bench clean
+.PHONY: install serve test bench clean viewer
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,11 @@ serve: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# Rebuild the browser viewer's assets (server/static/, committed) from viewer/ with the pinned lockfile.
+# Needs Node and npm; serving them does not.
+viewer:
+	cd viewer && npm ci --no-audit --no-fund && npm run build
 
 bench: install
 	$(BIN)/python bench/bench_inference.py

@@ -28,6 +28,7 @@ from server.protocols.interactive import router as interactive
 from server.protocols.nninteractive import routes as nninteractive
 from server.sessions.store import SessionStore
 from server.settings import Settings
+from server.ui import install_ui
 
 __all__ = ["create_app"]
 
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None, pool: EnginePool | None = None)
     app.state.logs = LogBuffer()
     app.state.gates = GateKeeper(settings.max_running_per_model, settings.max_queued_per_model)
     install_handlers(app)
+    install_ui(app)  # `/`, `/admin` and `/static/`: paths no JSON route uses
     install_openapi(app)
     for module in (models, inference, polygon, session, interactive, nninteractive, health, logs, admin_jobs,
                    admin_models):

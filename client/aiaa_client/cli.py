@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import webbrowser
 from typing import Any
 
 from aiaa_client._client import DEFAULT_TIMEOUT_S, DEFAULT_URL, Client
@@ -231,6 +232,15 @@ def _jobs(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _view(client: Client, args: argparse.Namespace) -> None:
+    """Upload IMAGE as a session; print the viewer's address for it and, unless --no-open, open it."""
+    info = client.create_session(args.image, expiry=args.expiry)
+    address = f"{client.url}/?session={info['session_id']}"
+    print(address)
+    if args.open:
+        webbrowser.open(address)  # where there is a browser to open; the printed address works anywhere
+
+
 def _versions(client: Client, args: argparse.Namespace) -> None:
     if args.serve is not None:
         _print_json(client.serve(args.model, args.serve))
@@ -288,6 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     session.add_argument("target", nargs="?", help="IMAGE for create, SESSION_ID otherwise")
     session.add_argument("--expiry", type=int, default=0, help="seconds (0: the server's default)")
     session.set_defaults(func=_session)
+
+    view = sub.add_parser("view", help="upload IMAGE and print (and open) the browser viewer's address for it")
+    view.add_argument("image", help="image file or DICOM series folder")
+    view.add_argument("--expiry", type=int, default=0, help="session seconds (0: the server's default)")
+    view.add_argument("--no-open", dest="open", action="store_false", help="only print the address")
+    view.set_defaults(func=_view)
 
     jobs = sub.add_parser("jobs", help="background jobs (admin token)")
     jobs.add_argument("action", choices=["submit", "list", "show", "logs", "cancel", "resume"])
