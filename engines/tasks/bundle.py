@@ -75,10 +75,6 @@ class BundleEngine(Engine):
         # Transform chains keep state while they run (Invertd reads the image's trace): one request at a time.
         self._lock = threading.Lock()
 
-    def info(self) -> dict[str, Any]:
-        """The model object of ``GET /v1/models``, with the bundle's input channels."""
-        return {**super().info(), "channels": self.parts.channels}
-
     def input_channels(self) -> int:
         """Image channels the bundle takes (``metadata.json``), in its ``channel_def`` order."""
         return self.parts.channels
