@@ -27,8 +27,10 @@ __all__ = ["export_bundle", "monai_transforms"]
 
 # Our loaders: MONAI's LoadImaged reads the same voxels in the same [i, j, k] order.
 _LOADERS = {"LoadVolumed", "LoadImaged", "transforms.LoadNifty", "transforms.LoadNifti", "LoadNifti", "LoadNifty"}
-# Ours in name only: the same formula as MONAI's transform of that name.
-_MONAI_EQUIVALENT = {"ScaleIntensityRangePercentilesd"}
+# Ours only for speed: the same result as the MONAI transform named here.
+_MONAI_TWINS = {"ScaleIntensityRangePercentilesd": "ScaleIntensityRangePercentilesd",
+                "KeepLargestConnectedComponentd": "KeepLargestConnectedComponentd",
+                "transforms.KeepLargestConnectedComponent": "KeepLargestConnectedComponentd"}
 # Arguments that list one value per key, filtered with the keys.
 _PER_KEY_ARGS = ("mode", "modes", "padding_mode", "align_corners", "dtype")
 _IMAGE_KEY = "image"
@@ -49,7 +51,9 @@ def _monai_transform(spec: ComponentSpec, key: str) -> dict[str, Any] | None:
     elif spec.name in ALIASES:
         target, defaults = ALIASES[spec.name]
         args = {**defaults, **args}
-    elif spec.name in REGISTRY and spec.name not in _MONAI_EQUIVALENT:
+    elif spec.name in _MONAI_TWINS:
+        target = _MONAI_TWINS[spec.name]
+    elif spec.name in REGISTRY:
         raise ConfigError(f"transform '{spec.name}' is our own (MONAI has no transform that gives the same "
                           "result): this model cannot be exported as a bundle")
     else:

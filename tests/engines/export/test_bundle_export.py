@@ -30,7 +30,8 @@ def _model(tmp_path: Path, **overrides) -> Path:
 
 
 def test_an_exported_bundle_gives_our_masks_under_monai_and_back_here(tmp_path):
-    config = _model(tmp_path)
+    config = _model(tmp_path, post_transforms=[
+        {"name": "KeepLargestConnectedComponentd", "args": {"keys": "pred", "applied_labels": [1]}}])
     images = tmp_path / "images"
     images.mkdir()
     write_volume_file(ct_image(), images / "case.nii.gz", dtype=np.float32)
@@ -48,6 +49,8 @@ def test_an_exported_bundle_gives_our_masks_under_monai_and_back_here(tmp_path):
     inference = json.loads((bundle / "configs" / "inference.json").read_text())
     assert [t["_target_"] for t in inference["preprocessing"]["transforms"]] == [
         "LoadImaged", "EnsureChannelFirstd", "ScaleIntensityRangePercentilesd", "NormalizeIntensityd"]
+    assert [t["_target_"] for t in inference["postprocessing"]["transforms"]] == [
+        "AsDiscreted", "KeepLargestConnectedComponentd", "SaveImaged"]
 
     run_monai(bundle, None, tmp_path / "eval", dataset_dir=str(images))
     np.testing.assert_array_equal(read_volume(only_file(tmp_path / "eval")).array, ours)
