@@ -205,3 +205,171 @@ def only_file(folder: Path) -> Path:
 
 def entry(bundle: Path, **extra) -> PoolEntry:
     return PoolEntry.model_validate({"name": bundle.name, "bundle": str(bundle), **extra})
+
+
+# spleen_ct_segmentation's train.json, evaluate.json and multi_gpu_train.json, with the tiny network,
+# three classes (the phantom cases' labels 0, 1, 2), 16^3 crops and no worker processes.
+_TRAIN_KEYS = ["image", "label"]
+SPLEEN_TRAIN = {
+    "imports": ["$import glob", "$import os", "$import ignite"],
+    "bundle_root": ".",
+    "ckpt_dir": "$@bundle_root + '/models'",
+    "output_dir": "$@bundle_root + '/eval'",
+    "dataset_dir": "/workspace/data/Task09_Spleen",
+    "images": "$list(sorted(glob.glob(@dataset_dir + '/imagesTr/*.nii.gz')))",
+    "labels": "$list(sorted(glob.glob(@dataset_dir + '/labelsTr/*.nii.gz')))",
+    "val_interval": 1,
+    "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
+    "network_def": {**SPLEEN_NET, "out_channels": 3},
+    "network": "$@network_def.to(@device)",
+    "loss": {"_target_": "DiceCELoss", "include_background": False, "to_onehot_y": True, "softmax": True,
+             "squared_pred": True, "batch": True, "smooth_nr": 0.00001, "smooth_dr": 0.00001},
+    "optimizer": {"_target_": "torch.optim.Adam", "params": "$@network.parameters()", "lr": 0.001},
+    "train": {
+        "deterministic_transforms": [
+            {"_target_": "LoadImaged", "keys": _TRAIN_KEYS},
+            {"_target_": "EnsureChannelFirstd", "keys": _TRAIN_KEYS},
+            {"_target_": "Orientationd", "keys": _TRAIN_KEYS, "axcodes": "RAS"},
+            {"_target_": "ScaleIntensityd", "keys": "image"},
+            {"_target_": "EnsureTyped", "keys": _TRAIN_KEYS},
+        ],
+        "random_transforms": [
+            {"_target_": "RandCropByPosNegLabeld", "keys": _TRAIN_KEYS, "label_key": "label",
+             "spatial_size": [16, 16, 16], "pos": 1, "neg": 1, "num_samples": 2, "image_key": "image",
+             "image_threshold": 0},
+        ],
+        "preprocessing": {"_target_": "Compose",
+                          "transforms": "$@train#deterministic_transforms + @train#random_transforms"},
+        "dataset": {"_target_": "CacheDataset", "data": "$[{'image': i, 'label': l} for i, l in zip(@images, @labels)]",
+                    "transform": "@train#preprocessing", "cache_rate": 1.0, "num_workers": 0},
+        "dataloader": {"_target_": "DataLoader", "dataset": "@train#dataset", "batch_size": 2, "shuffle": True,
+                       "num_workers": 0},
+        "inferer": {"_target_": "SimpleInferer"},
+        "postprocessing": {"_target_": "Compose", "transforms": [
+            {"_target_": "Activationsd", "keys": "pred", "softmax": True},
+            {"_target_": "AsDiscreted", "keys": ["pred", "label"], "argmax": [True, False], "to_onehot": 3},
+        ]},
+        "handlers": [
+            {"_target_": "ValidationHandler", "validator": "@validate#evaluator", "epoch_level": True,
+             "interval": "@val_interval"},
+            {"_target_": "StatsHandler", "tag_name": "train_loss",
+             "output_transform": "$monai.handlers.from_engine(['loss'], first=True)"},
+            {"_target_": "TensorBoardStatsHandler", "log_dir": "@output_dir", "tag_name": "train_loss",
+             "output_transform": "$monai.handlers.from_engine(['loss'], first=True)"},
+        ],
+        "key_metric": {"train_accuracy": {"_target_": "ignite.metrics.Accuracy",
+                                          "output_transform": "$monai.handlers.from_engine(['pred', 'label'])"}},
+        "trainer": {"_target_": "SupervisedTrainer", "max_epochs": 300, "device": "@device",
+                    "train_data_loader": "@train#dataloader", "network": "@network", "loss_function": "@loss",
+                    "optimizer": "@optimizer", "inferer": "@train#inferer", "postprocessing": "@train#postprocessing",
+                    "key_train_metric": "@train#key_metric", "train_handlers": "@train#handlers", "amp": True},
+    },
+    "validate": {
+        "preprocessing": {"_target_": "Compose", "transforms": "%train#deterministic_transforms"},
+        "dataset": {"_target_": "CacheDataset", "data": "$[{'image': i, 'label': l} for i, l in zip(@images, @labels)]",
+                    "transform": "@validate#preprocessing", "cache_rate": 1.0},
+        "dataloader": {"_target_": "DataLoader", "dataset": "@validate#dataset", "batch_size": 1, "shuffle": False,
+                       "num_workers": 0},
+        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": [32, 32, 32], "sw_batch_size": 2, "overlap": 0.25},
+        "postprocessing": "%train#postprocessing",
+        "handlers": [
+            {"_target_": "StatsHandler", "iteration_log": False},
+            {"_target_": "TensorBoardStatsHandler", "log_dir": "@output_dir", "iteration_log": False},
+            {"_target_": "CheckpointSaver", "save_dir": "@ckpt_dir", "save_dict": {"model": "@network"},
+             "save_key_metric": True, "key_metric_filename": "model.pt"},
+        ],
+        "key_metric": {"val_mean_dice": {"_target_": "MeanDice", "include_background": False,
+                                         "output_transform": "$monai.handlers.from_engine(['pred', 'label'])"}},
+        "evaluator": {"_target_": "SupervisedEvaluator", "device": "@device", "val_data_loader": "@validate#dataloader",
+                      "network": "@network", "inferer": "@validate#inferer", "postprocessing": "@validate#postprocessing",
+                      "key_val_metric": "@validate#key_metric", "val_handlers": "@validate#handlers", "amp": True},
+    },
+    "initialize": ["$monai.utils.set_determinism(seed=123)", "$setattr(torch.backends.cudnn, 'benchmark', True)"],
+    "run": ["$@train#trainer.run()"],
+}
+
+SPLEEN_EVALUATE = {
+    "validate#dataset#cache_rate": 0,
+    "validate#postprocessing": {"_target_": "Compose", "transforms": [
+        {"_target_": "Activationsd", "keys": "pred", "softmax": True},
+        {"_target_": "Invertd", "keys": ["pred", "label"], "transform": "@validate#preprocessing", "orig_keys": "image",
+         "nearest_interp": [False, True], "to_tensor": True},
+        {"_target_": "AsDiscreted", "keys": ["pred", "label"], "argmax": [True, False], "to_onehot": 3},
+        {"_target_": "SaveImaged", "_disabled_": True, "keys": "pred", "output_dir": "@output_dir", "resample": False,
+         "squeeze_end_dims": True},
+    ]},
+    "validate#handlers": [
+        {"_target_": "CheckpointLoader", "load_path": "$@ckpt_dir + '/model.pt'", "load_dict": {"model": "@network"}},
+        {"_target_": "StatsHandler", "iteration_log": False},
+        {"_target_": "MetricsSaver", "save_dir": "@output_dir", "metrics": ["val_mean_dice"],
+         "metric_details": ["val_mean_dice"], "summary_ops": "*"},
+    ],
+    "run": ["$@validate#evaluator.run()"],
+}
+
+SPLEEN_MULTI_GPU_TRAIN = {
+    "device": "$torch.device(f'cuda:{dist.get_rank()}')",
+    "network": {"_target_": "torch.nn.parallel.DistributedDataParallel", "module": "$@network_def.to(@device)",
+                "device_ids": ["@device"]},
+    "train#sampler": {"_target_": "DistributedSampler", "dataset": "@train#dataset", "even_divisible": True,
+                      "shuffle": True},
+    "train#dataloader#sampler": "@train#sampler",
+    "train#dataloader#shuffle": False,
+    "train#trainer#train_handlers": "$@train#handlers[: -2 if dist.get_rank() > 0 else None]",
+    "validate#sampler": {"_target_": "DistributedSampler", "dataset": "@validate#dataset", "even_divisible": False,
+                         "shuffle": False},
+    "validate#dataloader#sampler": "@validate#sampler",
+    "validate#evaluator#val_handlers": "$None if dist.get_rank() > 0 else @validate#handlers",
+    "initialize": [
+        "$import torch.distributed as dist",
+        "$dist.is_initialized() or dist.init_process_group(backend='nccl')",
+        "$torch.cuda.set_device(@device)",
+        "$monai.utils.set_determinism(seed=123)",
+        "$import logging",
+        "$@train#trainer.logger.setLevel(logging.WARNING if dist.get_rank() > 0 else logging.INFO)",
+        "$@validate#evaluator.logger.setLevel(logging.WARNING if dist.get_rank() > 0 else logging.INFO)",
+    ],
+    "run": ["$@train#trainer.run()"],
+    "finalize": ["$dist.is_initialized() and dist.destroy_process_group()"],
+}
+
+
+def write_training_bundle(folder: Path, seed: int = 0) -> Path:
+    """The spleen layout with its train, evaluate and multi-GPU configs (three classes) and random weights."""
+    import copy
+
+    inference = copy.deepcopy(SPLEEN_INFERENCE)
+    inference["network_def"] = SPLEEN_TRAIN["network_def"]
+    metadata = copy.deepcopy(SPLEEN_METADATA)
+    metadata["network_data_format"]["outputs"]["pred"]["channel_def"] = {"0": "background", "1": "a", "2": "b"}
+    write_bundle(folder, inference, metadata, seed=seed)
+    for name, config in (("train", SPLEEN_TRAIN), ("evaluate", SPLEEN_EVALUATE),
+                         ("multi_gpu_train", SPLEEN_MULTI_GPU_TRAIN)):
+        (folder / "configs" / f"{name}.json").write_text(json.dumps(config, indent=2))
+    (folder / "configs" / "logging.conf").write_text(LOGGING_CONF)
+    return folder
+
+
+# The model zoo's configs/logging.conf: INFO to stdout.
+LOGGING_CONF = """[loggers]
+keys=root
+
+[handlers]
+keys=consoleHandler
+
+[formatters]
+keys=fullFormatter
+
+[logger_root]
+level=INFO
+handlers=consoleHandler
+
+[handler_consoleHandler]
+class=StreamHandler
+level=INFO
+formatter=fullFormatter
+args=(sys.stdout,)
+
+[formatter_fullFormatter]
+format=%(asctime)s - %(name)s - %(levelname)s - %(message)s
+"""

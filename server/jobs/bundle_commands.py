@@ -1,0 +1,192 @@
+"""The command lines of bundle jobs: train, fine-tune and evaluate a MONAI bundle with ``monai.bundle run``.
+
+A job works on a copy of the bundle in its own folder (``<work>/bundle``), so the bundle it
+came from is never written into; the copy's ``models/model.pt`` is what a training leaves
+behind (its ``CheckpointSaver`` writes into ``ckpt_dir``), and TensorBoard events and metrics go
+to ``<work>/out``. Every setting reaches MONAI through one ``--args_file`` JSON: the job's
+datalist as ``train#dataset#data`` / ``validate#dataset#data``, ``epochs`` as
+``train#trainer#max_epochs``, the device, and ``params.overrides`` (literal values only, checked
+with :func:`engines.config.model.check_overrides`). The few expressions written here are ours,
+never a request's. ``gpus: N`` runs the bundle's ``multi_gpu_train`` config under ``torchrun``;
+without CUDA, as N CPU processes over gloo.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engines.config.model import check_overrides
+from engines.data.datalist import load_datalist
+from engines.errors import ConfigError
+from engines.tasks.bundle_config import find_config
+from server.jobs.commands import Step
+
+__all__ = ["BUNDLE_JOB_KINDS", "bundle_plan", "bundle_result"]
+
+BUNDLE_JOB_KINDS = ("train", "finetune", "evaluate")
+_FINETUNE_LOADER = "aiaa_finetune_loader"
+
+
+def _raw(files: list[Path]) -> dict[str, Any]:
+    """The bundle's configs merged as MONAI merges them, unparsed (nothing is evaluated)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(f) for f in files])
+    return parser.get()
+
+
+def _device(params: dict[str, Any], gpus: int) -> str:
+    device = str(params.get("device", "auto"))
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"params.device must be auto, cpu or cuda, not {device!r}")
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        return "$torch.device(f'cuda:{dist.get_rank()}')" if gpus > 1 else "$torch.device('cuda:0')"
+    return "$torch.device('cpu')"
+
+
+def _cpu_distributed(raw: dict[str, Any]) -> dict[str, Any]:
+    """The multi-GPU config's initialisation on CPU processes: gloo instead of NCCL, no CUDA device."""
+    init = raw.get("initialize")
+    if not isinstance(init, list):
+        raise ConfigError("the bundle's multi_gpu_train config has no 'initialize' list to adapt to CPU processes")
+    steps = [s.replace("backend='nccl'", "backend='gloo'").replace('backend="nccl"', 'backend="gloo"')
+             for s in init if not (isinstance(s, str) and "torch.cuda.set_device" in s)]
+    return {"initialize": steps, "network#device_ids": None}
+
+
+def _with_finetune(raw: dict[str, Any], run_id: str, weights: Path) -> dict[str, Any]:
+    """Load the serving weights into ``@network`` when the trainer starts."""
+    loader = {"_target_": "CheckpointLoader", "load_path": str(weights), "load_dict": {"model": "@network"},
+              "map_location": "cpu"}
+    step = f"$@{_FINETUNE_LOADER}(@train#trainer)"
+    if isinstance(raw.get("initialize"), list) and run_id == "run":
+        return {_FINETUNE_LOADER: loader, "initialize": [*raw["initialize"], step]}
+    return {_FINETUNE_LOADER: loader, run_id: [step, *raw.get(run_id, [])]}  # legacy: no initialize
+
+
+def _run_id(raw: dict[str, Any], current: str, legacy: str) -> str:
+    if current in raw:
+        return current
+    if legacy in raw:
+        return legacy
+    raise ConfigError(f"the bundle's config has neither '{current}' nor '{legacy}' to run")
+
+
+def _require(raw: dict[str, Any], ids: list[str], where: str) -> None:
+    for id_ in ids:
+        node: Any = raw
+        for part in id_.split("#"):
+            if not isinstance(node, dict) or part not in node:
+                raise ConfigError(f"{where} has no '{id_}': a bundle job needs it to give the job's datalist")
+            node = node[part]
+
+
+def bundle_plan(kind: str, params: dict[str, Any], datalist: str | Path, bundle: Path, work: Path) -> list[Step]:
+    """The one step of a bundle job, writing the bundle copy and the args file it reads into ``work``.
+
+    Raises:
+        ConfigError: unknown kind, bad params, or a bundle without the configs or ids the job needs.
+    """
+    if kind not in BUNDLE_JOB_KINDS:
+        raise ConfigError(f"bundles run job kinds {', '.join(BUNDLE_JOB_KINDS)}, not {kind!r}")
+    overrides = params.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        raise ConfigError("params.overrides must be an object of config ids and literal values")
+    try:
+        check_overrides(overrides)
+    except ValueError as exc:
+        raise ConfigError(f"params.overrides: {exc}") from None
+    gpus = params.get("gpus", 1)
+    if not isinstance(gpus, int) or gpus < 1:
+        raise ConfigError("params.gpus must be a positive integer")
+    bundle = Path(bundle).resolve()
+    train = find_config(bundle, "train")
+    files = [train]
+    if kind == "evaluate":
+        files.append(find_config(bundle, "evaluate"))
+    elif gpus > 1:
+        files.append(find_config(bundle, "multi_gpu_train"))
+    data = load_datalist(datalist)
+
+    copy = work / "bundle"
+    if copy.exists():
+        shutil.rmtree(copy)
+    shutil.copytree(bundle, copy, symlinks=False, ignore=shutil.ignore_patterns("eval", "__pycache__"))
+    files = [copy / f.relative_to(bundle) for f in files]
+    raw = _raw(files)
+    where = f"bundle {bundle.name} ({', '.join(f.name for f in files)})"
+    args: dict[str, Any] = {
+        "config_file": [str(f) for f in files],
+        "meta_file": str(copy / "configs" / "metadata.json"),
+        **({"logging_file": str(copy / "configs" / "logging.conf")}
+           if (copy / "configs" / "logging.conf").is_file() else {}),
+        "bundle_root": str(copy),
+        "ckpt_dir": str(copy / "models"),
+        "output_dir": str(work / "out"),
+        "device": _device(params, gpus),
+    }
+    if kind == "evaluate":
+        _require(raw, ["validate#dataset#data"], where)
+        run_id = _run_id(raw, "run", "evaluating")
+        args["validate#dataset#data"] = data["validation"]
+    else:
+        _require(raw, ["train#dataset#data", "validate#dataset#data"], where)
+        run_id = _run_id(raw, "run", "training")
+        args["train#dataset#data"] = data["training"]
+        args["validate#dataset#data"] = data["validation"] or data["training"][-1:]
+        if "epochs" in params:
+            args["train#trainer#max_epochs"] = int(params["epochs"])
+        if gpus > 1 and len(args["validate#dataset#data"]) < gpus:
+            raise ConfigError(f"{gpus} processes need at least {gpus} validation cases (each validates a share)")
+        if gpus > 1 and not torch.cuda.is_available():
+            args.update(_cpu_distributed(raw))
+        weights = copy / "models" / "model.pt"
+        if kind == "finetune":
+            if not weights.is_file():
+                raise ConfigError(f"{where}: no models/model.pt to fine-tune from")
+            # Moved aside, so that models/model.pt exists at the end only if this training saved one.
+            start = work / "initial_model.pt"
+            weights.replace(start)
+            args.update(_with_finetune({**raw, "initialize": args.get("initialize", raw.get("initialize"))}, run_id,
+                                       start))
+        else:
+            weights.unlink(missing_ok=True)
+    args.update(overrides)
+    args_file = work / "bundle_args.json"
+    args_file.write_text(json.dumps(args, indent=2))
+    runner = [sys.executable, "-m", "monai.bundle", "run", run_id, "--args_file", str(args_file)]
+    if gpus > 1:
+        runner = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", "-m",
+                  "monai.bundle", "run", run_id, "--args_file", str(args_file)]
+    output = copy if kind != "evaluate" else work / "out"
+    return [Step(runner, output, extra={"args_file": str(args_file)})]
+
+
+def bundle_result(kind: str, work: Path) -> dict[str, Any]:
+    """What a finished bundle job produced: the trained bundle copy, or the mean Dice of an evaluation.
+
+    Raises:
+        ConfigError: the run left no weights, or no ``val_mean_dice`` (the bundle's MetricsSaver output).
+    """
+    if kind == "evaluate":
+        metrics = work / "out" / "metrics.csv"
+        if not metrics.is_file():
+            raise ConfigError(f"{metrics} is missing: the bundle's evaluation config saves no metrics (MetricsSaver)")
+        # MetricsSaver writes "<name><delimiter><value>" lines; older MONAI used a tab, newer a comma.
+        lines = [re.split(r"[\t,]", line.strip(), maxsplit=1) for line in metrics.read_text().splitlines()]
+        values = {parts[0]: parts[1] for parts in lines if len(parts) == 2}
+        if "val_mean_dice" not in values:
+            raise ConfigError(f"{metrics} holds no val_mean_dice (has {', '.join(values) or 'nothing'})")
+        return {"mean_dice": float(values["val_mean_dice"]), "metrics": {k: float(v) for k, v in values.items()}}
+    weights = work / "bundle" / "models" / "model.pt"
+    if not weights.is_file():
+        raise ConfigError(f"{weights} is missing: the training saved no checkpoint (CheckpointSaver into ckpt_dir)")
+    return {"bundle": str(work / "bundle"), "weights": str(weights)}
