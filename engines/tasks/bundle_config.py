@@ -159,6 +159,13 @@ def _drop(parser: Any, compose_id: str, targets: tuple[str, ...]) -> None:
     parser[transforms_id] = [t for t in transforms if kept(t)]
 
 
+def _without(chain: Any, names: tuple[str, ...]) -> None:
+    """Remove built transforms whose class is one of ``names`` from a ``Compose`` (in place: Invertd shares it)."""
+    transforms = getattr(chain, "transforms", None)
+    if isinstance(transforms, (list, tuple)):
+        chain.transforms = type(transforms)(t for t in transforms if type(t).__name__ not in names)
+
+
 def _state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Weights only (never pickled code): a plain state dict, or one under ``state_dict``/``model``."""
     try:
@@ -241,6 +248,10 @@ def read_bundle(folder: str | Path, overrides: dict[str, Any] | None = None, lab
             parts[what] = parser.get_parsed_content(what)
         except Exception as exc:
             raise _parse_error(exc, where, what, missing_packages) from None
+    # Lists the config builds with an expression ("$@a + @b") were not edited above: filter the built chains.
+    _without(parts["preprocessing"], _LOADERS)
+    if "postprocessing" in parts:
+        _without(parts["postprocessing"], _WRITERS)
     network = parts["network_def"]
     if not isinstance(network, torch.nn.Module):
         raise ConfigError(f"{where}: network_def is a {type(network).__name__}, not a network")

@@ -154,3 +154,37 @@ def test_a_broken_bundle_leaves_the_others_serving(tmp_path):
     assert pool.record("good").status == "ready"
     assert pool.record("bad").status == "unavailable" and "lacks inferer" in pool.record("bad").error
     assert isinstance(pool.get("good"), BundleEngine)
+
+
+def test_swin_unetr_btcv_layout_needs_no_itk_to_serve(tmp_path):
+    # swin_unetr_btcv_segmentation reads with ITKReader (itk is not installed here): serving drops LoadImaged.
+    inference = copy.deepcopy(SPLEEN_INFERENCE)
+    inference["preprocessing"]["transforms"][0]["reader"] = "ITKReader"
+    inference["preprocessing"]["transforms"][4].update(a_min=-175, a_max=250, b_min=0.0, b_max=1.0)
+    inference["network_def"]["out_channels"] = 14
+    organs = ["spleen", "rkid", "lkid", "gall", "eso", "liver", "sto", "aorta", "IVC", "veins", "pancreas", "rad",
+              "lad"]
+    metadata = copy.deepcopy(SPLEEN_METADATA)
+    metadata["network_data_format"]["outputs"]["pred"]["channel_def"] = {
+        "0": "background", **{str(i + 1): name for i, name in enumerate(organs)}}
+    bundle = write_bundle(tmp_path / "swin_unetr_btcv_segmentation", inference, metadata)
+    engine = load_bundle_engine(entry(bundle, overrides={"inferer#roi_size": [32, 32, 32]}), Path("/"))
+    mask = engine.infer(ct_image(), {}).mask
+    assert engine.labels == organs
+    assert mask.shape == ct_image().shape and mask.max() <= 13
+
+
+def test_transform_lists_built_by_expressions_lose_their_loader_and_writer_too(tmp_path):
+    literal = write_bundle(tmp_path / "literal", copy.deepcopy(SPLEEN_INFERENCE), SPLEEN_METADATA, seed=5)
+    built = copy.deepcopy(SPLEEN_INFERENCE)
+    built["preprocessing_transforms"] = built["preprocessing"]["transforms"]
+    built["preprocessing"]["transforms"] = "$@preprocessing_transforms + []"
+    built["postprocessing_transforms"] = built["postprocessing"]["transforms"]
+    built["postprocessing"]["transforms"] = "$list(@postprocessing_transforms)"
+    expression = write_bundle(tmp_path / "expression", built, SPLEEN_METADATA, seed=5)
+    overrides = {"inferer#roi_size": [32, 32, 32]}
+    volume = ct_image()
+    expected = load_bundle_engine(entry(literal, overrides=overrides), Path("/")).infer(volume, {}).mask
+    served = load_bundle_engine(entry(expression, overrides=overrides), Path("/")).infer(volume, {}).mask
+    np.testing.assert_array_equal(served, expected)
+    assert not (tmp_path / "expression" / "eval").exists()  # SaveImaged never ran
