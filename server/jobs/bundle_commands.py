@@ -32,6 +32,7 @@ __all__ = ["BUNDLE_JOB_KINDS", "bundle_plan", "bundle_result"]
 
 BUNDLE_JOB_KINDS = ("train", "finetune", "evaluate")
 _FINETUNE_LOADER = "aiaa_finetune_loader"
+_PROGRESS = "aiaa_progress"
 
 
 def _raw(files: list[Path]) -> dict[str, Any]:
@@ -62,14 +63,18 @@ def _cpu_distributed(raw: dict[str, Any]) -> dict[str, Any]:
     return {"initialize": steps, "network#device_ids": None}
 
 
-def _with_finetune(raw: dict[str, Any], run_id: str, weights: Path) -> dict[str, Any]:
-    """Load the serving weights into ``@network`` when the trainer starts."""
-    loader = {"_target_": "CheckpointLoader", "load_path": str(weights), "load_dict": {"model": "@network"},
-              "map_location": "cpu"}
-    step = f"$@{_FINETUNE_LOADER}(@train#trainer)"
-    if isinstance(raw.get("initialize"), list) and run_id == "run":
-        return {_FINETUNE_LOADER: loader, "initialize": [*raw["initialize"], step]}
-    return {_FINETUNE_LOADER: loader, run_id: [step, *raw.get(run_id, [])]}  # legacy: no initialize
+def _finetune_loader(weights: Path) -> dict[str, Any]:
+    """Loads the serving weights into ``@network`` when the trainer starts."""
+    return {"_target_": "CheckpointLoader", "load_path": str(weights), "load_dict": {"model": "@network"},
+            "map_location": "cpu"}
+
+
+def _with_steps(raw: dict[str, Any], args: dict[str, Any], run_id: str, steps: list[str]) -> dict[str, Any]:
+    """Our expressions run after the bundle's own initialisation (legacy bundles: before its run list)."""
+    init = args.get("initialize", raw.get("initialize"))
+    if isinstance(init, list) and run_id == "run":
+        return {"initialize": [*init, *steps]}
+    return {run_id: [*steps, *raw.get(run_id, [])]}
 
 
 def _run_id(raw: dict[str, Any], current: str, legacy: str) -> str:
@@ -155,10 +160,16 @@ def bundle_plan(kind: str, params: dict[str, Any], datalist: str | Path, bundle:
             # Moved aside, so that models/model.pt exists at the end only if this training saved one.
             start = work / "initial_model.pt"
             weights.replace(start)
-            args.update(_with_finetune({**raw, "initialize": args.get("initialize", raw.get("initialize"))}, run_id,
-                                       start))
+            args[_FINETUNE_LOADER] = _finetune_loader(start)
         else:
             weights.unlink(missing_ok=True)
+    workflow = "@validate#evaluator" if kind == "evaluate" else "@train#trainer"
+    args[_PROGRESS] = {"_target_": "engines.training.bundle_progress.BundleProgress",
+                       "progress_file": str(work / "progress.jsonl"), "stop_file": str(work / "STOP")}
+    ours = [f"$@{_PROGRESS}.attach({workflow})"]
+    if kind == "finetune":
+        ours.append(f"$@{_FINETUNE_LOADER}(@train#trainer)")
+    args.update(_with_steps(raw, args, run_id, ours))
     args.update(overrides)
     args_file = work / "bundle_args.json"
     args_file.write_text(json.dumps(args, indent=2))

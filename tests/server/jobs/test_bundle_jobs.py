@@ -56,6 +56,8 @@ def test_train_finetune_and_evaluate_never_write_into_the_bundle(setup, tmp_path
     state = torch.load(trained["weights"], weights_only=True)
     assert set(state) == set(torch.load(bundle / "models" / "model.pt", weights_only=True))
     assert list((tmp_path / "train" / "out").glob("events.out.tfevents.*"))  # TensorBoard, under the job
+    progress = [json.loads(line) for line in (tmp_path / "train" / "progress.jsonl").read_text().splitlines()]
+    assert progress[-1]["progress"] == 1.0 and progress[-1]["epochs"] == 1  # what the supervisor reads
 
     # With a zero learning rate a fine-tune saves the weights it started from: the bundle's.
     frozen = {"overrides": {"optimizer#lr": 0.0}, "epochs": 1, "device": "cpu"}
