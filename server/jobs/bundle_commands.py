@@ -25,12 +25,17 @@ import torch
 from engines.config.model import check_overrides
 from engines.data.datalist import load_datalist
 from engines.errors import ConfigError
+from engines.serving.pool import EnginePool
+from engines.tasks.bundle import BundleEngine
 from engines.tasks.bundle_config import find_config
 from server.jobs.commands import Step
 
-__all__ = ["BUNDLE_JOB_KINDS", "bundle_plan", "bundle_result"]
+__all__ = ["BUNDLE_JOB_KINDS", "BUNDLE_PARAMS", "bundle_finish", "bundle_folder", "bundle_plan", "bundle_result",
+           "check_bundle_job"]
 
 BUNDLE_JOB_KINDS = ("train", "finetune", "evaluate")
+# What a bundle job's params may hold (``base_version`` is set by the jobs API itself).
+BUNDLE_PARAMS = {"epochs", "gpus", "device", "deploy", "overrides", "base_version"}
 _FINETUNE_LOADER = "aiaa_finetune_loader"
 _PROGRESS = "aiaa_progress"
 
@@ -94,14 +99,19 @@ def _require(raw: dict[str, Any], ids: list[str], where: str) -> None:
             node = node[part]
 
 
-def bundle_plan(kind: str, params: dict[str, Any], datalist: str | Path, bundle: Path, work: Path) -> list[Step]:
-    """The one step of a bundle job, writing the bundle copy and the args file it reads into ``work``.
+def check_bundle_job(kind: str, params: dict[str, Any]) -> None:
+    """Refuse a bundle job's kind or params before anything is written (the jobs API answers 400).
 
     Raises:
-        ConfigError: unknown kind, bad params, or a bundle without the configs or ids the job needs.
+        ConfigError: a kind bundles do not run, params this module does not take, non-literal
+            overrides, or a bad ``gpus``, ``device`` or ``epochs``.
     """
     if kind not in BUNDLE_JOB_KINDS:
         raise ConfigError(f"bundles run job kinds {', '.join(BUNDLE_JOB_KINDS)}, not {kind!r}")
+    unknown = sorted(set(params) - BUNDLE_PARAMS)
+    if unknown:
+        raise ConfigError(f"bundle jobs take params {', '.join(sorted(BUNDLE_PARAMS))}; not {', '.join(unknown)} "
+                          "(other settings go in params.overrides as config ids)")
     overrides = params.get("overrides") or {}
     if not isinstance(overrides, dict):
         raise ConfigError("params.overrides must be an object of config ids and literal values")
@@ -112,6 +122,21 @@ def bundle_plan(kind: str, params: dict[str, Any], datalist: str | Path, bundle:
     gpus = params.get("gpus", 1)
     if not isinstance(gpus, int) or gpus < 1:
         raise ConfigError("params.gpus must be a positive integer")
+    epochs = params.get("epochs", 1)
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError("params.epochs must be a positive integer")
+    _device(params, gpus)
+
+
+def bundle_plan(kind: str, params: dict[str, Any], datalist: str | Path, bundle: Path, work: Path) -> list[Step]:
+    """The one step of a bundle job, writing the bundle copy and the args file it reads into ``work``.
+
+    Raises:
+        ConfigError: unknown kind, bad params, or a bundle without the configs or ids the job needs.
+    """
+    check_bundle_job(kind, params)
+    overrides = params.get("overrides") or {}
+    gpus = int(params.get("gpus", 1))
     bundle = Path(bundle).resolve()
     train = find_config(bundle, "train")
     files = [train]
@@ -178,7 +203,7 @@ def bundle_plan(kind: str, params: dict[str, Any], datalist: str | Path, bundle:
         runner = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", "-m",
                   "monai.bundle", "run", run_id, "--args_file", str(args_file)]
     output = copy if kind != "evaluate" else work / "out"
-    return [Step(runner, output, extra={"args_file": str(args_file)})]
+    return [Step(runner, output, extra={"args_file": str(args_file), "bundle_job": True})]
 
 
 def bundle_result(kind: str, work: Path) -> dict[str, Any]:
@@ -201,3 +226,34 @@ def bundle_result(kind: str, work: Path) -> dict[str, Any]:
     if not weights.is_file():
         raise ConfigError(f"{weights} is missing: the training saved no checkpoint (CheckpointSaver into ckpt_dir)")
     return {"bundle": str(work / "bundle"), "weights": str(weights)}
+
+
+def bundle_folder(pool: EnginePool, name: str) -> Path | None:
+    """The folder of the bundle that serves model ``name``; ``None`` when it is not a served bundle."""
+    record = pool.record(name)
+    engine = record.engine if record is not None else None
+    return engine.parts.folder if isinstance(engine, BundleEngine) else None
+
+
+def bundle_finish(pool: EnginePool, kind: str, name: str, params: dict[str, Any], job_id: str,
+                  work: Path) -> dict[str, Any]:
+    """The result of a finished bundle job; a training's bundle copy is swapped in unless ``deploy: false``.
+
+    The copy in the job's folder is the new version (its configs and the new weights); it is
+    never written again. A copy that fails to load leaves the serving bundle in place.
+    """
+    result = bundle_result(kind, work)
+    if kind == "evaluate":
+        return result
+    record = pool.record(name)
+    result["deployed"] = False
+    if not params.get("deploy", True) or record is None or record.entry is None:
+        return result
+    entry = record.entry.model_copy(update={"bundle": result["bundle"], "config_file": result["bundle"],
+                                            "version": f"job-{job_id}"})
+    try:
+        pool.swap(entry, Path("/"))
+        result.update(deployed=True, version=entry.version)
+    except Exception as exc:  # the serving bundle stays
+        result["deploy_error"] = f"{type(exc).__name__}: {exc}"
+    return result

@@ -27,6 +27,7 @@ from engines.config.model import load_json, load_model_config
 from engines.errors import EngineError
 from engines.serving.deploy import ServingManager
 from engines.serving.versions import VersionFiles
+from server.jobs.bundle_commands import bundle_finish, bundle_folder, bundle_plan
 from server.jobs.commands import Step, plan
 from server.jobs.store import JobStore
 
@@ -154,9 +155,13 @@ class Supervisor:
         work.mkdir(parents=True, exist_ok=True)
         (work / "STOP").unlink(missing_ok=True)
         try:
-            version = str(row["params"].get("base_version") or self.serving.serving_config(row["model"])[0])
-            config_path = self.serving.store.config_path(row["model"], version)
-            steps = plan(row["kind"], row["params"], row["datalist"], config_path, work, resume=row["resume"])
+            bundle = bundle_folder(self.serving.pool, row["model"])
+            if bundle is not None:  # a served MONAI bundle: monai.bundle run on a copy of it
+                steps = bundle_plan(row["kind"], row["params"], row["datalist"], bundle, work)
+            else:
+                version = str(row["params"].get("base_version") or self.serving.serving_config(row["model"])[0])
+                config_path = self.serving.store.config_path(row["model"], version)
+                steps = plan(row["kind"], row["params"], row["datalist"], config_path, work, resume=row["resume"])
         except EngineError as exc:
             self.store.update(row["id"], state="failed", error=str(exc), finished_at=time.time())
             return
@@ -288,7 +293,9 @@ class Supervisor:
         """All steps succeeded: turn their outputs into the job's result (a new version, a report)."""
         row = self.store.get(job_id)
         try:
-            if row["kind"] in ("train", "finetune"):
+            if steps and steps[0].extra.get("bundle_job"):
+                result = bundle_finish(self.serving.pool, row["kind"], row["model"], row["params"], job_id, work)
+            elif row["kind"] in ("train", "finetune"):
                 result = self._register(row, steps)
             elif row["kind"] == "evaluate":
                 result = load_json(steps[0].output / "report.json")

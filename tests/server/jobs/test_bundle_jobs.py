@@ -108,3 +108,39 @@ def test_a_bundle_without_an_evaluation_config_cannot_be_evaluated(setup, tmp_pa
     (partial / "configs" / "evaluate.json").unlink()
     with pytest.raises(ConfigError, match="no configs/evaluate.json"):
         bundle_plan("evaluate", {}, datalist, partial, tmp_path / "work")
+
+
+def test_bundle_jobs_through_the_jobs_api_deploy_the_trained_copy(tmp_path):
+    from fastapi.testclient import TestClient
+    from jobs_helpers import AUTH, phantom_setup, wait_for
+
+    from server.app import create_app
+
+    settings = phantom_setup(tmp_path)  # the phantom cases lie in a data root
+    bundle = write_training_bundle(tmp_path / "spleen")
+    pool = json.loads(Path(settings.config).read_text())
+    pool.append({"name": "spleen", "bundle": str(bundle), "overrides": {"inferer#roi_size": [32, 32, 32]}})
+    Path(settings.config).write_text(json.dumps(pool))
+    datalist = str(tmp_path / "data" / "datalist.json")
+
+    def submit(kind: str, **params):
+        return client.post("/admin/jobs", headers=AUTH,
+                           json={"kind": kind, "model": "spleen", "datalist": datalist, "params": params})
+
+    with TestClient(create_app(settings)) as client:
+        assert submit("train", overrides={"optimizer#lr": "$0"}).status_code == 400
+        assert submit("train", learning_rate=0.1).status_code == 400  # our trainer's keys are not a bundle's
+        assert submit("export", format="onnx").status_code == 400
+
+        job_id = submit("train", epochs=1, device="cpu").json()["job_id"]
+        job = wait_for(client, job_id, lambda j: j["state"] in ("succeeded", "failed"), timeout=600)
+        assert job["state"] == "succeeded", job
+        assert job["result"]["deployed"] and job["result"]["version"] == f"job-{job_id}"
+        assert job["progress"] == 1.0
+        models = {m["name"]: m for m in client.get("/v1/models").json()}
+        assert models["spleen"]["version"] == f"job-{job_id}"
+
+        job_id = submit("evaluate", device="cpu").json()["job_id"]
+        job = wait_for(client, job_id, lambda j: j["state"] in ("succeeded", "failed"), timeout=600)
+        assert job["state"] == "succeeded", job
+        assert 0.0 <= job["result"]["mean_dice"] <= 1.0
