@@ -7,7 +7,7 @@ CONFIG ?= engine_pool.json
 # torch first, pinned: a loose "torch" would pull several GB of CUDA packages on a CPU machine.
 TORCH_SPEC ?= torch==2.13.0
 # Optional runtimes served by default on CPUs (the Dockerfile adds tensorrt for GPUs).
-EXTRAS ?= dev,openvino,onnx,train
+EXTRAS ?= dev,openvino,onnx,train,bundle
 BIN := $(VENV)/bin
 
 .PHONY: install serve test bench clean viewer

@@ -14,6 +14,7 @@ from engines.serving.deploy import ServingManager
 from engines.serving.pool import EnginePool
 from engines.serving.versions import ModelStore
 from server import health, logs
+from server.admin import bundles as admin_bundles
 from server.admin import jobs as admin_jobs
 from server.admin import models as admin_models
 from server.admission import GateKeeper
@@ -70,7 +71,7 @@ def create_app(settings: Settings | None = None, pool: EnginePool | None = None)
     install_ui(app)  # `/`, `/admin` and `/static/`: paths no JSON route uses
     install_openapi(app)
     for module in (models, inference, polygon, session, interactive, nninteractive, health, logs, admin_jobs,
-                   admin_models):
+                   admin_models, admin_bundles):
         app.include_router(module.router)
     return app
 

@@ -15,15 +15,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from engines.errors import ConfigError
 
 __all__ = [
+    "BUNDLE_ENGINE",
     "ComponentSpec",
     "EnsembleMember",
     "InteractiveSpec",
     "ModelConfig",
     "PoolEntry",
     "WriterSpec",
+    "check_overrides",
     "load_json",
     "load_model_config",
     "parse_pool",
+    "refuse_expressions",
 ]
 
 ModelType = Literal["annotation", "segmentation", "deepgrow"]
@@ -39,6 +42,44 @@ INTERACTIVE_IN_CHANNELS = 5
 # must not run code.
 _FORBIDDEN_PREFIXES = ("$", "@", "%")
 
+# The Clara-style class/module of the engine kind that serves MONAI bundle folders.
+BUNDLE_ENGINE = ("BundleEngine", "engines.tasks.bundle")
+
+
+def refuse_expressions(value: Any, where: str = "") -> None:
+    """Raise ``ValueError`` for any string starting with ``$``, ``@`` or ``%`` inside ``value``.
+
+    Dictionary keys starting with ``_`` (``_target_``, ``_requires_``, ...) are refused too:
+    through MONAI's config parser they would name code to run.
+    """
+    if isinstance(value, str) and value.startswith(_FORBIDDEN_PREFIXES):
+        raise ValueError(f"expressions and references are not allowed{where} ({value!r}): give literal values")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and key.startswith("_"):
+                raise ValueError(f"key {key!r}{where} is not allowed: it would name code to run")
+            refuse_expressions(item, where)
+    elif isinstance(value, list):
+        for item in value:
+            refuse_expressions(item, where)
+
+
+def check_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Validate bundle config overrides: ``{"config#id": literal value}``, no code anywhere.
+
+    Raises:
+        ValueError: an empty id, an id part starting with ``_``, or a value that is an
+            expression, a reference, a macro or holds a ``_target_``-like key.
+    """
+    for key, value in overrides.items():
+        parts = key.replace("::", "#").split("#")
+        if not key or any(not part for part in parts):
+            raise ValueError(f"override id {key!r} must be a config id such as 'inferer#roi_size'")
+        if any(part.startswith("_") for part in parts):
+            raise ValueError(f"override id {key!r} is not allowed: ids starting with '_' name code to run")
+        refuse_expressions(value, f" in override {key!r}")
+    return overrides
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -53,17 +94,7 @@ class ComponentSpec(_Strict):
     @field_validator("args")
     @classmethod
     def _no_expressions(cls, args: dict[str, Any]) -> dict[str, Any]:
-        def walk(value: Any) -> None:
-            if isinstance(value, str) and value.startswith(_FORBIDDEN_PREFIXES):
-                raise ValueError(f"expressions and references are not allowed ({value!r})")
-            if isinstance(value, dict):
-                for item in value.values():
-                    walk(item)
-            elif isinstance(value, list):
-                for item in value:
-                    walk(item)
-
-        walk(args)
+        refuse_expressions(args)
         return args
 
 
@@ -220,12 +251,20 @@ class ModelConfig(_Strict):
 
 
 class PoolEntry(_Strict):
-    """One model of ``engine_pool.json`` (Clara format)."""
+    """One model of ``engine_pool.json`` (Clara format), or a MONAI bundle folder.
+
+    A bundle entry gives ``bundle`` (the folder, relative to the pool file) and optional
+    ``overrides`` (``{"config#id": literal value}``) instead of ``class``/``module``/``config_file``;
+    those then default to the bundle engine and the folder.
+    """
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
-    class_: str = Field(alias="class")
-    module: str
-    config_file: str
+    # Required unless ``bundle`` is given (then set by validation): never None after it.
+    class_: str | None = Field(None, alias="class")
+    module: str | None = None
+    config_file: str | None = None
+    bundle: str | None = Field(None, min_length=1)
+    overrides: dict[str, Any] = Field(default_factory=dict)
     labels: list[str] | None = None
     description: str | None = None
     version: str | None = None
@@ -235,6 +274,30 @@ class PoolEntry(_Strict):
     @classmethod
     def _version_as_string(cls, value: Any) -> Any:
         return str(value) if isinstance(value, (int, float)) else value
+
+    @field_validator("overrides")
+    @classmethod
+    def _literal_overrides(cls, overrides: dict[str, Any]) -> dict[str, Any]:
+        return check_overrides(overrides)
+
+    @model_validator(mode="after")
+    def _bundle_or_clara(self) -> PoolEntry:
+        if self.bundle is None:
+            missing = [k for k, v in (("class", self.class_), ("module", self.module),
+                                      ("config_file", self.config_file)) if v is None]
+            if missing:
+                raise ValueError(f"give {', '.join(missing)} (or 'bundle', a MONAI bundle folder)")
+            if self.overrides:
+                raise ValueError("'overrides' apply to a 'bundle' entry only")
+            return self
+        if self.config_file is not None and self.config_file != self.bundle:
+            raise ValueError("a 'bundle' entry takes no 'config_file': the bundle folder holds its configs")
+        if (self.class_, self.module) not in ((None, None), BUNDLE_ENGINE):
+            raise ValueError(f"a 'bundle' entry is served by {BUNDLE_ENGINE[0]}/{BUNDLE_ENGINE[1]}; leave out "
+                             "'class' and 'module'")
+        self.class_, self.module = BUNDLE_ENGINE
+        self.config_file = self.bundle
+        return self
 
 
 def load_json(path: str | Path) -> Any:

@@ -56,6 +56,8 @@ class ServingManager:
         for record in self.pool.records():
             if record.entry is None or record.config_path is None or record.engine is None:
                 continue
+            if record.entry.bundle is not None:
+                continue  # a bundle folder serves as configured; bundle versions are not stored yet
             if not self.store.numbers(record.name):
                 self._register_configured(record.name, record.entry, record.config_path, record.engine.version)
         for name in self.store.models():

@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 from engines.backends import describe, load_backend
 from engines.config.model import PoolEntry, load_model_config, parse_pool
-from engines.errors import (ConfigError, EngineError, ModelLoadError, ModelNotFoundError, ModelUnavailableError,
-                            UnknownComponentError)
+from engines.errors import (ConfigError, EngineError, ModelLoadError, ModelNotFoundError, ModelUnavailableError)
 from engines.tasks.base import Engine
+from engines.tasks.bundle import load_bundle_engine
 from engines.tasks.registry import engine_class
 
 __all__ = ["EnginePool", "ModelRecord"]
@@ -131,6 +131,8 @@ class EnginePool:
 
     @staticmethod
     def _build(entry: PoolEntry, base_dir: Path) -> Engine:
+        if entry.bundle is not None:  # a MONAI bundle folder: its own configs, no model config
+            return load_bundle_engine(entry, base_dir)
         cls = engine_class(entry.class_, entry.module)
         config_path = (base_dir / entry.config_file).resolve()
         config = load_model_config(config_path, entry.name)

@@ -5,8 +5,10 @@ A new engine kind is one module in this package and one line here.
 
 from __future__ import annotations
 
+from engines.config.model import BUNDLE_ENGINE
 from engines.errors import UnknownComponentError
 from engines.tasks.base import Engine
+from engines.tasks.bundle import BundleEngine
 from engines.tasks.dextr3d import Dextr3dEngine
 from engines.tasks.interactive import InteractiveEngine
 from engines.tasks.segmentation import SegmentationEngine
@@ -23,6 +25,8 @@ ENGINE_CLASSES: dict[tuple[str, str], type[Engine]] = {
     ("SegmentationEngine", "medical.aas.segmentation"): SegmentationEngine,
     ("SegmentationEngine", "engines.segmentation"): SegmentationEngine,
     ("SegmentationEngine", "engines.tasks.segmentation"): SegmentationEngine,
+    # MONAI bundle folders (pool entries with "bundle"); last, so our own engines serve their types.
+    BUNDLE_ENGINE: BundleEngine,
 }
 
 

@@ -33,6 +33,7 @@ from engines.errors import ConfigError, InvalidPointsError, UnknownComponentErro
 from engines.transforms import points as P
 
 __all__ = [
+    "ALIASES",
     "REGISTRY",
     "AddPointsGuidanced",
     "BratsConvertLabelsd",
@@ -349,16 +350,22 @@ def _alias(monai_name: str, **defaults: Any) -> Callable[..., Callable]:
     return factory
 
 
-# Clara names implemented by MONAI transforms.
-register("transforms.VolumeTo4dArray", "AddChanneld")(_alias("EnsureChannelFirstd", channel_dim="no_channel"))
-register("transforms.ScaleIntensityRange")(_alias("ScaleIntensityRanged"))
-register("transforms.NormalizeNonzeroIntensities")(_alias("NormalizeIntensityd", nonzero=True))
-register("transforms.SplitAcrossChannels")(_alias("SplitDimd", dim=0))
-register("transforms.NPRandFlip3D", "transforms.RandomSpatialFlip")(_alias("RandFlipd"))
-register("transforms.NPRandRotate3D")(_alias("RandRotated"))
-register("transforms.NPRandZoom3D")(_alias("RandZoomd"))
-register("transforms.ScaleShiftIntensity")(_alias("ShiftIntensityd"))
-register("transforms.ArgmaxAcrossChannels")(_alias("AsDiscreted", argmax=True))
+# Clara names implemented by MONAI transforms: name -> (MONAI dictionary transform, default arguments).
+ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "transforms.VolumeTo4dArray": ("EnsureChannelFirstd", {"channel_dim": "no_channel"}),
+    "AddChanneld": ("EnsureChannelFirstd", {"channel_dim": "no_channel"}),
+    "transforms.ScaleIntensityRange": ("ScaleIntensityRanged", {}),
+    "transforms.NormalizeNonzeroIntensities": ("NormalizeIntensityd", {"nonzero": True}),
+    "transforms.SplitAcrossChannels": ("SplitDimd", {"dim": 0}),
+    "transforms.NPRandFlip3D": ("RandFlipd", {}),
+    "transforms.RandomSpatialFlip": ("RandFlipd", {}),
+    "transforms.NPRandRotate3D": ("RandRotated", {}),
+    "transforms.NPRandZoom3D": ("RandZoomd", {}),
+    "transforms.ScaleShiftIntensity": ("ShiftIntensityd", {}),
+    "transforms.ArgmaxAcrossChannels": ("AsDiscreted", {"argmax": True}),
+}
+for _name, (_monai_name, _defaults) in ALIASES.items():
+    register(_name)(_alias(_monai_name, **_defaults))
 
 
 # MONAI modules whose dictionary transforms only compute on the arrays they are given.

@@ -24,6 +24,7 @@ from server.admin.auth import require_admin
 from server.admin.datasets import resolve_datalist, save_dataset
 from server.deps import SettingsDep
 from server.errors import BadRequest, Conflict, NotFound
+from server.jobs.bundle_commands import bundle_folder, check_bundle_job
 from server.jobs.commands import JOB_KINDS, check_params, job_kind
 from server.jobs.store import ACTIVE, FINISHED, RESUMABLE, JobState
 from server.protocols.aiaa.wire import read_form
@@ -67,6 +68,14 @@ def submit(body: JobRequest, request: Request, settings: SettingsDep) -> JSONRes
         if not body.datalist:
             raise BadRequest(f"a {body.kind} job needs a 'datalist' (a path inside the data roots or a dataset id)")
         datalist = str(resolve_datalist(body.datalist, settings.data_root_paths(), settings.state_path() / "datasets"))
+    if bundle_folder(state.pool, body.model) is not None:  # a served MONAI bundle: its own job command lines
+        try:
+            check_bundle_job(body.kind, body.params)
+        except ConfigError as exc:
+            raise BadRequest(str(exc)) from None
+        row = state.jobs.create(body.kind, body.model, datalist, body.params, str(settings.state_path() / "jobs"))
+        state.supervisor.wake()
+        return JSONResponse({"job_id": row["id"]}, status_code=202)
     version, config_path = state.serving.serving_config(body.model)
     params = {**body.params}
     if "base_version" in params:

@@ -10,7 +10,27 @@ from engines.backends.formats import FORMATS
 __all__ = ["add_export_parser"]
 
 
+def _export_bundle(args: argparse.Namespace) -> int:
+    import json
+
+    from engines.errors import EngineError
+    from engines.export.bundle import export_bundle
+
+    if not args.output:
+        print("aiaa export: --format bundle needs --output (a new folder)", file=sys.stderr)
+        return 2
+    try:
+        report = export_bundle(args.config, args.output, member=args.member)
+    except EngineError as exc:
+        print(f"aiaa export: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report), flush=True)
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
+    if args.format == "bundle":
+        return _export_bundle(args)
     from engines.backends.tensorrt import parse_shape
     from engines.errors import EngineError
     from engines.export.exporter import ExportOptions, export_model, summary_line
@@ -46,7 +66,10 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:
     export = sub.add_parser("export", help="export a model to OpenVINO / ONNX / TensorRT / TorchScript with a "
                                            "parity and speed report (Clara's tlt-export)")
     export.add_argument("--config", required=True, help="model config (model_configs/<name>.json)")
-    export.add_argument("--format", required=True, choices=list(FORMATS))
+    export.add_argument("--format", required=True, choices=[*FORMATS, "bundle"],
+                        help="a runtime (with a parity and speed report), or 'bundle': a MONAI bundle folder")
+    export.add_argument("--member", type=int, default=None,
+                        help="bundle: which network of an ensemble (1..N) the bundle holds")
     export.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"])
     export.add_argument("--min-shape", default=None, help="smallest input, e.g. 1x2x48x48x48 (or spatial 48x48x48)")
     export.add_argument("--opt-shape", default=None, help="typical input (default: what the validation cases feed)")

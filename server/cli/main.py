@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``aiaa`` console script."""
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    logging.getLogger("numexpr").setLevel(logging.WARNING)  # its thread-count notice is not ours to show
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

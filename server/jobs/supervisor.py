@@ -35,6 +35,7 @@ from engines.config.model import load_json, load_model_config
 from engines.errors import EngineError
 from engines.serving.deploy import ServingManager
 from engines.serving.versions import VersionFiles
+from server.jobs.bundle_commands import bundle_finish, bundle_folder, bundle_plan
 from server.jobs.commands import Step, job_kind, plan
 from server.jobs.store import JobState, JobStore
 
@@ -190,9 +191,13 @@ class Supervisor:
         work.mkdir(parents=True, exist_ok=True)
         (work / "STOP").unlink(missing_ok=True)
         try:
-            version = str(row["params"].get("base_version") or self.serving.serving_config(row["model"])[0])
-            config_path = self.serving.store.config_path(row["model"], version)
-            steps = plan(row["kind"], row["params"], row["datalist"], config_path, work, resume=row["resume"])
+            bundle = bundle_folder(self.serving.pool, row["model"])
+            if bundle is not None:  # a served MONAI bundle: monai.bundle run on a copy of it
+                steps = bundle_plan(row["kind"], row["params"], row["datalist"], bundle, work)
+            else:
+                version = str(row["params"].get("base_version") or self.serving.serving_config(row["model"])[0])
+                config_path = self.serving.store.config_path(row["model"], version)
+                steps = plan(row["kind"], row["params"], row["datalist"], config_path, work, resume=row["resume"])
         except (EngineError, OSError) as exc:  # a job that cannot be planned fails (never retried at every poll)
             self.store.update(row["id"], state=JobState.FAILED, error=str(exc), finished_at=time.time())
             return
@@ -355,13 +360,15 @@ class Supervisor:
         """All steps succeeded: turn their outputs into the job's result on the deployment thread (loading
         and warming a new version takes a while; the supervisor keeps following other jobs meanwhile)."""
         self.store.update(job_id, pid=None)
-        self._deployer.submit(self._conclude, job_id, steps)
+        self._deployer.submit(self._conclude, job_id, steps, work)
 
-    def _conclude(self, job_id: str, steps: list[Step]) -> None:
+    def _conclude(self, job_id: str, steps: list[Step], work: Path) -> None:
         row = self.store.get(job_id)
         produces = job_kind(row["kind"]).produces
         try:
-            if produces == "version":
+            if steps and steps[0].extra.get("bundle_job"):
+                result = bundle_finish(self.serving.pool, row["kind"], row["model"], row["params"], job_id, work)
+            elif produces == "version":
                 result = self._register(row, steps)
             elif produces == "report":
                 result = evaluation_result(steps[0].output)

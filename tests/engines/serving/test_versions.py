@@ -5,8 +5,7 @@ import torch
 from helpers import annotation_config, phantom, phantom_points, write_model, write_pool
 
 from engines.config.model import ModelConfig
-from engines.errors import (ConfigError, InvalidNameError, ModelLoadError, ModelNotFoundError, ModelUnavailableError,
-                            VersionExistsError)
+from engines.errors import (ConfigError, InvalidNameError, ModelLoadError, ModelNotFoundError, ModelUnavailableError)
 from engines.serving.deploy import ServingManager
 from engines.serving.pool import EnginePool
 from engines.serving.versions import ModelStore, VersionFiles, check_model_name

@@ -36,6 +36,11 @@ class Serving:
         def config_path(model, version):
             return Path(f"/nowhere/{model}/{version}/model_config.json")
 
+    class pool:  # noqa: N801 - mirrors ServingManager.pool: no model here is a served MONAI bundle
+        @staticmethod
+        def record(name):
+            return None
+
     @staticmethod
     def serving_config(model):
         return "1", Serving.store.config_path(model, "1")

@@ -1,0 +1,62 @@
+"""PUT /admin/bundle/{name}: a zipped MONAI bundle served by an administrator; unsafe or broken uploads refused."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import zipfile
+
+import numpy as np
+from bundle_helpers import SPLEEN_INFERENCE, SPLEEN_METADATA, ct_image, write_bundle
+from fastapi.testclient import TestClient
+from jobs_helpers import AUTH, phantom_setup
+
+from engines.data.io import write_volume
+from server.app import create_app
+
+OVERRIDES = json.dumps({"inferer#roi_size": [32, 32, 32]})
+
+
+def _zipped(folder, extra: dict[str, bytes] | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for path in folder.rglob("*"):
+            if path.is_file():
+                zf.write(path, f"{folder.name}/{path.relative_to(folder)}")
+        for name, data in (extra or {}).items():
+            zf.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_an_uploaded_bundle_serves_and_unsafe_or_broken_ones_are_refused(tmp_path):
+    good = _zipped(write_bundle(tmp_path / "spleen", copy.deepcopy(SPLEEN_INFERENCE), SPLEEN_METADATA))
+    broken_config = copy.deepcopy(SPLEEN_INFERENCE)
+    del broken_config["network_def"]
+    broken = _zipped(write_bundle(tmp_path / "broken", broken_config, SPLEEN_METADATA,
+                                  weights_net=SPLEEN_INFERENCE["network_def"]))
+    settings = phantom_setup(tmp_path / "server")
+    with TestClient(create_app(settings)) as client:
+        put = client.put("/admin/bundle/spleen", headers=AUTH,
+                         files={"data": ("spleen.zip", good), "overrides": (None, OVERRIDES)})
+        assert put.status_code == 200, put.text
+        assert put.json()["labels"] == ["spleen"] and put.json()["version"] == "0.2.0"
+        volume = ct_image()
+        reply = client.post("/v1/segmentation?model=spleen&output=json", data={"params": "{}"},
+                            files={"image": ("c.nii.gz", write_volume(volume.array, volume.geometry, dtype=np.float32))})
+        assert reply.status_code == 200, reply.text
+
+        unsafe = client.put("/admin/bundle/evil", headers=AUTH,
+                            files={"data": ("e.zip", _zipped(tmp_path / "spleen", {"../../evil.py": b"x"}))})
+        assert unsafe.status_code == 400 and "outside the bundle folder" in unsafe.json()["detail"]
+        code = client.put("/admin/bundle/evil", headers=AUTH,
+                          files={"data": ("e.zip", good), "overrides": (None, json.dumps({"inferer#roi_size": "$1"}))})
+        assert code.status_code == 400 and "not allowed" in code.json()["detail"]
+        assert not (settings.state_path() / "bundles" / "evil").exists()
+        not_loading = client.put("/admin/bundle/broken", headers=AUTH, files={"data": ("b.zip", broken)})
+        assert not_loading.status_code == 400 and "lacks network_def" in not_loading.json()["detail"]
+        taken = client.put("/admin/bundle/tiny", headers=AUTH, files={"data": ("s.zip", good)})
+        assert taken.status_code == 409
+        assert client.put("/admin/bundle/spleen", files={"data": ("s.zip", good)}).status_code in (401, 403)
+        names = {m["name"] for m in client.get("/v1/models").json()}
+        assert {"spleen", "tiny"} <= names and "broken" not in names and "evil" not in names
