@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from engines.serving.deploy import ServingManager
 from engines.serving.pool import EnginePool
 from engines.serving.versions import ModelStore
-from server import health, logs
+from server import health, logs, metrics
 from server.admin import jobs as admin_jobs
 from server.admin import models as admin_models
 from server.admission import GateKeeper
@@ -21,6 +21,8 @@ from server.errors import install_handlers
 from server.jobs.store import JobStore
 from server.jobs.supervisor import Supervisor, SupervisorSettings
 from server.logbuffer import LogBuffer
+from server.metrics import Metrics
+from server.middleware import RequestGuard
 from server.protocols.aiaa import inference, models, session
 from server.protocols.aiaa.openapi import ERROR_RESPONSE, install_openapi
 from server.sessions.store import SessionStore
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None, pool: EnginePool | None = None) -> FastAPI:
     """Build the app; ``pool`` (tests) replaces loading ``settings.config`` at start-up."""
     settings = settings or Settings()
+    settings.admin_secret()  # refuse to start with a token file that others can read
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -56,13 +59,17 @@ def create_app(settings: Settings | None = None, pool: EnginePool | None = None)
     app.state.settings = settings
     app.state.pool = pool or EnginePool()
     app.state.sessions = SessionStore(settings.session_default_expiry_s, settings.session_max_expiry_s,
-                                      settings.session_memory_bytes)
-    app.state.logs = LogBuffer()
+                                      settings.session_memory_bytes, max_sessions=settings.max_sessions,
+                                      overhead_bytes=settings.session_overhead_bytes)
+    app.state.logs = LogBuffer(json_lines=settings.log_format == "json")
     app.state.gates = GateKeeper(settings.max_running_per_model, settings.max_queued_per_model)
+    app.state.metrics = Metrics(app.state)
     install_handlers(app)
     install_openapi(app)
     for module in (models, inference, session, health, logs, admin_jobs, admin_models):
         app.include_router(module.router)
+    app.include_router(metrics.router)
+    app.add_middleware(RequestGuard, state=app.state)
     return app
 
 
