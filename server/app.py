@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import torch
 from anyio import to_thread
 from fastapi import FastAPI
+from sqlalchemy.exc import DBAPIError
 
 from engines.serving.deploy import ServingManager
 from engines.serving.pool import EnginePool
@@ -17,7 +18,7 @@ from server import health, logs, metrics
 from server.admin import jobs as admin_jobs
 from server.admin import models as admin_models
 from server.admission import GateKeeper
-from server.errors import install_handlers
+from server.errors import database_name, install_handlers
 from server.jobs.store import JobStore
 from server.jobs.supervisor import Supervisor, SupervisorSettings
 from server.logbuffer import LogBuffer
@@ -80,7 +81,11 @@ def _start_admin(app: FastAPI) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     app.state.serving = ServingManager(app.state.pool, ModelStore(settings.model_store_path()), settings.warmup)
     app.state.serving.sync_at_start()
-    app.state.jobs = JobStore(settings.job_db_url())
+    try:
+        app.state.jobs = JobStore(settings.job_db_url())
+    except DBAPIError as exc:
+        raise RuntimeError(f"the job database {database_name(settings.job_db_url())} cannot be opened: {exc.orig}; "
+                           f"repair it, move it away or set AIAA_DB_URL") from None
     app.state.supervisor = Supervisor(app.state.jobs, app.state.serving, SupervisorSettings(
         work_root=state_dir / "jobs", max_running=settings.jobs_max_running, threads=settings.job_threads,
         niceness=settings.job_niceness, stop_grace_s=settings.job_stop_grace_s,

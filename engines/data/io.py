@@ -32,6 +32,7 @@ __all__ = [
     "read_dicom_series",
     "check_geometry",
     "check_inline_data",
+    "check_image_file",
     "read_modalities",
     "same_grid",
     "read_volume",
@@ -221,6 +222,21 @@ def check_geometry(spacing: Sequence[float], origin: Sequence[float], direction:
         raise InvalidImageError(f"the image spacing {list(spacing)} is not finite and positive")
     if not all(math.isfinite(v) for v in (*origin, *direction)):
         raise InvalidImageError("the image origin or direction (affine) holds NaN or infinite values")
+
+
+def check_image_file(path: str | Path) -> tuple[int, ...]:
+    """Read only the header of an image file (one DICOM slice counts) and return its size.
+
+    Raises:
+        InvalidImageError: not a readable image, data in another file, or non-finite geometry.
+    """
+    path = str(path)
+    if path.lower().endswith((".mha", ".nrrd")):
+        with open(path, "rb") as fh:
+            check_inline_data(fh.read(65536))
+    reader = _read_information(path)
+    check_geometry(reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
+    return tuple(reader.GetSize())
 
 
 def _read_information(path: str) -> sitk.ImageFileReader:

@@ -23,6 +23,7 @@ from engines.export.exporter import ExportOptions
 from engines.serving.versions import check_model_name
 from server.admin.auth import require_admin
 from server.admin.datasets import resolve_datalist, save_dataset
+from server.admin.validate import check_job_params
 from server.deps import SettingsDep
 from server.errors import BadRequest, Conflict, NotFound
 from server.jobs.commands import train_configs
@@ -58,6 +59,7 @@ def submit(body: JobRequest, request: Request, settings: SettingsDep) -> JSONRes
         check_model_name(body.model)
     except ConfigError as exc:
         raise BadRequest(str(exc)) from None
+    check_job_params(body.params, settings)
     datalist = None
     if body.kind != "export" or body.datalist:
         if not body.datalist:
