@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     body_idle_timeout_s: float = Field(30.0, gt=0, description="a request body that sends nothing this long: 408")
     body_timeout_s: float = Field(600.0, gt=0, description="a request body not complete after this long: 408")
     header_timeout_s: float = Field(15.0, gt=0, description="a connection must send its request headers within this")
-    keepalive_timeout_s: int = Field(5, ge=1, description="idle keep-alive connections close after this")
+    keepalive_timeout_s: int = Field(30, ge=1, description="idle keep-alive connections close after this")
     max_connections: int = Field(512, ge=1, description="open connections and requests at once; more get 503")
     log_format: Literal["text", "json"] = Field("text", description="log lines as text or one JSON object each")
     admin_max_failures: int = Field(60, ge=1, description="failed admin logins per client within the window: then 429")

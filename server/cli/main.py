@@ -26,7 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["admin_token_file"] = args.admin_token_file
     settings = Settings(**overrides)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
-                timeout_keep_alive=30)
+                **settings.uvicorn_options())
     return 0
 
 

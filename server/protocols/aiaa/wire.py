@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from engines.data.io import DICOM_SUFFIX, SUFFIXES, Volume, detect_suffix, read_dicom_series, read_volume
-from server.errors import BadRequest, PayloadTooLarge
+from server.errors import ApiError, BadRequest, PayloadTooLarge
 
 __all__ = ["Upload", "ResultFormat", "decode_upload", "loads_untrusted", "read_upload", "multipart_reply",
            "result_format"]
@@ -90,7 +90,7 @@ async def _stream_form(request: Request, limit: int, max_files: int) -> Any:
     try:
         return await _limited(request, limit).form(max_files=max_files, max_fields=64,
                                                    max_part_size=16 * 1024 * 1024)
-    except PayloadTooLarge:
+    except ApiError:  # over the limit (413) or too slow (408): not a malformed body
         raise
     except Exception as exc:  # python-multipart raises several types for broken bodies
         raise BadRequest(f"malformed multipart body: {exc}") from None

@@ -1,0 +1,134 @@
+"""The request guard: slow bodies get 408, work stops at the time limit or when the client goes away,
+and such requests free their model's queue."""
+
+import json
+import threading
+
+import anyio
+import httpx
+import numpy as np
+import pytest
+from helpers import phantom
+
+from engines.data.io import write_volume
+from server.app import create_app
+from server.settings import Settings
+
+
+def _app(**limits):
+    from conftest import standin_pool
+
+    settings = Settings(config="unused.json", max_voxels=200_000, max_running_per_model=1, **limits)
+    return create_app(settings, standin_pool())
+
+
+def _segmentation_request() -> tuple[dict, bytes]:
+    volume, _ = phantom(shape=(8, 8, 8), center=(4, 4, 4), radii=(2, 2, 2))
+    data = write_volume(volume.array, volume.geometry, ".nii.gz", dtype="float32")
+    request = httpx.Request("POST", "http://test/v1/segmentation?model=segmentation_test&output=json",
+                            files={"image": ("a.nii.gz", data)})
+    body = request.read()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/v1/segmentation", "raw_path": b"/v1/segmentation",
+             "query_string": b"model=segmentation_test&output=json", "root_path": "",
+             "headers": [(k.lower().encode(), v.encode()) for k, v in request.headers.items()],
+             "client": ("127.0.0.1", 1), "server": ("test", 80)}
+    return scope, body
+
+
+class Exchange:
+    """One ASGI request: the body at once, then (optionally) the client leaves when ``leave`` is set."""
+
+    def __init__(self, scope, body, send_body=True):
+        self.scope, self.body, self.send_body = scope, body, send_body
+        self.leave = anyio.Event()
+        self.sent_body = False
+        self.messages = []
+
+    async def receive(self):
+        if not self.sent_body and self.send_body:
+            self.sent_body = True
+            return {"type": "http.request", "body": self.body, "more_body": False}
+        await self.leave.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message):
+        self.messages.append(message)
+
+    @property
+    def status(self):
+        return next((m["status"] for m in self.messages if m["type"] == "http.response.start"), None)
+
+    def json(self):
+        return json.loads(b"".join(m.get("body", b"") for m in self.messages if m["type"] == "http.response.body"))
+
+
+def _blocking_engine(app):
+    """Make the segmentation engine wait for ``release``; count its calls."""
+    engine = app.state.pool.get("segmentation_test")
+    original, release, calls = engine.infer, threading.Event(), []
+
+    def infer(volume, params):
+        calls.append(1)
+        release.wait(30)
+        return original(volume, params)
+
+    engine.infer = infer
+    return release, calls
+
+
+def test_a_body_that_stalls_is_408_and_closes_the_connection():
+    app = _app(body_idle_timeout_s=0.05)
+    scope, body = _segmentation_request()
+    exchange = Exchange(scope, body, send_body=False)
+    anyio.run(app, scope, exchange.receive, exchange.send)
+    assert exchange.status == 408 and "not received in time" in exchange.json()["detail"]
+    headers = dict(next(m for m in exchange.messages if m["type"] == "http.response.start")["headers"])
+    assert headers[b"connection"] == b"close"
+
+
+def test_a_request_past_its_time_limit_is_503_and_leaves_the_queue():
+    app = _app(request_timeout_s=0.2)
+    release, calls = _blocking_engine(app)
+    scope, body = _segmentation_request()
+    first, second = Exchange(scope, body), Exchange(scope, body)
+
+    async def main():
+        async with anyio.create_task_group() as group:
+            group.start_soon(app, scope, first.receive, first.send)
+            while not calls:
+                await anyio.sleep(0.01)
+            await app(scope, second.receive, second.send)  # queued behind the first: times out waiting
+            assert app.state.gates["segmentation_test"].in_flight == 1
+            release.set()
+
+    anyio.run(main)
+    assert second.status == 503 and second.json()["error"] == "Timeout"
+    assert len(calls) == 1  # the queued request never ran
+    assert first.status in (200, 503)
+    assert app.state.gates["segmentation_test"].in_flight == 0
+
+
+def test_a_client_that_goes_away_stops_its_queued_work():
+    app = _app()
+    release, calls = _blocking_engine(app)
+    scope, body = _segmentation_request()
+    first, second = Exchange(scope, body), Exchange(scope, body)
+
+    async def main():
+        async with anyio.create_task_group() as group:
+            group.start_soon(app, scope, first.receive, first.send)
+            while not calls:
+                await anyio.sleep(0.01)
+            group.start_soon(app, scope, second.receive, second.send)
+            while app.state.gates["segmentation_test"].in_flight < 2:
+                await anyio.sleep(0.01)
+            second.leave.set()  # the second client goes away while it waits for the slot
+            while app.state.gates["segmentation_test"].in_flight > 1:
+                await anyio.sleep(0.01)
+            release.set()
+
+    anyio.run(main)
+    assert second.status is None and len(calls) == 1
+    assert first.status == 200 and np.isfinite(first.json()["timings"]["total"])
+    assert app.state.gates["segmentation_test"].in_flight == 0
