@@ -21,6 +21,7 @@ import errno
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
@@ -153,8 +154,11 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        kind = {400: "BadRequest", 404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
-        return _reply(request, exc.status_code, kind, str(exc.detail), getattr(exc, "headers", None))
+        # A body FastAPI cannot parse (deep nesting, huge numbers) is a 400 like ours; unknown routes keep
+        # FastAPI's own reply, which clients use to tell a missing route from a missing resource.
+        if exc.status_code == 400:
+            return _reply(request, 400, "BadRequest", str(exc.detail), getattr(exc, "headers", None))
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(DBAPIError)
     async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:

@@ -68,6 +68,7 @@ class RequestGuard:
         body_done = anyio.Event()
         reply = {"status": 500, "started": False, "complete": False}
         outcome: list[str] = []
+        failure: Exception | None = None
         if not has_body:
             body_done.set()
 
@@ -113,8 +114,14 @@ class RequestGuard:
             group.start_soon(watch)
             try:
                 await self.app(scope, guarded_receive, guarded_send)
+            except Exception as exc:  # re-raised below, outside the task group (not as an ExceptionGroup)
+                failure = exc
             finally:
                 group.cancel_scope.cancel()
+
+        if failure is not None:
+            self._observe(scope, 500, time.perf_counter() - start)
+            raise failure
 
         if outcome == ["timeout"]:
             log.warning("%s %s stopped: no reply within %g s", scope["method"], scope["path"], settings.request_timeout_s)

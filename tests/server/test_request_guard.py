@@ -132,3 +132,18 @@ def test_a_client_that_goes_away_stops_its_queued_work():
     assert second.status is None and len(calls) == 1
     assert first.status == 200 and np.isfinite(first.json()["timings"]["total"])
     assert app.state.gates["segmentation_test"].in_flight == 0
+
+
+def test_an_unexpected_error_is_still_a_500_json_reply_with_its_request_id():
+    from fastapi.testclient import TestClient
+
+    app = _app()
+    engine = app.state.pool.get("segmentation_test")
+    engine.infer = lambda volume, params: 1 / 0
+    scope, body = _segmentation_request()
+    with TestClient(app, raise_server_exceptions=False) as client:
+        reply = client.post("/v1/segmentation?model=segmentation_test", content=body,
+                            headers={"content-type": dict(scope["headers"])[b"content-type"].decode(),
+                                     "x-request-id": "r-500"})
+    assert reply.status_code == 500 and reply.json() == {"error": "InternalError",
+                                                         "detail": "unexpected server error: ZeroDivisionError"}
