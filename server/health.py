@@ -26,8 +26,8 @@ def health(pool: PoolDep, sessions: SessionsDep) -> JSONResponse:
 
 
 @router.get("/health/live")
-def live() -> dict[str, bool]:
-    """The process answers."""
+async def live() -> dict[str, bool]:
+    """The process answers (on the event loop itself: no worker thread needed, so it answers under load)."""
     return {"live": True}
 
 
