@@ -321,7 +321,9 @@ def _read_path(path: str, max_voxels: int | None) -> Volume:
 
 
 def _to_volume(image: sitk.Image) -> Volume:
-    array = sitk.GetArrayFromImage(image).transpose()  # [k, j, i] -> [i, j, k]
+    # A view of SimpleITK's buffer, copied once into [i, j, k] order: two copies of the voxels at
+    # most while decoding (GetArrayFromImage + ascontiguousarray made three).
+    array = sitk.GetArrayViewFromImage(image).transpose()  # [k, j, i] -> [i, j, k]
     ndim = image.GetDimension()
     spatial = min(ndim, 3)  # a 4D image is channels (modalities) on a 3D grid: keep the grid's geometry
     direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(ndim, ndim)[:spatial, :spatial]
@@ -330,7 +332,7 @@ def _to_volume(image: sitk.Image) -> Volume:
         tuple(float(o) for o in image.GetOrigin()[:spatial]),
         tuple(float(d) for d in direction.ravel()),
     )
-    return Volume(np.ascontiguousarray(array), geometry)
+    return Volume(np.array(array, order="C"), geometry)  # always a copy: the view dies with the image
 
 
 def read_modalities(paths: str | Path | Sequence[str | Path]) -> Volume:
