@@ -67,8 +67,8 @@ class Settings(BaseSettings):
     max_running_per_model: int = Field(2, ge=1, description="concurrent inferences per model")
     max_queued_per_model: int = Field(16, ge=0, description="waiting inferences per model before 503")
     max_sessions: int = Field(1000, ge=1, description="sessions kept at once (least recently used go first)")
-    session_overhead_bytes: int = Field(320 * 1024, ge=0,
-                                        description="memory each session costs beyond its voxels (budget accounting)")
+    session_overhead_bytes: int = Field(16 * 1024, ge=0,
+                                        description="memory each session costs beyond its voxels (measured: 2-4 KiB)")
     request_timeout_s: float = Field(300.0, gt=0, description="a request's work stops after this long (503)")
     body_idle_timeout_s: float = Field(30.0, gt=0, description="a request body that sends nothing this long: 408")
     body_timeout_s: float = Field(600.0, gt=0, description="a request body not complete after this long: 408")

@@ -67,7 +67,7 @@ class SessionStore:
         self.max_expiry_s = max_expiry_s
         self.memory_budget = memory_budget
         self.max_sessions = max_sessions
-        # What a session costs beyond its voxels (objects, allocator slack): 3000 tiny sessions cost 940 MB.
+        # What a session costs beyond its voxels (objects, allocator slack), so that many tiny sessions count.
         self.overhead_bytes = overhead_bytes
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._lock = threading.Lock()
