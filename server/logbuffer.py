@@ -89,7 +89,7 @@ class LogBuffer(logging.Handler):
             return list(self._lines)[-lines:] if lines > 0 else []
 
     def attach(self) -> None:
-        """Start collecting from the root and uvicorn loggers; redact (and format as JSON) their other handlers too."""
+        """Start collecting from the root and uvicorn loggers; their other handlers get the same redaction and format."""
         for name in _LOGGERS:
             logger = logging.getLogger(name)
             for handler in logger.handlers:
@@ -97,8 +97,7 @@ class LogBuffer(logging.Handler):
                     continue
                 handler.addFilter(RedactingFilter())
                 self._restore.append((handler, handler.formatter))
-                if self.json_lines:
-                    handler.setFormatter(JsonFormatter())
+                handler.setFormatter(JsonFormatter() if self.json_lines else logging.Formatter(LOG_FORMAT))
             logger.addHandler(self)
 
     def detach(self) -> None:

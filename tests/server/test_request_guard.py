@@ -87,17 +87,27 @@ def test_a_body_that_stalls_is_408_and_closes_the_connection():
     assert headers[b"connection"] == b"close"
 
 
-def test_a_request_past_its_time_limit_is_503_and_leaves_the_queue():
-    app = _app(request_timeout_s=0.2)
+def _two_requests(**limits):
+    """An app whose engine blocks, the engine's release and calls, the request scope and two exchanges."""
+    app = _app(**limits)
     release, calls = _blocking_engine(app)
     scope, body = _segmentation_request()
-    first, second = Exchange(scope, body), Exchange(scope, body)
+    return app, release, calls, scope, Exchange(scope, body), Exchange(scope, body)
+
+
+async def _start_running(group, app, scope, exchange, calls):
+    """Start ``exchange`` and wait until its inference runs (and holds the model's one slot)."""
+    group.start_soon(app, scope, exchange.receive, exchange.send)
+    while not calls:
+        await anyio.sleep(0.01)
+
+
+def test_a_request_past_its_time_limit_is_503_and_leaves_the_queue():
+    app, release, calls, scope, first, second = _two_requests(request_timeout_s=0.2)
 
     async def main():
         async with anyio.create_task_group() as group:
-            group.start_soon(app, scope, first.receive, first.send)
-            while not calls:
-                await anyio.sleep(0.01)
+            await _start_running(group, app, scope, first, calls)
             await app(scope, second.receive, second.send)  # queued behind the first: times out waiting
             assert app.state.gates["segmentation_test"].in_flight == 1
             release.set()
@@ -110,16 +120,11 @@ def test_a_request_past_its_time_limit_is_503_and_leaves_the_queue():
 
 
 def test_a_client_that_goes_away_stops_its_queued_work():
-    app = _app()
-    release, calls = _blocking_engine(app)
-    scope, body = _segmentation_request()
-    first, second = Exchange(scope, body), Exchange(scope, body)
+    app, release, calls, scope, first, second = _two_requests()
 
     async def main():
         async with anyio.create_task_group() as group:
-            group.start_soon(app, scope, first.receive, first.send)
-            while not calls:
-                await anyio.sleep(0.01)
+            await _start_running(group, app, scope, first, calls)
             group.start_soon(app, scope, second.receive, second.send)
             while app.state.gates["segmentation_test"].in_flight < 2:
                 await anyio.sleep(0.01)
