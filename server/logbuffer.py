@@ -13,7 +13,7 @@ from collections import deque
 from contextvars import ContextVar
 from urllib.parse import parse_qsl
 
-__all__ = ["LOG_FORMAT", "REQUEST_ID", "JsonFormatter", "LogBuffer", "RedactingFilter", "redact"]
+__all__ = ["LOG_FORMAT", "REQUEST_ID", "JsonFormatter", "LogBuffer", "RedactingFilter", "redact", "redact_paths"]
 
 # uvicorn's own loggers do not propagate to the root logger, so they are attached to directly.
 _LOGGERS = ("", "uvicorn", "uvicorn.access")
@@ -28,6 +28,14 @@ _KEPT_QUERY_VALUES = {"model", "output", "lines", "state", "limit"}  # not secre
 def _query(match: re.Match) -> str:
     pairs = parse_qsl(match.group(1), keep_blank_values=True)
     return "?" + "&".join(f"{k}={v[:64] if k in _KEPT_QUERY_VALUES else '…'}" for k, v in pairs)
+
+
+_PATH = re.compile(r"(?<![\w.:/~-])(?:~|[A-Za-z]:)?[/\\](?:[^\s/\\'\"]+[/\\])+([^\s/\\'\"]*)")
+
+
+def redact_paths(text: str) -> str:
+    """``text`` with absolute file-system paths cut to their last component (``…/name``), for public replies."""
+    return _PATH.sub(lambda m: "…/" + m.group(1), text)
 
 
 def redact(text: str) -> str:

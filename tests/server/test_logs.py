@@ -96,3 +96,16 @@ def test_json_logs(tmp_path):
         lines = [json.loads(line) for line in client.get("/logs", headers=AUTH).text.splitlines()]
     refused = [line for line in lines if "refused with 404" in line["message"]]
     assert refused and refused[0]["request_id"] == "r1" and refused[0]["level"] == "WARNING"
+
+
+def test_public_health_shows_no_file_system_paths(tmp_path):
+    from engines.serving.pool import EnginePool
+
+    pool_file = tmp_path / "pool.json"
+    pool_file.write_text(json.dumps([{"name": "broken", "class": "SegmentationEngine",
+                                      "module": "medical.aas.segmentation",
+                                      "config_file": str(tmp_path / "configs" / "missing.json"), "labels": ["a"]}]))
+    pool = EnginePool.from_file(pool_file, False)
+    with TestClient(create_app(Settings(config="unused.json", state_dir=str(tmp_path / "state")), pool)) as client:
+        error = client.get("/health").json()["models"]["broken"]["error"]
+    assert "missing.json" in error and str(tmp_path) not in error
