@@ -9,20 +9,23 @@ from contextlib import asynccontextmanager
 import torch
 from anyio import to_thread
 from fastapi import FastAPI
+from sqlalchemy.exc import DBAPIError
 
 from engines.serving.deploy import ServingManager
 from engines.serving.pool import EnginePool
 from engines.serving.versions import ModelStore
-from server import health, logs
+from server import health, logs, metrics
 from server.admin import bundles as admin_bundles
 from server.admin import jobs as admin_jobs
 from server.admin import models as admin_models
 from server.admission import GateKeeper
-from server.errors import install_handlers
+from server.errors import database_name, install_handlers
 from server.jobs.lock import StateLock
 from server.jobs.store import JobStore
 from server.jobs.supervisor import Supervisor, SupervisorSettings
 from server.logbuffer import LogBuffer
+from server.metrics import Metrics
+from server.middleware import RequestGuard
 from server.protocols.aiaa import inference, models, polygon, session
 from server.protocols.aiaa.openapi import ERROR_RESPONSE, install_openapi
 from server.protocols.interactive import router as interactive
@@ -39,6 +42,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None, pool: EnginePool | None = None) -> FastAPI:
     """Build the app; ``pool`` (tests) replaces loading ``settings.config`` at start-up."""
     settings = settings or Settings()
+    settings.admin_secret()  # refuse to start with a token file that others can read
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -64,15 +68,19 @@ def create_app(settings: Settings | None = None, pool: EnginePool | None = None)
     app.state.settings = settings
     app.state.pool = pool or EnginePool()
     app.state.sessions = SessionStore(settings.session_default_expiry_s, settings.session_max_expiry_s,
-                                      settings.session_memory_bytes)
-    app.state.logs = LogBuffer()
+                                      settings.session_memory_bytes, max_sessions=settings.max_sessions,
+                                      overhead_bytes=settings.session_overhead_bytes)
+    app.state.logs = LogBuffer(json_lines=settings.log_format == "json")
     app.state.gates = GateKeeper(settings.max_running_per_model, settings.max_queued_per_model)
+    app.state.metrics = Metrics(app.state)
     install_handlers(app)
     install_ui(app)  # `/`, `/admin` and `/static/`: paths no JSON route uses
     install_openapi(app)
     for module in (models, inference, polygon, session, interactive, nninteractive, health, logs, admin_jobs,
                    admin_models, admin_bundles):
         app.include_router(module.router)
+    app.include_router(metrics.router)
+    app.add_middleware(RequestGuard, state=app.state)
     return app
 
 
@@ -83,7 +91,11 @@ def _start_admin(app: FastAPI) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     app.state.serving = ServingManager(app.state.pool, ModelStore(settings.model_store_path()), settings.warmup)
     app.state.serving.sync_at_start()
-    app.state.jobs = JobStore(settings.job_db_url())
+    try:
+        app.state.jobs = JobStore(settings.job_db_url())
+    except DBAPIError as exc:
+        raise RuntimeError(f"the job database {database_name(settings.job_db_url())} cannot be opened: {exc.orig}; "
+                           f"repair it, move it away or set AIAA_DB_URL") from None
     app.state.supervisor = Supervisor(app.state.jobs, app.state.serving, SupervisorSettings(
         work_root=state_dir / "jobs", max_running=settings.jobs_max_running, threads=settings.job_threads,
         niceness=settings.job_niceness, stop_grace_s=settings.job_stop_grace_s,

@@ -8,6 +8,7 @@
     ├── Conflict                 409 (the job is not in a state that allows it)
     ├── PayloadTooLarge          413
     ├── SessionExpired           440 (AIAA clients drop their session and retry)
+    ├── InsufficientStorage      507 (the disk is full: what was not saved is named)
     └── Busy                     503 with Retry-After
 
 Engine errors map by class in :data:`STATUS_OF` (those worth a retry carry ``Retry-After``);
@@ -17,17 +18,19 @@ unknown routes and methods answer in the same shape. Every reply is JSON
 
 from __future__ import annotations
 
+import errno
 import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engines import errors as E
 
 __all__ = ["ApiError", "BadRequest", "Unauthorized", "Forbidden", "NotFound", "Conflict", "PayloadTooLarge",
-           "SessionExpired", "Busy", "install_handlers"]
+           "SessionExpired", "Busy", "InsufficientStorage", "install_handlers", "database_name"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,24 @@ class Busy(ApiError):
     status = 503
 
 
+class InsufficientStorage(ApiError):
+    """The server's disk is full: nothing of the request was kept."""
+
+    status = 507
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def database_name(url: str) -> str:
+    """The job database as an administrator knows it: the SQLite file, or the URL without its password."""
+    if url.startswith("sqlite:///"):
+        return url[len("sqlite:///"):]
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
 # Most specific first: the first matching class wins.
 STATUS_OF: list[tuple[type[E.EngineError], int]] = [
     (E.InputTooLargeError, 413),
@@ -133,7 +154,8 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # Unknown routes (404) and methods (405) answer in the documented shape too.
-        kind = {404: "RouteNotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
+        # A body FastAPI cannot parse (deep nesting, huge numbers) is a 400 like ours.
+        kind = {400: "BadRequest", 404: "RouteNotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no route {request.url.path}; /docs lists the API"
@@ -147,6 +169,22 @@ def install_handlers(app: FastAPI) -> None:
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         return _reply(request, 422, "ValidationError", problems)
+
+    @app.exception_handler(DBAPIError)
+    async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        name = database_name(request.app.state.settings.job_db_url())
+        log.error("%s %s: job database %s: %s", request.method, request.url.path, name, exc.orig)
+        return _reply(request, 503, "DatabaseUnavailable",
+                      f"the job database {name} cannot be used ({exc.orig}); the administrator must repair or "
+                      f"move it", {"Retry-After": "10"})
+
+    @app.exception_handler(OSError)
+    async def os_error(request: Request, exc: OSError) -> JSONResponse:
+        if exc.errno in _DISK_FULL:
+            log.error("%s %s: disk full: %s", request.method, request.url.path, exc)
+            return _reply(request, 507, "InsufficientStorage",
+                          "the server's disk is full: nothing of this request was saved; free space and retry")
+        return await unexpected(request, exc)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from server.deps import PoolDep, SessionsDep
+from server.logbuffer import redact_paths
 
 router = APIRouter(tags=["health"])
 
@@ -20,14 +21,21 @@ def health(pool: PoolDep, sessions: SessionsDep) -> JSONResponse:
         "status": status,
         "live": True,
         "ready": ready,
-        "models": {r.name: r.summary() for r in records},
+        "models": {r.name: _public(r.summary()) for r in records},
         "sessions": sessions.stats(),
     })
 
 
+def _public(summary: dict) -> dict:
+    """A model's summary without file-system paths (``/health`` is public; the log has the full reason)."""
+    if "error" in summary:
+        summary = {**summary, "error": redact_paths(summary["error"])}
+    return summary
+
+
 @router.get("/health/live")
-def live() -> dict[str, bool]:
-    """The process answers."""
+async def live() -> dict[str, bool]:
+    """The process answers (on the event loop itself: no worker thread needed, so it answers under load)."""
     return {"live": True}
 
 

@@ -1,11 +1,17 @@
-"""``GET /logs``: the server's recent log lines as plain text (OHIF shows them)."""
+"""``GET /logs``: the server's recent log lines as plain text, for the administrator.
+
+An admin route (``Authorization: Bearer <admin token>``): the lines name files, models and
+clients. Session ids and query values are redacted from every line anyway (server/logbuffer.py).
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse
 
-router = APIRouter(tags=["logs"])
+from server.admin.auth import require_admin
+
+router = APIRouter(tags=["logs"], dependencies=[Depends(require_admin)])
 
 
 @router.get("/logs", response_class=PlainTextResponse)

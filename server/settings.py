@@ -3,12 +3,50 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings"]
+__all__ = ["ModelLimits", "Settings", "InsecureTokenFile", "default_max_voxels"]
+
+
+class InsecureTokenFile(ValueError):
+    """The admin token file can be read by other users of the machine."""
+
+
+class ModelLimits(BaseModel):
+    """Per-model overrides of the upload limits (``AIAA_MODEL_LIMITS='{"name": {"max_voxels": ...}}'``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_voxels: int | None = Field(None, ge=1, description="largest image this model accepts (voxels)")
+    max_upload_bytes: int | None = Field(None, ge=1, description="largest request body for this model")
+
+
+def default_max_voxels() -> int:
+    """A voxel limit that fits the machine: a 64th of its memory (float copies in pre-processing), 8 M to 128 M."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        memory = 8 * 1024**3
+    return int(min(128 * 1024**2, max(8 * 1024**2, memory // 64)))
+
+
+def read_token_file(path: Path) -> str:
+    """The token in ``path``; refused when other users may read or write the file.
+
+    Raises:
+        InsecureTokenFile: the file's mode grants group or other users any access.
+        OSError: the file cannot be read.
+    """
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise InsecureTokenFile(f"the admin token file {path} is accessible to other users "
+                                f"(mode {stat.S_IMODE(mode):04o}): run 'chmod 600 {path}'")
+    return path.read_text().strip()
 
 
 class Settings(BaseSettings):
@@ -19,12 +57,27 @@ class Settings(BaseSettings):
     config: str = Field("engine_pool.json", description="engine_pool.json to load")
     warmup: bool = Field(True, description="run each model once at start-up")
     max_upload_bytes: int = Field(1024 * 1024 * 1024, ge=1, description="largest request body accepted")
-    max_voxels: int = Field(512 * 512 * 1024, ge=1, description="largest image accepted (voxels)")
+    max_voxels: int = Field(default_factory=default_max_voxels, ge=1,
+                            description="largest image accepted (voxels); default: a 64th of the memory, 8-128 M")
+    model_limits: dict[str, ModelLimits] = Field(default_factory=dict,
+                                                 description="per-model max_voxels / max_upload_bytes (JSON)")
     session_default_expiry_s: int = Field(3600, ge=1, description="expiry when a client asks for 0")
     session_max_expiry_s: int = Field(24 * 3600, ge=1, description="upper bound of any session's expiry")
     session_memory_bytes: int = Field(4 * 1024**3, ge=1, description="memory all sessions may hold together")
     max_running_per_model: int = Field(2, ge=1, description="concurrent inferences per model")
     max_queued_per_model: int = Field(16, ge=0, description="waiting inferences per model before 503")
+    max_sessions: int = Field(1000, ge=1, description="sessions kept at once (least recently used go first)")
+    session_overhead_bytes: int = Field(16 * 1024, ge=0,
+                                        description="memory each session costs beyond its voxels (measured: 2-4 KiB)")
+    request_timeout_s: float = Field(300.0, gt=0, description="a request's work stops after this long (503)")
+    body_idle_timeout_s: float = Field(30.0, gt=0, description="a request body that sends nothing this long: 408")
+    body_timeout_s: float = Field(600.0, gt=0, description="a request body not complete after this long: 408")
+    header_timeout_s: float = Field(15.0, gt=0, description="a connection must send its request headers within this")
+    keepalive_timeout_s: int = Field(30, ge=1, description="idle keep-alive connections close after this")
+    max_connections: int = Field(512, ge=1, description="open connections and requests at once; more get 503")
+    log_format: Literal["text", "json"] = Field("text", description="log lines as text or one JSON object each")
+    admin_max_failures: int = Field(60, ge=1, description="failed admin logins per client within the window: then 429")
+    admin_failure_window_s: float = Field(60.0, gt=0, description="window of the failed admin login limit")
 
     # administration: jobs, model versions, datasets
     admin_token: SecretStr | None = Field(None, description="bearer token of the /admin/ routes (unset: disabled)")
@@ -58,9 +111,27 @@ class Settings(BaseSettings):
         if self.admin_token is not None and self.admin_token.get_secret_value():
             return self.admin_token.get_secret_value()
         if self.admin_token_file:
-            token = Path(self.admin_token_file).read_text().strip()
+            token = read_token_file(Path(self.admin_token_file))
             return token or None
         return None
+
+    def voxel_limit(self, model: str | None = None) -> int:
+        """The voxel limit of uploads for ``model`` (its override, else the server's)."""
+        limits = self.model_limits.get(model or "")
+        return limits.max_voxels if limits and limits.max_voxels else self.max_voxels
+
+    def upload_limit(self, model: str | None = None) -> int:
+        """The request body limit for ``model`` (its override, else the server's)."""
+        limits = self.model_limits.get(model or "")
+        return limits.max_upload_bytes if limits and limits.max_upload_bytes else self.max_upload_bytes
+
+    def uvicorn_options(self) -> dict:
+        """Connection limits and timeouts for ``uvicorn.run`` (slow or idle clients are dropped)."""
+        from server.transport import protocol_with_header_timeout
+
+        return {"limit_concurrency": self.max_connections, "timeout_keep_alive": self.keepalive_timeout_s,
+                "h11_max_incomplete_event_size": 64 * 1024,
+                "http": protocol_with_header_timeout(self.header_timeout_s)}
 
     def state_path(self) -> Path:
         """The resolved state folder."""

@@ -212,12 +212,12 @@ def client_uncrop(mask: np.ndarray, low, crop_size, shape) -> np.ndarray:
 
 
 @contextmanager
-def serve_in_thread(app) -> Iterator[int]:
-    """Serve ``app`` with a real uvicorn server on a free local port; yields the port."""
+def serve_in_thread(app, **options) -> Iterator[int]:
+    """Serve ``app`` with a real uvicorn server on a free local port (``options``: uvicorn's); yields the port."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from engines.data.dicom import check_dicom_slices
 from engines.data.io import write_atomically
 from engines.errors import InvalidImageError, InvalidInputError
 
@@ -36,8 +37,7 @@ __all__ = [
 OUTPUT_SUFFIXES = (".nii.gz", ".nii", ".mha")
 FILE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")
 DICOM_SUFFIX = ".dcm"
-_TAG_POSITION, _TAG_ORIENTATION = "0020|0032", "0020|0037"
-_TAG_ROWS, _TAG_COLUMNS, _TAG_DESCRIPTION = "0028|0010", "0028|0011", "0008|103e"
+_TAG_DESCRIPTION = "0008|103e"
 
 
 @dataclass(frozen=True)
@@ -112,61 +112,6 @@ def _tag(path: str, key: str) -> str:
     reader.SetFileName(path)
     reader.ReadImageInformation()
     return reader.GetMetaData(key).strip() if reader.HasMetaDataKey(key) else ""
-
-
-def check_dicom_slices(files: Sequence[str]) -> None:
-    """Refuse a series whose slices do not form one regular volume.
-
-    Raises:
-        InvalidImageError: unreadable slice, mixed slice sizes or orientations, a slice
-            without position, duplicate positions or a gap (missing slices).
-    """
-    positions, sizes, orientations = [], set(), set()
-    for path in files:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(path)
-        try:
-            reader.ReadImageInformation()
-        except RuntimeError:
-            raise InvalidImageError(f"{path}: not a readable DICOM slice") from None
-        get = lambda key: reader.GetMetaData(key).strip() if reader.HasMetaDataKey(key) else ""  # noqa: E731
-        sizes.add((get(_TAG_ROWS), get(_TAG_COLUMNS)))
-        orientations.add(get(_TAG_ORIENTATION))
-        try:
-            positions.append([float(v) for v in get(_TAG_POSITION).split("\\")])
-        except ValueError:
-            raise InvalidImageError(f"{path}: the slice has no valid Image Position (Patient)") from None
-    series = Path(files[0]).parent
-    if len(sizes) > 1:
-        raise InvalidImageError(f"{series}: the series mixes slice sizes {sorted(sizes)} (rows, columns)")
-    if len(orientations) > 1:
-        raise InvalidImageError(f"{series}: the series mixes slice orientations")
-    if len(files) < 2:
-        return
-    try:
-        cosines = np.asarray([float(v) for v in orientations.pop().split("\\")]).reshape(2, 3)
-    except ValueError:
-        raise InvalidImageError(f"{series}: the slices have no valid Image Orientation (Patient)") from None
-    normal = np.cross(cosines[0], cosines[1])
-    order = np.argsort(np.asarray(positions) @ normal)
-    heights = (np.asarray(positions) @ normal)[order]
-    steps = np.diff(heights)
-    step = float(np.median(steps))
-    duplicates = np.flatnonzero(steps < max(1e-3, 1e-3 * step))
-    if len(duplicates):
-        n = int(duplicates[0])
-        raise InvalidImageError(
-            f"{series}: duplicate slices at the same position "
-            f"({Path(files[order[n]]).name} and {Path(files[order[n + 1]]).name}, {heights[n]:.3f} mm along the normal)"
-        )
-    gaps = np.flatnonzero(steps > 1.5 * step)
-    if len(gaps):
-        n = int(gaps[0])
-        missing = int(round(steps[n] / step)) - 1
-        raise InvalidImageError(
-            f"{series}: {missing} slice(s) missing between {Path(files[order[n]]).name} and "
-            f"{Path(files[order[n + 1]]).name} ({steps[n]:.3f} mm apart, slices are {step:.3f} mm apart)"
-        )
 
 
 def read_source(source: Source) -> sitk.Image:

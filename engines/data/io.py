@@ -8,7 +8,9 @@ the transposition happens here and nowhere else.
 from __future__ import annotations
 
 import io
+import math
 import os
+import re
 import tempfile
 import zlib
 from collections.abc import Callable, Sequence
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from engines.data.dicom import check_dicom_slices
 from engines.errors import InputTooLargeError, InvalidImageError
 
 __all__ = [
@@ -27,6 +30,9 @@ __all__ = [
     "DICOM_SUFFIX",
     "detect_suffix",
     "read_dicom_series",
+    "check_geometry",
+    "check_inline_data",
+    "check_image_file",
     "read_modalities",
     "same_grid",
     "read_volume",
@@ -127,6 +133,8 @@ def read_volume(
         # decompressing at most what the header announces (no gzip bombs).
         source = _complete_nifti(source, gzipped=suffix == ".nii.gz", max_voxels=max_voxels)
         suffix = ".nii"
+    else:
+        check_inline_data(source)
     with tempfile.TemporaryDirectory(prefix="aiaa-") as tmp:
         path = os.path.join(tmp, "upload" + suffix)
         with open(path, "wb") as fh:
@@ -160,6 +168,7 @@ def read_dicom_series(files: Sequence[bytes], *, max_voxels: int | None = None) 
             raise InvalidImageError(
                 f"{len(files) - len(names)} of the {len(files)} uploaded files are not slices of the DICOM series"
             )
+        check_dicom_slices(names)
         info = _read_information(names[0])
         voxels = int(np.prod(info.GetSize()[:2], dtype=np.int64)) * len(names)
         if max_voxels is not None and voxels > max_voxels:
@@ -170,9 +179,64 @@ def read_dicom_series(files: Sequence[bytes], *, max_voxels: int | None = None) 
             image = reader.Execute()
         except RuntimeError as exc:
             raise InvalidImageError(f"unreadable DICOM series: {_first_line(exc)}") from None
+    check_geometry(image.GetSpacing(), image.GetOrigin(), image.GetDirection())
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InvalidImageError("the DICOM series is not a scalar (greyscale) image")
     return _to_volume(image)
+
+
+# A MetaImage header names where its voxels are: only LOCAL (right after the header) is read from uploads.
+_META_DATA_FILE = re.compile(rb"^[ \t]*ElementDataFile[ \t]*=[ \t]*([^\r\n]*)", re.IGNORECASE | re.MULTILINE)
+# An NRRD header may point at detached data ("data file: ..."); uploads must carry their data inline.
+_NRRD_DATA_FILE = re.compile(rb"^[ \t]*data ?file[ \t]*:", re.IGNORECASE | re.MULTILINE)
+
+
+def check_inline_data(data: bytes) -> None:
+    """Refuse an uploaded MetaImage or NRRD whose header points at another file (only inline data is read).
+
+    Otherwise ``ElementDataFile = /etc/passwd`` or ``data file: /dev/zero`` would make the
+    server read its own files into a session.
+
+    Raises:
+        InvalidImageError: the header names a data file.
+    """
+    head = data[:65536]
+    if head.startswith(b"NRRD"):
+        header = re.split(rb"\r?\n\r?\n", head, maxsplit=1)[0]
+        if _NRRD_DATA_FILE.search(header):
+            raise InvalidImageError("the NRRD header names a separate data file; upload the image with its "
+                                    "data inline (a single .nrrd file)")
+    match = _META_DATA_FILE.search(head)
+    if match and match.group(1).strip().upper() != b"LOCAL":
+        raise InvalidImageError("the MetaImage header names a separate data file (ElementDataFile is not LOCAL); "
+                                "upload the image with its data inline (a single .mha file)")
+
+
+def check_geometry(spacing: Sequence[float], origin: Sequence[float], direction: Sequence[float]) -> None:
+    """Refuse a grid with non-finite or non-positive spacing, or a non-finite origin or direction.
+
+    Raises:
+        InvalidImageError: the geometry cannot place voxels in space.
+    """
+    if not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise InvalidImageError(f"the image spacing {list(spacing)} is not finite and positive")
+    if not all(math.isfinite(v) for v in (*origin, *direction)):
+        raise InvalidImageError("the image origin or direction (affine) holds NaN or infinite values")
+
+
+def check_image_file(path: str | Path) -> tuple[int, ...]:
+    """Read only the header of an image file (one DICOM slice counts) and return its size.
+
+    Raises:
+        InvalidImageError: not a readable image, data in another file, or non-finite geometry.
+    """
+    path = str(path)
+    if path.lower().endswith((".mha", ".nrrd")):
+        with open(path, "rb") as fh:
+            check_inline_data(fh.read(65536))
+    reader = _read_information(path)
+    check_geometry(reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
+    return tuple(reader.GetSize())
 
 
 def _read_information(path: str) -> sitk.ImageFileReader:
@@ -241,6 +305,7 @@ def _read_path(path: str, max_voxels: int | None) -> Volume:
         raise InvalidImageError(
             f"image has {reader.GetNumberOfComponents()} components per voxel; a scalar image is required"
         )
+    check_geometry(reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
     voxels = int(np.prod(size, dtype=np.int64))
     if voxels == 0:
         raise InvalidImageError(f"image has no voxels (size {list(size)})")
@@ -256,7 +321,9 @@ def _read_path(path: str, max_voxels: int | None) -> Volume:
 
 
 def _to_volume(image: sitk.Image) -> Volume:
-    array = sitk.GetArrayFromImage(image).transpose()  # [k, j, i] -> [i, j, k]
+    # A view of SimpleITK's buffer, copied once into [i, j, k] order: two copies of the voxels at
+    # most while decoding (GetArrayFromImage + ascontiguousarray made three).
+    array = sitk.GetArrayViewFromImage(image).transpose()  # [k, j, i] -> [i, j, k]
     ndim = image.GetDimension()
     spatial = min(ndim, 3)  # a 4D image is channels (modalities) on a 3D grid: keep the grid's geometry
     direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(ndim, ndim)[:spatial, :spatial]
@@ -265,7 +332,7 @@ def _to_volume(image: sitk.Image) -> Volume:
         tuple(float(o) for o in image.GetOrigin()[:spatial]),
         tuple(float(d) for d in direction.ravel()),
     )
-    return Volume(np.ascontiguousarray(array), geometry)
+    return Volume(np.array(array, order="C"), geometry)  # always a copy: the view dies with the image
 
 
 def read_modalities(paths: str | Path | Sequence[str | Path]) -> Volume:

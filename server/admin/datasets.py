@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 import secrets
+import shutil
 from pathlib import Path
 from typing import Any
 
-from server.errors import BadRequest, Forbidden, NotFound
+from engines.data.io import check_image_file
+from engines.errors import InvalidImageError
+from server.admin.validate import inside
+from server.errors import BadRequest, Forbidden, InsufficientStorage, NotFound
 
 __all__ = ["DATASET_ID", "resolve_datalist", "save_dataset"]
 
 DATASET_ID = re.compile(r"^ds-[0-9a-f]{12}$")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,200}$")
 _SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".dcm")
-
-
-def _inside(path: Path, roots: list[Path]) -> bool:
-    return any(path == root or root in path.parents for root in roots)
 
 
 def _paths_of(items: list[Any]) -> list[str]:
@@ -49,7 +50,7 @@ def resolve_datalist(value: str, roots: list[Path], datasets_dir: Path) -> Path:
             raise NotFound(f"no dataset {value!r} (POST /admin/datasets uploads one)")
         return path
     path = Path(value).resolve()
-    if not _inside(path, roots):
+    if not inside(path, roots):
         raise Forbidden(f"datalist {value!r} is outside the data roots; the server reads data only under "
                         f"AIAA_DATA_ROOTS ({':'.join(str(r) for r in roots[:-1]) or 'none configured'})")
     if not path.is_file():
@@ -60,10 +61,27 @@ def resolve_datalist(value: str, roots: list[Path], datasets_dir: Path) -> Path:
         raise BadRequest(f"datalist {value!r} is not valid JSON: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("training"), list):
         raise BadRequest(f"datalist {value!r} needs a 'training' list")
+    for split in ("training", "validation"):
+        items = data.get(split, [])
+        if not isinstance(items, list) or not all(isinstance(i, dict) and "image" in i for i in items):
+            raise BadRequest(f"datalist {value!r}: '{split}' must be a list of objects with an 'image'")
     for listed in _paths_of(data.get("training", []) + data.get("validation", [])):
-        if not _inside((path.parent / listed).resolve(), roots):
+        if not inside((path.parent / listed).resolve(), roots):
             raise Forbidden(f"datalist {value!r} lists {listed!r}, which is outside the data roots")
+    for item in data.get("training", []) + data.get("validation", []):
+        images = item["image"] if isinstance(item["image"], list) else [item["image"]]
+        for image in images:
+            _check_listed_image(value, path.parent / str(image))
     return path
+
+
+def _check_listed_image(datalist: str, file: Path) -> None:
+    if not file.is_file():
+        raise BadRequest(f"datalist {datalist!r} lists {file.name!r}, which does not exist")
+    try:
+        check_image_file(file)
+    except InvalidImageError as exc:
+        raise BadRequest(f"datalist {datalist!r} lists {file.name!r}, which is not an image: {exc}") from None
 
 
 def _check_name(name: str | None) -> str:
@@ -71,6 +89,13 @@ def _check_name(name: str | None) -> str:
     if not _FILE_NAME.match(name) or ".." in name or not name.lower().endswith(_SUFFIXES):
         raise BadRequest(f"file name {name!r} is not accepted: plain names ending in {', '.join(_SUFFIXES)}")
     return name
+
+
+def _check_uploaded_image(file: Path, kind: str) -> None:
+    try:
+        check_image_file(file)
+    except InvalidImageError as exc:
+        raise BadRequest(f"{kind}/{file.name} is not an image: {exc}") from None
 
 
 def save_dataset(images: list[tuple[str | None, bytes]], labels: list[tuple[str | None, bytes]], datasets_dir: Path,
@@ -92,13 +117,23 @@ def save_dataset(images: list[tuple[str | None, bytes]], labels: list[tuple[str 
             raise BadRequest(f"duplicate file names among the {kind}")
     dataset_id = f"ds-{secrets.token_hex(6)}"
     folder = datasets_dir / dataset_id
+    partial = datasets_dir / f".{dataset_id}.part"  # renamed onto ``folder`` once complete
     items = []
-    for kind, parts in (("images", images), ("labels", labels)):
-        (folder / kind).mkdir(parents=True, exist_ok=True)
-        for name, (_, data) in zip(names[kind], parts):
-            (folder / kind / name).write_bytes(data)
-        items.append([f"{kind}/{n}" for n in names[kind]])
-    pairs = [{"image": i, "label": lab} for i, lab in zip(*items)]
-    datalist = {"training": pairs[:-validation], "validation": pairs[-validation:]}
-    (folder / "datalist.json").write_text(json.dumps(datalist, indent=2))
+    try:
+        for kind, parts in (("images", images), ("labels", labels)):
+            (partial / kind).mkdir(parents=True, exist_ok=True)
+            for name, (_, data) in zip(names[kind], parts):
+                (partial / kind / name).write_bytes(data)
+                _check_uploaded_image(partial / kind / name, kind)
+            items.append([f"{kind}/{n}" for n in names[kind]])
+        pairs = [{"image": i, "label": lab} for i, lab in zip(*items)]
+        datalist = {"training": pairs[:-validation], "validation": pairs[-validation:]}
+        (partial / "datalist.json").write_text(json.dumps(datalist, indent=2))
+        partial.rename(folder)
+    except BaseException as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InsufficientStorage(f"the server's disk is full: the dataset of {len(images)} cases was not "
+                                      f"saved (nothing of it was kept); free space and upload again") from None
+        raise
     return {"dataset_id": dataset_id, "training": len(datalist["training"]), "validation": validation}

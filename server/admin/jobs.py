@@ -22,6 +22,7 @@ from engines.errors import ConfigError
 from engines.serving.versions import check_model_name
 from server.admin.auth import require_admin
 from server.admin.datasets import resolve_datalist, save_dataset
+from server.admin.validate import check_job_params
 from server.deps import SettingsDep
 from server.errors import BadRequest, Conflict, NotFound
 from server.jobs.bundle_commands import bundle_folder, check_bundle_job
@@ -61,7 +62,11 @@ def _job(request: Request, job_id: str) -> dict:
 def submit(body: JobRequest, request: Request, settings: SettingsDep) -> JSONResponse:
     """Queue a job; it runs in a worker process when a slot is free."""
     state = request.app.state
-    check_model_name(body.model)
+    try:
+        check_model_name(body.model)
+    except ConfigError as exc:
+        raise BadRequest(str(exc)) from None
+    check_job_params(body.params, settings)
     kind = job_kind(body.kind)
     datalist = None
     if kind.needs_datalist or body.datalist:

@@ -55,7 +55,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"aiaa serve: {problem}", file=sys.stderr)
         return 2
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
-                timeout_keep_alive=30)
+                **settings.uvicorn_options())
     return 0
 
 

@@ -85,12 +85,15 @@ class Session:
 class SessionStore:
     """Thread-safe, memory-bounded session cache."""
 
-    def __init__(self, default_expiry_s: int, max_expiry_s: int, memory_budget: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, default_expiry_s: int, max_expiry_s: int, memory_budget: int, max_sessions: int = 1000,
+                 overhead_bytes: int = 0, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.default_expiry_s = default_expiry_s
         self.max_expiry_s = max_expiry_s
         self.memory_budget = memory_budget
+        self.max_sessions = max_sessions
+        # What a session costs beyond its voxels (objects, allocator slack), so that many tiny sessions count.
+        self.overhead_bytes = overhead_bytes
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -106,14 +109,16 @@ class SessionStore:
         Raises:
             InputTooLargeError: the volume alone exceeds the memory budget.
         """
-        if volume.nbytes > self.memory_budget:
+        cost = volume.nbytes + self.overhead_bytes
+        if cost > self.memory_budget:
             raise InputTooLargeError(
-                f"the image needs {volume.nbytes} bytes; sessions may hold at most {self.memory_budget}"
+                f"the image needs {cost} bytes; sessions may hold at most {self.memory_budget}"
             )
         session = Session(str(uuid.uuid4()), volume, suffix, name, self.expiry_for(expiry), self.clock(), self.clock)
         with self._lock:
             self._purge(self.clock())
-            while self._used() + volume.nbytes > self.memory_budget and self._sessions:
+            while self._sessions and (self._used() + cost > self.memory_budget
+                                      or len(self._sessions) >= self.max_sessions):
                 self._sessions.popitem(last=False)
             self._sessions[session.id] = session
         return session
@@ -163,7 +168,7 @@ class SessionStore:
             return {"count": len(self._sessions), "bytes": self._used(), "budget": self.memory_budget}
 
     def _used(self) -> int:
-        return sum(s.nbytes() for s in self._sessions.values())
+        return sum(s.nbytes() + self.overhead_bytes for s in self._sessions.values())
 
     def _purge(self, now: float) -> None:
         for sid in [sid for sid, s in self._sessions.items() if s.expired(now)]:

@@ -18,7 +18,7 @@ from engines.data.snapshot import render_snapshot
 from engines.errors import WrongModelTypeError
 from engines.tasks.interactive import InteractiveEngine
 from server.deps import GatesDep, InteractionsDep, PoolDep, SessionsDep, SettingsDep
-from server.errors import BadRequest, SessionExpired
+from server.errors import BadRequest, PayloadTooLarge, SessionExpired
 from server.protocols.aiaa.openapi import inference_docs
 from server.protocols.aiaa.wire import OUTPUTS, decode_upload, multipart_reply, read_upload, result_format
 
@@ -47,16 +47,19 @@ async def _infer(api: str, request: Request, pool: PoolDep, sessions: SessionsDe
 async def _admitted(request: Request, engine, gate, sessions, settings, interactions, model: str,
                     session_id: str | None,
                     output: str) -> Response:
-    upload = await read_upload(request, settings.max_upload_bytes)
+    upload = await read_upload(request, settings.upload_limit(model))
     timings: dict[str, float] = {}
     if session_id:
         session = sessions.get(session_id)
         if session is None:
             raise SessionExpired(f"session '{session_id}' not found or expired; create a new one with PUT /session/")
         volume, suffix = session.volume, session.suffix
+        if volume.array.size > settings.voxel_limit(model):
+            raise PayloadTooLarge(f"the session's image has {volume.array.size} voxels; model '{model}' accepts at "
+                                  f"most {settings.voxel_limit(model)}")
     elif upload.has_image:
         start = time.perf_counter()
-        volume, suffix, _ = await to_thread.run_sync(decode_upload, upload, settings.max_voxels)
+        volume, suffix, _ = await to_thread.run_sync(decode_upload, upload, settings.voxel_limit(model))
         timings["decode"] = round((time.perf_counter() - start) * 1000, 2)
     else:
         raise BadRequest("no image: upload the volume as a multipart file part or pass session_id")
@@ -67,6 +70,7 @@ async def _admitted(request: Request, engine, gate, sessions, settings, interact
     else:
         result = await gate.call(engine.infer, volume, upload.params)
     timings.update(result.timings)
+    request.app.state.metrics.observe_network(model, result.timings)
     params = {**result.params, "model": model, "timings": timings}
     if output == "json":
         return JSONResponse(params)

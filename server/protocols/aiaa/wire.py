@@ -8,6 +8,7 @@ text part ``params`` followed by one file part with a quoted ``filename``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import uuid
@@ -19,9 +20,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from engines.data.io import DICOM_SUFFIX, SUFFIXES, Volume, detect_suffix, read_dicom_series, read_volume
-from server.errors import BadRequest, PayloadTooLarge
+from server.errors import ApiError, BadRequest, PayloadTooLarge
 
-__all__ = ["Upload", "ResultFormat", "decode_upload", "read_body", "read_upload", "multipart_reply", "result_format"]
+__all__ = ["Upload", "ResultFormat", "decode_upload", "loads_untrusted", "read_body", "read_upload",
+           "multipart_reply", "result_format"]
 
 # Field names the clients use for the image, in order of preference.
 FILE_FIELDS = ("image", "datapoint", "file", "image0")
@@ -49,22 +51,87 @@ class Upload:
         return self.data is not None or bool(self.series)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole request body, refused with 413 past ``limit`` bytes (declared or streamed)."""
+def _check_declared_length(request: Request, limit: int) -> None:
     declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            if int(declared) > limit:
-                raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
-        except ValueError:
-            raise BadRequest("invalid Content-Length header") from None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
+    if declared is None:
+        return
+    if not declared.isascii() or not declared.strip().isdigit() or len(declared) > 20:
+        raise BadRequest("invalid Content-Length header")
+    if int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+
+
+def _limited(request: Request, limit: int) -> Request:
+    """The same request whose body stream stops with 413 past ``limit`` bytes (chunked bodies included)."""
+    _check_declared_length(request, limit)
+    received = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal received
+        message = await request.receive()
+        received += len(message.get("body", b""))
+        if received > limit:
             raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        return message
+
+    return Request(request.scope, receive)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, for small non-multipart bodies (JSON, arrays), refused with 413 past ``limit`` bytes."""
+    chunks = []
+    async for chunk in _limited(request, limit).stream():
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _stream_form(request: Request, limit: int, max_files: int) -> Any:
+    """Parse a multipart or url-encoded body as it arrives: file parts spool to disk, nothing is buffered whole."""
+    try:
+        return await _limited(request, limit).form(max_files=max_files, max_fields=64,
+                                                   max_part_size=16 * 1024 * 1024)
+    except ApiError:  # over the limit (413) or too slow (408): not a malformed body
+        raise
+    except Exception as exc:  # python-multipart raises several types for broken bodies
+        raise BadRequest(f"malformed multipart body: {exc}") from None
+
+
+# JSON numbers a request may carry: a number that does not fit a float (or an integer longer
+# than this) is refused before Python spends time converting thousands of digits.
+_MAX_INT_DIGITS = 30
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(text)} digits is out of range")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} does not fit a float")
+    return value
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a valid JSON number")
+
+
+def loads_untrusted(raw: str | bytes) -> Any:
+    """``json.loads`` for request bodies: finite floats, bounded integers, bounded nesting.
+
+    Raises:
+        BadRequest: invalid JSON, too deeply nested, or numbers out of range.
+    """
+    try:
+        return json.loads(raw, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"not valid JSON: {exc.msg} at position {exc.pos}") from None
+    except RecursionError:
+        raise BadRequest("the JSON is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"not valid JSON: {exc}") from None
 
 
 def parse_params(raw: Any) -> dict[str, Any]:
@@ -75,9 +142,9 @@ def parse_params(raw: Any) -> dict[str, Any]:
         raw = raw.decode("utf-8", errors="replace")
     if isinstance(raw, str):
         try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise BadRequest(f"'params' is not valid JSON: {exc.msg} at position {exc.pos}") from None
+            raw = loads_untrusted(raw)
+        except BadRequest as exc:
+            raise BadRequest(f"'params' is {exc.detail}") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -86,25 +153,19 @@ def parse_params(raw: Any) -> dict[str, Any]:
 
 
 async def read_upload(request: Request, max_bytes: int) -> Upload:
-    """Read ``params`` and at most one image from a multipart, url-encoded or empty request body."""
-    body = await read_body(request, max_bytes)
-    if not body:
-        return Upload()
+    """Read ``params`` and at most one image from a multipart, url-encoded or empty request body.
+
+    The body is parsed as it streams in (file parts spool to temporary files) and refused with
+    413 past ``max_bytes``; the image is read into memory once.
+    """
     content_type = request.headers.get("content-type", "")
     if not any(kind in content_type.lower() for kind in ("multipart/form-data", "application/x-www-form-urlencoded")):
+        if not await read_body(request, max_bytes):
+            return Upload()
         if "json" in content_type.lower():
             raise BadRequest("a JSON body is not supported here: send multipart/form-data with 'params' and an image")
         raise BadRequest(f"expected multipart/form-data, got {content_type or 'no Content-Type'!r}")
-
-    async def replay() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    try:
-        form = await Request(request.scope, replay).form(
-            max_files=MAX_SERIES_FILES, max_fields=64, max_part_size=16 * 1024 * 1024
-        )
-    except Exception as exc:  # python-multipart raises several types for broken bodies
-        raise BadRequest(f"malformed multipart body: {exc}") from None
+    form = await _stream_form(request, max_bytes, MAX_SERIES_FILES)
     try:
         files = [(name, value) for name, value in form.multi_items() if isinstance(value, UploadFile)]
         params_raw: Any = form.get("params")
@@ -194,16 +255,7 @@ def multipart_reply(params: dict[str, Any], data: bytes, filename: str) -> Respo
 
 
 async def read_form(request: Request, max_bytes: int, max_files: int = MAX_SERIES_FILES) -> Any:
-    """A multipart form within the byte limit (admin uploads: datasets, models)."""
-    body = await read_body(request, max_bytes)
+    """A multipart form within the byte limit (admin uploads: datasets, models), parsed as it streams in."""
     if "multipart/form-data" not in request.headers.get("content-type", "").lower():
         raise BadRequest("expected multipart/form-data")
-
-    async def replay() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    try:
-        return await Request(request.scope, replay).form(max_files=max_files, max_fields=64,
-                                                         max_part_size=16 * 1024 * 1024)
-    except Exception as exc:  # python-multipart raises several types for broken bodies
-        raise BadRequest(f"malformed multipart body: {exc}") from None
+    return await _stream_form(request, max_bytes, max_files)

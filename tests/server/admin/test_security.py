@@ -50,6 +50,7 @@ def test_admin_routes_need_the_right_bearer_token(admin, caplog):
 def test_the_token_can_come_from_a_file(tmp_path):
     token_file = tmp_path / "token"
     token_file.write_text("from-a-file\n")
+    token_file.chmod(0o600)
     from conftest import standin_pool
 
     settings = Settings(config="unused.json", state_dir=str(tmp_path / "state"), admin_token_file=str(token_file))
@@ -119,3 +120,43 @@ def test_inference_leaves_the_jobs_their_cores():
     assert Settings(jobs_max_running=1, job_threads=1).inference_thread_count() == max(1, cores - 1)
     assert Settings(jobs_max_running=64, job_threads=4).inference_thread_count() == 1
     assert Settings(inference_threads=3).inference_thread_count() == 3
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
+def test_a_token_file_that_others_can_read_is_refused(tmp_path, mode):
+    from conftest import standin_pool
+
+    from server.settings import InsecureTokenFile
+
+    token_file = tmp_path / "token"
+    token_file.write_text("from-a-file\n")
+    token_file.chmod(mode)
+    settings = Settings(config="unused.json", state_dir=str(tmp_path / "state"), admin_token_file=str(token_file))
+    with pytest.raises(InsecureTokenFile, match="chmod 600"):
+        create_app(settings, standin_pool())
+
+
+def test_the_token_file_is_ignored_by_git():
+    from helpers import REPO
+
+    ignored = (REPO / ".gitignore").read_text().split()
+    assert "admin_token" in ignored and "*.token" in ignored
+
+
+def test_failed_logins_are_limited_per_client_and_logged_without_the_token(tmp_path, caplog):
+    from conftest import standin_pool
+
+    from server.admin.auth import LoginLimiter
+
+    settings = Settings(config="unused.json", state_dir=str(tmp_path / "state"), admin_token=TOKEN)
+    now = [1000.0]
+    with TestClient(create_app(settings, standin_pool())) as client:
+        client.app.state.login_limiter = LoginLimiter(3, 60.0, clock=lambda: now[0])
+        for _ in range(3):
+            assert client.get("/admin/jobs", headers={"Authorization": "Bearer guess-1234"}).status_code == 401
+        locked = client.get("/admin/jobs", headers=AUTH)
+        assert locked.status_code == 429 and locked.headers["retry-after"] == "60"
+        now[0] += 61  # the window moved on: the right token works again
+        assert client.get("/admin/jobs", headers=AUTH).status_code == 200
+    assert "failed admin login from testclient" in caplog.text
+    assert "guess-1234" not in caplog.text and TOKEN not in caplog.text

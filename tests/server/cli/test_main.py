@@ -1,6 +1,5 @@
 import json
 
-import pytest
 
 from server.cli.main import build_parser, main
 

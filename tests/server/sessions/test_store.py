@@ -73,7 +73,7 @@ def test_expiry_is_capped_and_expired_sessions_answer_440(client):
 def test_memory_budget_evicts_oldest_session(client):
     store = client.app.state.sessions
     first, _ = upload(client)
-    store.memory_budget = int(first["session_info"]["image"]["shape"][0] * 48 * 32 * 4 * 1.5)
+    store.memory_budget = int((first["session_info"]["image"]["shape"][0] * 48 * 32 * 4 + store.overhead_bytes) * 1.5)
     second, _ = upload(client)
     assert client.get(f"/session/{first['session_id']}").status_code == 404
     assert client.get(f"/session/{second['session_id']}").status_code == 200
