@@ -17,6 +17,7 @@ from engines.errors import ConfigError
 __all__ = [
     "ComponentSpec",
     "EnsembleMember",
+    "InteractiveSettings",
     "ModelConfig",
     "PoolEntry",
     "WriterSpec",
@@ -25,7 +26,7 @@ __all__ = [
     "parse_pool",
 ]
 
-ModelType = Literal["annotation", "segmentation"]
+ModelType = Literal["annotation", "segmentation", "deepgrow"]
 ModelFormat = Literal["pytorch", "torchscript", "onnx", "openvino", "tensorrt", "auto"]
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
 # Formats whose model_path is an exported artifact rather than a checkpoint for ``network``.
@@ -91,6 +92,14 @@ class WriterSpec(_Strict):
         return self
 
 
+class InteractiveSettings(_Strict):
+    """How an interactive (``deepgrow``) model crops around prompts (``predict_step``'s settings)."""
+
+    margin: float = Field(0.25, ge=0.0, le=4.0)
+    min_size_mm: float = Field(40.0, gt=0.0)
+    max_zooms: int = Field(2, ge=0, le=8)
+
+
 class ModelConfig(_Strict):
     """How one model runs (``model_configs/<name>.json``), Clara keys plus what we need.
 
@@ -126,6 +135,7 @@ class ModelConfig(_Strict):
     padding: float | None = Field(None, ge=0.0)
     sigma: float | None = Field(None, gt=0.0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    interactive: InteractiveSettings | None = None  # deepgrow models: crop settings of each step
     # Batch inference (``aiaa infer``) output; empty means one NIfTI mask per input.
     writers: list[WriterSpec] = Field(default_factory=list)
 
@@ -165,6 +175,8 @@ class ModelConfig(_Strict):
                              "member)")
         if self.exports and self.model_format != "auto":
             raise ValueError("'exports' are chosen from with model_format 'auto' only")
+        if self.type == "deepgrow" and self.roi is None:
+            raise ValueError("deepgrow models need 'roi'")
         if self.type == "annotation":
             missing = [k for k in ("roi", "padding", "sigma") if getattr(self, k) is None]
             if missing:
