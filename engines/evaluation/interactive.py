@@ -34,28 +34,39 @@ import torch
 from monai.metrics import compute_dice, compute_surface_dice
 from scipy import ndimage
 
-from engines.errors import InvalidInputError
+from engines.config.model import load_json
+from engines.data.datalist import load_datalist
+from engines.data.io import read_volume
+from engines.errors import ConfigError, InvalidInputError
 from engines.tasks.interaction import predict_step
-from engines.transforms.prompts import Prompt
+from engines.transforms.prompts import Prompt, normalise_volume
 
 __all__ = [
-    "N_CLICKS",
     "NSD_TOLERANCE_MM",
+    "N_CLICKS",
     "VARIANTS",
+    "InteractiveDatalist",
     "ObjectSpec",
     "StepScore",
     "auc",
+    "bbox",
+    "case_name",
     "centre_voxel",
     "challenge_box",
     "dice_nsd",
     "error_click",
+    "evaluate_interactive",
     "extreme_points",
     "first_prompt",
-    "bbox",
     "largest_error",
     "largest_slice_box",
+    "load_interactive_datalist",
+    "load_network",
+    "read_case",
     "run_protocol",
+    "structures_of",
     "summarise",
+    "validation_objects",
     "write_outputs",
 ]
 
@@ -180,7 +191,7 @@ def dice_nsd(prediction: np.ndarray, truth: np.ndarray, spacing: Sequence[float]
     lo, hi = bbox(pred | true)
     lo, hi = np.maximum(lo - 2, 0), np.minimum(hi + 2, true.shape)
     window = tuple(slice(a, b) for a, b in zip(lo, hi))
-    as_tensor = lambda m: torch.as_tensor(np.stack([~m[window], m[window]]))[None].float()  # noqa: E731
+    as_tensor = lambda m: torch.as_tensor(np.stack([~m[window], m[window]]))[None].float()
     y_pred, y = as_tensor(pred), as_tensor(true)
     dice = float(compute_dice(y_pred[:, 1:], y[:, 1:], include_background=True).item())
     with warnings.catch_warnings():
@@ -226,6 +237,81 @@ class StepScore:
 
 
 Network = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class InteractiveDatalist:
+    """An interactive datalist: cases with absolute paths, and the structures to segment in them."""
+
+    dataset: str
+    structures: dict[str, tuple[int, ...]] | None
+    training: list[dict[str, Any]]
+    validation: list[dict[str, Any]]
+
+
+def load_interactive_datalist(path: str | Path) -> InteractiveDatalist:
+    """A Clara datalist with ``dataset`` (default: the file's stem) and optional ``structures`` {name: [values]}.
+
+    Without ``structures`` each label value present is a structure (``label_<v>``), and with
+    two to four values present their union (``foreground``) is one too.
+    """
+    data = load_json(path)
+    lists = load_datalist(path)
+    structures = data.get("structures")
+    if structures is not None:
+        if not isinstance(structures, dict) or not all(
+                isinstance(v, list) and v and all(isinstance(x, int) and x > 0 for x in v) for v in structures.values()):
+            raise ConfigError(f"{path}: 'structures' must map names to non-empty lists of positive label values")
+        structures = {str(k): tuple(v) for k, v in structures.items()}
+    return InteractiveDatalist(str(data.get("dataset") or Path(path).stem), structures,
+                               lists["training"], lists.get("validation", []))
+
+
+def structures_of(label: np.ndarray, declared: dict[str, tuple[int, ...]] | None,
+                  min_voxels: int) -> dict[str, tuple[int, ...]]:
+    """The structures (name -> label values) with at least ``min_voxels`` voxels in ``label``."""
+    present = {int(v): int(n) for v, n in zip(*np.unique(label, return_counts=True)) if v > 0}
+    if declared is None:
+        declared = {f"label_{v}": (v,) for v in present}
+        if 1 < len(present) <= 4:  # a few labels: their union is an object too (not of many organs)
+            declared["foreground"] = tuple(sorted(present))
+    return {name: values for name, values in declared.items()
+            if sum(present.get(v, 0) for v in values) >= min_voxels}
+
+
+def case_name(case: dict[str, Any]) -> str:
+    """A short case name: the image's file name without suffix (and its folder unless that is ``images``)."""
+    image = case["image"][0] if isinstance(case["image"], list) else case["image"]
+    name = Path(image).name
+    for suffix in (".nii.gz", ".nii", ".mha", ".nrrd"):
+        name = name.removesuffix(suffix)
+    parent = Path(image).parent.name
+    return f"{parent}/{name}" if parent not in ("images", "imagesTr", "imagesTs") else name
+
+
+def validation_objects(datalist: InteractiveDatalist, min_voxels: int = 20) -> list[ObjectSpec]:
+    """Every (validation case, structure) object of an interactive datalist."""
+    objects = []
+    for case in datalist.validation:
+        label = np.asarray(read_volume(case["label"]).array)
+        for name, values in structures_of(np.rint(label).astype(np.int32), datalist.structures, min_voxels).items():
+            image = case["image"][0] if isinstance(case["image"], list) else case["image"]
+            objects.append(ObjectSpec(datalist.dataset, name, case_name(case), image, case["label"], values))
+    return objects
+
+
+def read_case(image_path: str, label_path: str) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """Normalised image, integer labels and spacing of one case."""
+    image = read_volume(image_path)
+    label = np.rint(np.asarray(read_volume(label_path).array)).astype(np.int16)
+    array = np.asarray(image.array)
+    if array.ndim == 4:  # several components: the first
+        array = array[..., 0]
+    if array.shape != label.shape:
+        raise ConfigError(f"{image_path}: image {list(array.shape)} and label {list(label.shape)} differ")
+    return normalise_volume(array), label, tuple(float(s) for s in image.geometry.spacing[:3])
+
+
 
 
 def run_protocol(network: Network, image: np.ndarray, spacing: Sequence[float], truth: np.ndarray, roi: Sequence[int],
@@ -344,3 +430,74 @@ def rows_for(spec: ObjectSpec, variant: str, steps: Sequence[tuple[str, float, f
 def as_dict(row: StepScore) -> dict[str, Any]:
     """A row as a plain dict (for JSON progress lines)."""
     return asdict(row)
+
+
+def load_network(config_path: str | Path) -> tuple[Network, Any, Path]:
+    """``(network, model config, backend)`` of an interactive model config, through the engine's backend loader.
+
+    The network maps ``(C, *roi)`` to logits ``(*roi)``, as :func:`predict_step` wants.
+    """
+    from engines.backends import load_backend
+    from engines.config.model import load_model_config
+
+    config_path = Path(config_path)
+    config = load_model_config(config_path)
+    if config.type != "deepgrow" or config.roi is None:
+        raise InvalidInputError(f"{config_path}: the interactive protocol runs 'deepgrow' models (with a 'roi'), "
+                                f"not '{config.type}'")
+    backend = load_backend(config, config_path.parent.resolve())
+
+    def network(x: np.ndarray) -> np.ndarray:
+        out = backend(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None])
+        return np.asarray(out.detach().cpu().numpy() if hasattr(out, "detach") else out)[0, 0]
+
+    return network, config, backend
+
+
+def evaluate_interactive(config: str | Path, datalists: Sequence[str | Path], output: str | Path, *,
+                         variants: Sequence[str] = ("box",), n_clicks: int = N_CLICKS,
+                         max_objects: int | None = None, progress: Callable[[int, int, str], None] | None = None,
+                         ) -> dict[str, Any]:
+    """Run the protocol on every validation object of interactive datalists; write the report into ``output``.
+
+    Objects are (validation case, structure) pairs (see
+    :func:`engines.training.interactive.load_interactive_datalist`); ``max_objects`` keeps the
+    first N of each datalist (a subset, named in the summary).
+    """
+    objects: list[ObjectSpec] = []
+    for path in datalists:
+        found = validation_objects(load_interactive_datalist(path))
+        if not found:
+            raise InvalidInputError(f"{path} has no validation objects")
+        objects += found[:max_objects]
+    for variant in variants:
+        if variant not in VARIANTS:
+            raise InvalidInputError(f"unknown protocol variant '{variant}': choose among {', '.join(VARIANTS)}")
+    network, model, backend = load_network(config)
+    settings = model.interactive.model_dump() if model.interactive is not None else {}
+    rows: list[StepScore] = []
+    cache: dict[str, tuple] = {}
+    total = len(objects) * len(variants)
+    try:
+        for n, spec in enumerate(objects):
+            if spec.image not in cache:
+                cache.clear()  # one volume at a time: objects of a case are listed together
+                cache[spec.image] = read_case(spec.image, spec.label)
+            image, label, spacing = cache[spec.image]
+            truth = np.isin(label, spec.values)
+            for m, variant in enumerate(variants):
+                steps = run_protocol(network, image, spacing, truth, model.roi, variant=variant, n_clicks=n_clicks,
+                                     interactive=settings)
+                rows += rows_for(spec, variant, steps)
+                if progress:
+                    progress(n * len(variants) + m + 1, total, f"{spec.case} {spec.dataset}/{spec.structure}")
+    finally:
+        close = getattr(backend, "close", None)
+        if close:
+            close()
+    summary = write_outputs(rows, output)
+    summary["protocol"] = {"config": str(config), "datalists": [str(p) for p in datalists], "n_clicks": n_clicks,
+                           "nsd_tolerance_mm": NSD_TOLERANCE_MM, "objects": len(objects),
+                           "max_objects_per_datalist": max_objects}
+    (Path(output) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary

@@ -10,7 +10,7 @@ random voxel of that component). The training pair is the shared
 :func:`engines.transforms.prompts.encode` of the crop that the next step would look at, with the
 previous mask as input, and the object resampled to the ROI as target.
 
-Datasets are interactive datalists (:func:`load_interactive_datalist`): a Clara datalist plus
+Datasets are interactive datalists (:func:`engines.evaluation.interactive.load_interactive_datalist`): a Clara datalist plus
 ``dataset`` (a name) and ``structures`` (name -> label values; absent: every label value, and
 their union). Only their ``training`` cases are trained on; ``validation`` cases are held out.
 Volumes are read once, normalised with :func:`engines.transforms.prompts.normalise_volume` and
@@ -36,35 +36,36 @@ from pydantic import Field, ValidationError
 from scipy import ndimage
 
 from engines.config.model import ModelConfig, _Strict, describe_validation_error, load_json, load_model_config
-from engines.data.datalist import load_datalist
-from engines.data.io import read_volume
 from engines.errors import ConfigError, TrainingStopped
 from engines.evaluation.interactive import (
+    InteractiveDatalist,
     ObjectSpec,
     bbox,
+    case_name,
     centre_voxel,
     extreme_points,
     largest_error,
     largest_slice_box,
+    load_interactive_datalist,
+    read_case,
     run_protocol,
+    structures_of,
+    validation_objects,
 )
 from engines.networks import build_network
 from engines.tasks.interaction import predict_step
-from engines.transforms.prompts import Prompt, crop_box, encode, normalise_volume
+from engines.transforms.prompts import Prompt, crop_box, encode
 
 __all__ = [
     "FIRST_PROMPTS",
-    "InteractiveDatalist",
     "InteractiveTrainConfig",
     "Source",
     "is_interactive_train_config",
-    "load_interactive_datalist",
     "load_sources",
     "network_callable",
     "simulate_first_prompt",
     "train_interactive",
     "training_click",
-    "validation_objects",
 ]
 
 log = logging.getLogger(__name__)
@@ -123,65 +124,6 @@ def load_interactive_train_config(path: str | Path) -> InteractiveTrainConfig:
 
 
 @dataclass
-class InteractiveDatalist:
-    """An interactive datalist: cases with absolute paths, and the structures to segment in them."""
-
-    dataset: str
-    structures: dict[str, tuple[int, ...]] | None
-    training: list[dict[str, Any]]
-    validation: list[dict[str, Any]]
-
-
-def load_interactive_datalist(path: str | Path) -> InteractiveDatalist:
-    """A Clara datalist with ``dataset`` (default: the file's stem) and optional ``structures`` {name: [values]}.
-
-    Without ``structures`` each label value present is a structure (``label_<v>``), and with
-    two to four values present their union (``foreground``) is one too.
-    """
-    data = load_json(path)
-    lists = load_datalist(path)
-    structures = data.get("structures")
-    if structures is not None:
-        if not isinstance(structures, dict) or not all(
-                isinstance(v, list) and v and all(isinstance(x, int) and x > 0 for x in v) for v in structures.values()):
-            raise ConfigError(f"{path}: 'structures' must map names to non-empty lists of positive label values")
-        structures = {str(k): tuple(v) for k, v in structures.items()}
-    return InteractiveDatalist(str(data.get("dataset") or Path(path).stem), structures,
-                               lists["training"], lists.get("validation", []))
-
-
-def _structures_of(label: np.ndarray, declared: dict[str, tuple[int, ...]] | None,
-                   min_voxels: int) -> dict[str, tuple[int, ...]]:
-    present = {int(v): int(n) for v, n in zip(*np.unique(label, return_counts=True)) if v > 0}
-    if declared is None:
-        declared = {f"label_{v}": (v,) for v in present}
-        if 1 < len(present) <= 4:  # a few labels: their union is an object too (not of many organs)
-            declared["foreground"] = tuple(sorted(present))
-    return {name: values for name, values in declared.items()
-            if sum(present.get(v, 0) for v in values) >= min_voxels}
-
-
-def _case_name(case: dict[str, Any]) -> str:
-    image = case["image"][0] if isinstance(case["image"], list) else case["image"]
-    name = Path(image).name
-    for suffix in (".nii.gz", ".nii", ".mha", ".nrrd"):
-        name = name.removesuffix(suffix)
-    parent = Path(image).parent.name
-    return f"{parent}/{name}" if parent not in ("images", "imagesTr", "imagesTs") else name
-
-
-def validation_objects(datalist: InteractiveDatalist, min_voxels: int = 20) -> list[ObjectSpec]:
-    """Every (validation case, structure) object of an interactive datalist."""
-    objects = []
-    for case in datalist.validation:
-        label = np.asarray(read_volume(case["label"]).array)
-        for name, values in _structures_of(np.rint(label).astype(np.int32), datalist.structures, min_voxels).items():
-            image = case["image"][0] if isinstance(case["image"], list) else case["image"]
-            objects.append(ObjectSpec(datalist.dataset, name, _case_name(case), image, case["label"], values))
-    return objects
-
-
-@dataclass
 class Source:
     """One training volume in memory: the normalised image, the labels and the structures present."""
 
@@ -200,18 +142,6 @@ class Source:
         return self._masks[structure]
 
 
-def read_case(image_path: str, label_path: str) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
-    """Normalised image, integer labels and spacing of one case."""
-    image = read_volume(image_path)
-    label = np.rint(np.asarray(read_volume(label_path).array)).astype(np.int16)
-    array = np.asarray(image.array)
-    if array.ndim == 4:  # several components: the first
-        array = array[..., 0]
-    if array.shape != label.shape:
-        raise ConfigError(f"{image_path}: image {list(array.shape)} and label {list(label.shape)} differ")
-    return normalise_volume(array), label, tuple(float(s) for s in image.geometry.spacing[:3])
-
-
 def load_sources(datalists: Sequence[InteractiveDatalist], min_voxels: int = 20, max_cases: int | None = None,
                  progress: Callable[[str], None] = print) -> list[Source]:
     """Read every training case of the datalists (images given as lists: one source per modality)."""
@@ -222,9 +152,9 @@ def load_sources(datalists: Sequence[InteractiveDatalist], min_voxels: int = 20,
             images = case["image"] if isinstance(case["image"], list) else [case["image"]]
             for path in images:
                 image, label, spacing = read_case(path, case["label"])
-                structures = _structures_of(label, dl.structures, min_voxels)
+                structures = structures_of(label, dl.structures, min_voxels)
                 if structures:
-                    sources.append(Source(dl.dataset, _case_name({"image": path}), image, label, spacing, structures))
+                    sources.append(Source(dl.dataset, case_name({"image": path}), image, label, spacing, structures))
         progress(f"{dl.dataset}: {sum(s.dataset == dl.dataset for s in sources)} volumes in {time.time() - start:.0f} s")
     return sources
 
@@ -237,7 +167,7 @@ def _jitter_box(lo: np.ndarray, hi: np.ndarray, shape: Sequence[int], rng: np.ra
                 axes: Sequence[int] = (0, 1, 2)) -> tuple[tuple[int, ...], tuple[int, ...]]:
     lo, hi = lo.astype(np.int64).copy(), hi.astype(np.int64).copy()
     for axis in axes:
-        j = max(1, int(round(amount * (hi[axis] - lo[axis])))) if amount > 0 else 0
+        j = max(1, int(np.rint(amount * (hi[axis] - lo[axis])))) if amount > 0 else 0
         if j:
             lo[axis] += int(rng.integers(-j, j + 1))
             hi[axis] += int(rng.integers(-j, j + 1))
