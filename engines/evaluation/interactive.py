@@ -456,17 +456,18 @@ def load_network(config_path: str | Path) -> tuple[Network, Any, Path]:
 
 def evaluate_interactive(config: str | Path, datalists: Sequence[str | Path], output: str | Path, *,
                          variants: Sequence[str] = ("box",), n_clicks: int = N_CLICKS,
-                         max_objects: int | None = None, progress: Callable[[int, int, str], None] | None = None,
-                         ) -> dict[str, Any]:
+                         max_objects: int | None = None, structures: Sequence[str] | None = None,
+                         progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
     """Run the protocol on every validation object of interactive datalists; write the report into ``output``.
 
     Objects are (validation case, structure) pairs (see
     :func:`engines.training.interactive.load_interactive_datalist`); ``max_objects`` keeps the
-    first N of each datalist (a subset, named in the summary).
+    first N of each datalist (a subset, named in the summary); ``structures`` keeps only those names.
     """
     objects: list[ObjectSpec] = []
     for path in datalists:
-        found = validation_objects(load_interactive_datalist(path))
+        found = [o for o in validation_objects(load_interactive_datalist(path))
+                 if not structures or o.structure in structures]
         if not found:
             raise InvalidInputError(f"{path} has no validation objects")
         objects += found[:max_objects]
@@ -498,6 +499,6 @@ def evaluate_interactive(config: str | Path, datalists: Sequence[str | Path], ou
     summary = write_outputs(rows, output)
     summary["protocol"] = {"config": str(config), "datalists": [str(p) for p in datalists], "n_clicks": n_clicks,
                            "nsd_tolerance_mm": NSD_TOLERANCE_MM, "objects": len(objects),
-                           "max_objects_per_datalist": max_objects}
+                           "max_objects_per_datalist": max_objects, "structures": list(structures or [])}
     (Path(output) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary

@@ -125,6 +125,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                 return _fail("evaluate", "--interactive needs --config and at least one --datalist")
             summary = evaluate_interactive(args.config, datalists, args.output, variants=args.variants,
                                            n_clicks=args.clicks, max_objects=args.max_objects,
+                                           structures=args.structures,
                                            progress=Progress("evaluate"))
             for variant in args.variants:
                 print(f"{variant}: " + json.dumps(summary[variant]["overall"]))
@@ -257,5 +258,7 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--clicks", type=int, default=5, help="with --interactive: corrective clicks (default 5)")
     evaluate.add_argument("--max-objects", type=int, default=None,
                           help="with --interactive: first N objects of each datalist only (a subset)")
+    evaluate.add_argument("--structures", nargs="+", default=None,
+                          help="with --interactive: only these structures of the datalists (e.g. rv myo lv)")
     evaluate.add_argument("-o", "--output", required=True, help="report folder")
     evaluate.set_defaults(func=_evaluate)

@@ -38,9 +38,8 @@ def _train(args: argparse.Namespace) -> int:
 
     try:
         interactive = is_interactive_train_config(args.train_config)
-    except EngineError as exc:
-        print(f"aiaa train: {exc}", file=sys.stderr)
-        return 2
+    except EngineError:  # unreadable: the classic path reports it, after the model config
+        interactive = False
     datalists = args.datalist or []
     if not interactive and len(datalists) != 1:
         print("aiaa train: give exactly one --datalist (several only for an interactive train config)", file=sys.stderr)

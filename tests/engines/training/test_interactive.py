@@ -185,6 +185,11 @@ def test_tiny_train_then_evaluate_through_the_cli(tmp_path):
         assert len(list(csv.DictReader(fh))) == 3 * 2 * 3  # objects x variants x (first prompt + 2 clicks)
     assert (report / "dice_per_interaction.png").is_file()
 
+    from engines.evaluation.interactive import evaluate_interactive
+
+    only_a = evaluate_interactive(config, [datalist], tmp_path / "only_a", n_clicks=1, structures=["a"])
+    assert set(only_a["box"]["structures"]) == {"phantom/a"} and only_a["protocol"]["structures"] == ["a"]
+
 
 def test_cli_refuses_an_interactive_evaluation_of_a_non_interactive_model(tmp_path, capsys):
     from helpers import annotation_config, write_model
