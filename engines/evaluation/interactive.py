@@ -290,13 +290,19 @@ def case_name(case: dict[str, Any]) -> str:
 
 
 def validation_objects(datalist: InteractiveDatalist, min_voxels: int = 20) -> list[ObjectSpec]:
-    """Every (validation case, structure) object of an interactive datalist."""
+    """Every (validation case, structure) object of an interactive datalist, image by image.
+
+    A case whose ``image`` lists several files (modalities) gives one object per file and structure.
+    """
     objects = []
     for case in datalist.validation:
         label = np.asarray(read_volume(case["label"]).array)
-        for name, values in structures_of(np.rint(label).astype(np.int32), datalist.structures, min_voxels).items():
-            image = case["image"][0] if isinstance(case["image"], list) else case["image"]
-            objects.append(ObjectSpec(datalist.dataset, name, case_name(case), image, case["label"], values))
+        images = case["image"] if isinstance(case["image"], list) else [case["image"]]
+        for image in images:
+            for name, values in structures_of(np.rint(label).astype(np.int32), datalist.structures,
+                                              min_voxels).items():
+                objects.append(ObjectSpec(datalist.dataset, name, case_name({"image": image}), image, case["label"],
+                                          values))
     return objects
 
 
