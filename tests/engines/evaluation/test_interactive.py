@@ -142,7 +142,7 @@ def test_run_protocol_gives_first_prompt_plus_clicks_and_times():
     assert all(s[3] >= 0 for s in steps)
     assert steps[-1][1] > 0.9  # the oracle finds the bright object
     clicks_only = run_protocol(oracle(), image, (1.0, 1.0, 1.0), truth, (16, 16, 16), variant="clicks", n_clicks=2)
-    assert [s[0] for s in clicks_only][0] == "point" and len(clicks_only) == 3
+    assert clicks_only[0][0] == "point" and len(clicks_only) == 3
 
 
 def test_summary_csv_and_plot(tmp_path):

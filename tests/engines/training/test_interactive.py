@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import REPO, phantom
 
 from engines.config.model import load_model_config
 from engines.evaluation.interactive import error_click, load_interactive_datalist
@@ -23,7 +24,6 @@ from engines.training.interactive import (
     training_click,
 )
 from engines.transforms.prompts import CHANNELS, crop_box, encode
-from helpers import REPO, phantom
 from server.cli.main import main
 
 TRUTH_SHAPE = (40, 40, 24)
