@@ -210,6 +210,8 @@ class ModelConfig(_Strict):
                              "member)")
         if self.exports and self.model_format != "auto":
             raise ValueError("'exports' are chosen from with model_format 'auto' only")
+        if self.type == "deepgrow" and self.roi is None:
+            raise ValueError("deepgrow models need 'roi'")
         if self.type == "annotation":
             missing = [k for k in ("roi", "padding", "sigma") if getattr(self, k) is None]
             if missing:

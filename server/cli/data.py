@@ -8,12 +8,13 @@ Argument parsing and reporting live here; the work is done by the engine core
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_data_commands", "Progress"]
+__all__ = ["Progress", "add_data_commands"]
 
 
 class Progress:
@@ -129,14 +130,30 @@ def _evaluate(args: argparse.Namespace) -> int:
         from engines.evaluation.scoring import evaluate_masks, evaluate_model, parse_regions
 
         regions = parse_regions(args.regions) if args.regions else None
+        datalists = args.datalist or []
+        if args.interactive:
+            from engines.evaluation.interactive import evaluate_interactive
+
+            if not (args.config and datalists) or args.predictions or args.labels:
+                return _fail("evaluate", "--interactive needs --config and at least one --datalist")
+            summary = evaluate_interactive(args.config, datalists, args.output, variants=args.variants,
+                                           n_clicks=args.clicks, max_objects=args.max_objects,
+                                           structures=args.structures,
+                                           progress=Progress("evaluate"))
+            for variant in args.variants:
+                print(f"{variant}: " + json.dumps(summary[variant]["overall"]))
+            return 0
+        if len(datalists) > 1:
+            return _fail("evaluate", "give one --datalist (several only with --interactive)")
+        datalist = datalists[0] if datalists else None
         if args.predictions or args.labels:
-            if not (args.predictions and args.labels) or args.config or args.datalist:
+            if not (args.predictions and args.labels) or args.config or datalist:
                 return _fail("evaluate", "give either --config and --datalist, or --predictions and --labels")
             evaluate_masks(args.predictions, args.labels, args.output, regions, progress=Progress("evaluate"))
-        elif args.config and args.datalist:
+        elif args.config and datalist:
             progress = Progress("evaluate", progress_file=args.progress_file)
             try:
-                evaluate_model(args.config, args.datalist, args.output, regions=regions, split=args.split,
+                evaluate_model(args.config, datalist, args.output, regions=regions, split=args.split,
                                perturbation=args.perturbation, seed=args.seed, progress=progress, device=args.device)
             finally:
                 progress.close()
@@ -236,7 +253,9 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
                     "(--predictions DIR --labels DIR, matched by file name). Writes raw.csv, summary.json, "
                     "summary.txt and dice_boxplot.png to --output.")
     evaluate.add_argument("--config", help="model config to run")
-    evaluate.add_argument("--datalist", help="datalist JSON (with --config)")
+    evaluate.add_argument("--datalist", action="append", default=None,
+                          help="datalist JSON (with --config); with --interactive, interactive datalists "
+                               "(repeatable) whose validation objects are run")
     evaluate.add_argument("--split", default="validation", help="datalist section (default: validation)")
     evaluate.add_argument("--predictions", help="folder of predicted masks")
     evaluate.add_argument("--labels", help="folder of label maps (same file names as the predictions)")
@@ -245,6 +264,19 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--perturbation", type=float, default=0.0,
                           help="extreme-point models: jitter the simulated points by up to this many voxels")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the jitter")
+    evaluate.add_argument("--interactive", action="store_true",
+                          help="run the CVPR 2025 interactive protocol (first prompt, then error-component clicks) "
+                               "on a deepgrow model; writes interactive.csv, summary.json and "
+                               "dice_per_interaction.png")
+    evaluate.add_argument("--variants", nargs="+", default=["box"],
+                          choices=["box", "challenge_box", "clicks", "extreme_points"],
+                          help="with --interactive: first prompts to run (default: box, a 2D box on the largest "
+                               "axial slice)")
+    evaluate.add_argument("--clicks", type=int, default=5, help="with --interactive: corrective clicks (default 5)")
+    evaluate.add_argument("--max-objects", type=int, default=None,
+                          help="with --interactive: first N objects of each datalist only (a subset)")
+    evaluate.add_argument("--structures", nargs="+", default=None,
+                          help="with --interactive: only these structures of the datalists (e.g. rv myo lv)")
     evaluate.add_argument("-o", "--output", required=True, help="report folder")
     evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                           help="with --config: where the model runs (default: the config's device)")

@@ -61,15 +61,30 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from engines.errors import EngineError, TrainingStopped
+    from engines.training.interactive import is_interactive_train_config, train_interactive
     from engines.training.trainer import train
     from server.cli.train_progress import TrainProgress
 
     default = Path("runs") / "train" / Path(args.config).stem
     output = args.output or str(default / f"member{args.member}" if args.member else default)
-    reporter = TrainProgress(args.progress_file, args.stop_file)
     try:
-        train(args.config, args.datalist, args.train_config, output, device=args.device, member=args.member,
-              progress=reporter.message, on_progress=reporter, should_stop=reporter.should_stop, resume=args.resume)
+        interactive = is_interactive_train_config(args.train_config)
+    except EngineError:  # unreadable: the classic path reports it, after the model config
+        interactive = False
+    datalists = args.datalist or []
+    if not interactive and len(datalists) != 1:
+        print("aiaa train: give exactly one --datalist (several only for an interactive train config)", file=sys.stderr)
+        return 2
+    # Interactive runs report checkpoints, not batches of epochs: no progress bar, the file only.
+    reporter = TrainProgress(args.progress_file, args.stop_file, tty=False if interactive else None)
+    try:
+        if interactive:
+            train_interactive(args.config, args.train_config, datalists or None, output, progress=reporter.message,
+                              on_progress=reporter, should_stop=reporter.should_stop, resume=args.resume)
+        else:
+            train(args.config, datalists[0], args.train_config, output, device=args.device, member=args.member,
+                  progress=reporter.message, on_progress=reporter, should_stop=reporter.should_stop,
+                  resume=args.resume)
     except TrainingStopped as exc:
         print(f"aiaa train: {exc}", file=sys.stderr)
         return 3
@@ -98,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a model from a Clara datalist")
     train.add_argument("--config", required=True, help="model config (model_configs/<name>.json)")
-    train.add_argument("--datalist", required=True, help="datalist JSON with 'training' and 'validation'")
+    train.add_argument("--datalist", action="append", default=None,
+                       help="datalist JSON with 'training' and 'validation'; an interactive train config "
+                            "('interactive': true) lists its datalists itself, and --datalist (repeatable) replaces them")
     train.add_argument("--train-config", required=True, help="train config JSON (epochs, batch size, ...)")
     train.add_argument("--output", default=None,
                        help="output folder (default: runs/train/<config name>; never over the shipped weights)")

@@ -70,7 +70,7 @@ def test_the_shipped_pool_serves_what_auto_chooses_for_this_machine():
 
     pool = EnginePool.from_file(REPO / "engine_pool.json", warmup=False)
     backends = {r.name: (r, r.summary().get("backend", {})) for r in pool.records()}
-    assert set(backends) == {"annotation_mri_hippocampus", "segmentation_mri_hippocampus"}
+    assert set(backends) == {"annotation_mri_hippocampus", "segmentation_mri_hippocampus", "interactive_any"}
     for name, (record, backend) in backends.items():
         config = record.engine.config
         chosen = choose_export(config, record.config_path.parent, detect(), select_device(config.device).type)

@@ -35,9 +35,10 @@ def cases():
             for c in validation]
 
 
-def test_both_models_are_served(served):
-    names = {m["name"] for m in served.get("/v1/models").json()}
-    assert names == {"annotation_mri_hippocampus", "segmentation_mri_hippocampus"}
+def test_the_shipped_models_are_served(served):
+    models = {m["name"]: m["type"] for m in served.get("/v1/models").json()}
+    assert models == {"annotation_mri_hippocampus": "annotation", "segmentation_mri_hippocampus": "segmentation",
+                      "interactive_any": "deepgrow"}
 
 
 def test_extreme_points_give_a_hippocampus_mask(served, cases):

@@ -1,0 +1,221 @@
+"""Interactive training: prompt simulation, corrective clicks, balanced sampling, a tiny train-evaluate run, the shipped config."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import REPO, phantom
+
+from engines.config.model import load_model_config
+from engines.evaluation.interactive import error_click, load_interactive_datalist
+from engines.networks import build_network
+from engines.training.interactive import (
+    FIRST_PROMPTS,
+    Sampler,
+    Source,
+    load_interactive_train_config,
+    make_example,
+    simulate_first_prompt,
+    training_click,
+)
+from engines.transforms.prompts import CHANNELS, crop_box, encode
+from server.cli.main import main
+
+TRUTH_SHAPE = (40, 40, 24)
+
+
+def ellipsoid() -> np.ndarray:
+    _, mask = phantom(shape=TRUTH_SHAPE, center=(20, 18, 12), radii=(9, 7, 5))
+    return mask.astype(bool)
+
+
+@pytest.mark.parametrize("kind", FIRST_PROMPTS)
+def test_each_first_prompt_marks_the_object_and_encodes_into_its_channel(kind):
+    truth = ellipsoid()
+    rng = np.random.default_rng(3)
+    prompt = simulate_first_prompt(kind, truth, rng)
+    prompt.check(truth.shape)
+    lo, hi = crop_box(truth.shape, (1.0, 1.0, 1.0), [prompt], None)
+    x = encode(truth.astype(np.float32), None, [prompt], lo, hi, (16, 16, 16))
+    channel = {"box2d": "region", "box3d": "region", "lasso": "region"}.get(kind, "positive")
+    assert x[CHANNELS.index(channel)].max() > 0
+    assert x[CHANNELS.index("negative")].max() == 0
+    if kind == "box3d":
+        (a, b) = np.asarray(prompt.box[0]), np.asarray(prompt.box[1])
+        assert (np.abs(a - [11, 11, 7]) <= 1).all() and (np.abs(b - [30, 26, 18]) <= 1).all()  # jitter of 5 %
+    if kind == "box2d":
+        assert prompt.box[1][2] - prompt.box[0][2] == 1  # one axial slice
+    if kind in ("points", "scribble"):
+        assert truth[tuple(prompt.voxels.T)].all()
+        if kind == "scribble":
+            assert len(set(prompt.voxels[:, 2])) == 1
+    if kind == "lasso":  # filled, on one slice, covering the object's section there
+        k = int(prompt.voxels[0, 2])
+        filled = np.zeros(truth.shape, bool)
+        filled[tuple(prompt.voxels.T)] = True
+        assert (filled[:, :, k] >= truth[:, :, k]).all()
+    if kind == "extreme_points":
+        assert prompt.voxels.shape == (6, 3)
+
+
+def test_box_without_jitter_is_the_object_extent():
+    truth = ellipsoid()
+    prompt = simulate_first_prompt("box3d", truth, np.random.default_rng(0), jitter=0.0)
+    assert prompt.box == ((11, 11, 7), (30, 26, 18))
+
+
+def test_training_click_is_the_protocol_click_or_a_voxel_of_the_same_error_component():
+    truth = ellipsoid()
+    pred = truth.copy()
+    pred[:, :, 12:] = False  # the upper half is missed
+    exact = training_click(pred, truth, (1, 1, 1), np.random.default_rng(0), centre_probability=1.0)
+    assert exact.voxels.tolist() == error_click(pred, truth, (1, 1, 1)).voxels.tolist()
+    anywhere = training_click(pred, truth, (1, 1, 1), np.random.default_rng(0), centre_probability=0.0)
+    assert anywhere.positive and truth[tuple(anywhere.voxels[0])] and not pred[tuple(anywhere.voxels[0])]
+    assert training_click(truth, truth, (1, 1, 1), np.random.default_rng(0)) is None
+
+
+def source(dataset: str, case: str, label: np.ndarray, structures: dict) -> Source:
+    return Source(dataset, case, label.astype(np.float32), label, (1.0, 1.0, 1.0), structures)
+
+
+def test_sampler_balances_datasets_by_weight_and_structures_uniformly():
+    label = np.zeros((10, 10, 10), np.int16)
+    label[2:5, 2:5, 2:5] = 1
+    label[6:9, 6:9, 6:9] = 2
+    many = [source("big", f"b{i}", label, {"one": (1,), "two": (2,)}) for i in range(20)]
+    few = [source("small", "s0", label, {"one": (1,)})]
+    sampler = Sampler(many + few, {"big": 1.0, "small": 1.0}, np.random.default_rng(0), component_probability=0.0)
+    picks = [sampler.sample() for _ in range(400)]
+    datasets = [s.dataset for s, _, _ in picks]
+    assert 0.4 < datasets.count("small") / len(picks) < 0.6  # one volume, yet half the samples
+    structures = [name for s, name, _ in picks if s.dataset == "big"]
+    assert 0.35 < structures.count("two") / len(structures) < 0.65
+    source_, name, mask = picks[0]
+    assert mask.sum() == 27 and (mask == np.isin(source_.label, source_.structures[name])).all()
+
+
+def test_make_example_runs_corrective_rounds_through_predict_step():
+    truth = ellipsoid()
+    src = source("d", "c", truth.astype(np.int16), {"object": (1,)})
+    calls = []
+
+    def network(x: np.ndarray) -> np.ndarray:
+        calls.append(x)
+        return -np.ones(x.shape[1:], np.float32)  # predicts nothing: every round adds a positive click
+
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        x, y, rounds = make_example(network, src, truth, rng, (16, 16, 16), {}, ["box3d"], 3)
+        assert x.shape == (len(CHANNELS), 16, 16, 16) and y.shape == (16, 16, 16)
+        assert 0 < y.max() <= 1
+        if rounds:
+            assert x[CHANNELS.index("positive")].max() > 0  # the clicks from the model's own misses
+    assert calls  # the simulation asked the network
+
+
+def deepgrow_config(folder: Path) -> Path:
+    cfg = {
+        "type": "deepgrow", "labels": ["object"], "model_format": "pytorch", "model_path": "model.pt",
+        "network": {"name": "UNet", "args": {"spatial_dims": 3, "in_channels": 5, "out_channels": 1,
+                                             "channels": [4, 8], "strides": [2], "num_res_units": 0}},
+        "roi": [16, 16, 16], "interactive": {"margin": 0.25, "min_size_mm": 20.0, "max_zooms": 1},
+    }
+    path = folder / "deepgrow.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def phantom_datalist(folder: Path) -> Path:
+    from engines.data.io import write_volume
+
+    (folder / "images").mkdir(parents=True)
+    (folder / "labels").mkdir()
+    items = []
+    for i in range(3):
+        volume, mask = phantom(shape=(24, 24, 16), center=(11 + i, 12, 8), radii=(5, 6, 4))
+        label = mask.astype(np.uint8)
+        label[:11 + i] *= 2
+        (folder / f"images/c{i}.nii.gz").write_bytes(write_volume(volume.array, volume.geometry, dtype="float32"))
+        (folder / f"labels/c{i}.nii.gz").write_bytes(write_volume(label, volume.geometry))
+        items.append({"image": f"images/c{i}.nii.gz", "label": f"labels/c{i}.nii.gz"})
+    path = folder / "phantom.json"
+    path.write_text(json.dumps({"dataset": "phantom", "structures": {"a": [1], "b": [2], "both": [1, 2]},
+                                "training": items[:2], "validation": items[2:]}))
+    return path
+
+
+def test_tiny_train_then_evaluate_through_the_cli(tmp_path):
+    config = deepgrow_config(tmp_path)
+    datalist = phantom_datalist(tmp_path / "data")
+    train_cfg = tmp_path / "train.json"
+    train_cfg.write_text(json.dumps({"interactive": True, "batch_size": 2, "max_steps": 3, "max_rounds": 1,
+                                     "val_objects_per_dataset": 2, "val_clicks": 1, "num_threads": 1,
+                                     "min_object_voxels": 5}))
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--datalist", str(datalist), "--train-config", str(train_cfg),
+                 "--output", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 3 and metrics["history"][-1]["step"] == 3
+    assert "phantom_final" in metrics["history"][-1]
+    assert (out / "model.pt").is_file() and (out / "checkpoint_last.pt").is_file()
+
+    # Resuming continues the step count (the weights and the optimiser come back).
+    train_cfg.write_text(json.dumps({**json.loads(train_cfg.read_text()), "max_steps": 4}))
+    assert main(["train", "--config", str(config), "--datalist", str(datalist), "--train-config", str(train_cfg),
+                 "--output", str(out), "--resume"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 4
+
+    (tmp_path / "model.pt").write_bytes((out / "model.pt").read_bytes())
+    report = tmp_path / "report"
+    assert main(["evaluate", "--config", str(config), "--datalist", str(datalist), "--interactive",
+                 "--variants", "box", "extreme_points", "--clicks", "2", "-o", str(report)]) == 0
+    summary = json.loads((report / "summary.json").read_text())
+    assert set(summary) >= {"box", "extreme_points", "protocol"}
+    assert summary["box"]["overall"]["objects"] == 3  # a, b and both on the validation case
+    assert set(summary["box"]["structures"]) == {"phantom/a", "phantom/b", "phantom/both"}
+    for key in ("dice_final", "dice_auc", "nsd_final", "nsd_auc"):
+        assert 0.0 <= summary["box"]["overall"][key] <= 2.0
+    with open(report / "interactive.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == 3 * 2 * 3  # objects x variants x (first prompt + 2 clicks)
+    assert (report / "dice_per_interaction.png").is_file()
+
+    from engines.evaluation.interactive import evaluate_interactive
+
+    only_a = evaluate_interactive(config, [datalist], tmp_path / "only_a", n_clicks=1, structures=["a"])
+    assert set(only_a["box"]["structures"]) == {"phantom/a"} and only_a["protocol"]["structures"] == ["a"]
+
+
+def test_cli_refuses_an_interactive_evaluation_of_a_non_interactive_model(tmp_path, capsys):
+    from helpers import annotation_config, write_model
+
+    config = write_model(tmp_path, "annotation", annotation_config())
+    datalist = phantom_datalist(tmp_path / "data")
+    assert main(["evaluate", "--config", str(config), "--datalist", str(datalist), "--interactive", "-o",
+                 str(tmp_path / "r")]) != 0
+    assert "deepgrow" in capsys.readouterr().err
+
+
+def test_shipped_config_train_config_and_datalists_load():
+    config = load_model_config(REPO / "model_configs" / "interactive_any.json")
+    assert config.type == "deepgrow" and config.network.args["in_channels"] == 5 and config.roi == [64, 64, 32]
+    weights = (REPO / "model_configs" / config.model_path).resolve()
+    if weights.is_file():  # committed with the model; fp16 on disk, loads as float32
+        network = build_network(config.network)
+        network.load_state_dict({k: v.float() for k, v in torch.load(weights, weights_only=True).items()})
+        assert weights.stat().st_size < 8 * 1024 * 1024
+    folder = REPO / "models" / "interactive_any"
+    train_cfg = load_interactive_train_config(folder / "train_config.json")
+    names = {load_interactive_datalist(folder / ref.datalist).dataset for ref in train_cfg.datasets}
+    assert names == {"hippocampus", "acdc", "brats", "spleen_ct", "totalsegmentator"}
+    hippocampus = load_interactive_datalist(folder / "datalists" / "hippocampus.json")
+    assert len(hippocampus.training) == 200 and len(hippocampus.validation) == 30
+    training = {c["image"] for c in hippocampus.training}
+    assert not training & {c["image"] for c in hippocampus.validation}  # never train on validation cases
+    brats = load_interactive_datalist(folder / "datalists" / "brats.json")
+    assert len(brats.validation) == 1 and brats.structures == {"wt": (1, 2, 3, 4), "tc": (1, 3, 4), "et": (4,)}
