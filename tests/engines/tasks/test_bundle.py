@@ -141,7 +141,7 @@ def test_an_override_of_an_id_the_config_lacks_is_refused(tmp_path):
 
 
 def test_a_broken_bundle_leaves_the_others_serving(tmp_path):
-    good = write_bundle(tmp_path / "good", copy.deepcopy(SPLEEN_INFERENCE), SPLEEN_METADATA)
+    write_bundle(tmp_path / "good", copy.deepcopy(SPLEEN_INFERENCE), SPLEEN_METADATA)
     bad = copy.deepcopy(SPLEEN_INFERENCE)
     del bad["inferer"]
     write_bundle(tmp_path / "bad", bad, SPLEEN_METADATA)
