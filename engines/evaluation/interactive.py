@@ -39,7 +39,7 @@ from engines.data.datalist import load_datalist
 from engines.data.io import read_volume
 from engines.errors import ConfigError, InvalidInputError
 from engines.tasks.interaction import predict_step
-from engines.transforms.prompts import Prompt, normalise_volume
+from engines.transforms.prompts import Prompt, mask_extent, normalise_volume
 
 __all__ = [
     "NSD_TOLERANCE_MM",
@@ -49,7 +49,6 @@ __all__ = [
     "ObjectSpec",
     "StepScore",
     "auc",
-    "bbox",
     "case_name",
     "centre_voxel",
     "challenge_box",
@@ -76,16 +75,6 @@ VARIANTS = ("box", "challenge_box", "clicks", "extreme_points")
 _CONNECTIVITY_26 = np.ones((3, 3, 3), bool)
 
 
-def bbox(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Inclusive-exclusive bounding box of a non-empty mask (from its projections: no index arrays)."""
-    lo, hi = [], []
-    for axis in range(mask.ndim):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        lo.append(hit[0])
-        hi.append(hit[-1] + 1)
-    return np.array(lo), np.array(hi)
-
-
 def centre_voxel(region: np.ndarray, spacing: Sequence[float] | None = None) -> np.ndarray:
     """The voxel of ``region`` farthest from its boundary (largest Euclidean distance transform).
 
@@ -94,7 +83,7 @@ def centre_voxel(region: np.ndarray, spacing: Sequence[float] | None = None) -> 
     """
     if not region.any():
         raise InvalidInputError("an empty region has no centre")
-    lo, hi = bbox(region)
+    lo, hi = mask_extent(region)
     sub = np.pad(region[tuple(slice(a, b) for a, b in zip(lo, hi))], 1)
     dist = ndimage.distance_transform_edt(sub, sampling=spacing)
     return np.array(np.unravel_index(int(np.argmax(dist)), dist.shape)) - 1 + lo
@@ -110,7 +99,7 @@ def largest_error(prediction: np.ndarray | None, truth: np.ndarray) -> tuple[np.
     union = truth | pred
     if not union.any():
         return None
-    lo, hi = bbox(union)
+    lo, hi = mask_extent(union)
     window = tuple(slice(a, b) for a, b in zip(lo, hi))
     error = truth[window] ^ pred[window]
     if not error.any():
@@ -139,19 +128,19 @@ def largest_slice_box(truth: np.ndarray) -> Prompt:
     """A 2D box around the object on its largest axial slice (the last axis)."""
     areas = truth.reshape(-1, truth.shape[2]).sum(0)
     k = int(np.argmax(areas))
-    lo, hi = bbox(truth[:, :, k])
+    lo, hi = mask_extent(truth[:, :, k])
     return Prompt("box", box=((int(lo[0]), int(lo[1]), k), (int(hi[0]), int(hi[1]), k + 1)))
 
 
 def challenge_box(truth: np.ndarray) -> Prompt:
     """The challenge's box: the middle slice's 2D box stretched over the object's axial range."""
-    lo, hi = bbox(truth)
+    lo, hi = mask_extent(truth)
     k = (int(lo[2]) + int(hi[2]) - 1) // 2
     plane = truth[:, :, k]
     if not plane.any():  # a hollow middle (two parts): fall back to the object's full extent
         plane_lo, plane_hi = lo[:2], hi[:2]
     else:
-        plane_lo, plane_hi = bbox(plane)
+        plane_lo, plane_hi = mask_extent(plane)
     return Prompt("box", box=((int(plane_lo[0]), int(plane_lo[1]), int(lo[2])),
                               (int(plane_hi[0]), int(plane_hi[1]), int(hi[2]))))
 
@@ -188,7 +177,7 @@ def dice_nsd(prediction: np.ndarray, truth: np.ndarray, spacing: Sequence[float]
         return 1.0, 1.0
     if not pred.any() or not true.any():
         return 0.0, 0.0
-    lo, hi = bbox(pred | true)
+    lo, hi = mask_extent(pred | true)
     lo, hi = np.maximum(lo - 2, 0), np.minimum(hi + 2, true.shape)
     window = tuple(slice(a, b) for a, b in zip(lo, hi))
     as_tensor = lambda m: torch.as_tensor(np.stack([~m[window], m[window]]))[None].float()

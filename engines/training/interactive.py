@@ -40,7 +40,6 @@ from engines.errors import ConfigError, TrainingStopped
 from engines.evaluation.interactive import (
     InteractiveDatalist,
     ObjectSpec,
-    bbox,
     case_name,
     centre_voxel,
     extreme_points,
@@ -54,7 +53,7 @@ from engines.evaluation.interactive import (
 )
 from engines.networks import build_network
 from engines.tasks.interaction import predict_step
-from engines.transforms.prompts import Prompt, crop_box, encode
+from engines.transforms.prompts import Prompt, crop_box, encode, mask_extent
 
 __all__ = [
     "FIRST_PROMPTS",
@@ -183,7 +182,7 @@ def _weighted_slice(truth: np.ndarray, rng: np.random.Generator) -> int:
 
 def _points_inside(truth: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
     """``count`` voxels of the object, away from its boundary where it is thick enough."""
-    lo, hi = bbox(truth)
+    lo, hi = mask_extent(truth)
     sub = truth[tuple(slice(a, b) for a, b in zip(lo, hi))]
     dist = ndimage.distance_transform_edt(np.pad(sub, 1))[1:-1, 1:-1, 1:-1]
     inner = np.argwhere(dist >= 0.5 * dist.max())  # the inner half: where people click
@@ -198,13 +197,13 @@ def simulate_first_prompt(kind: str, truth: np.ndarray, rng: np.random.Generator
     """
     shape = truth.shape
     if kind == "box3d":
-        lo, hi = bbox(truth)
+        lo, hi = mask_extent(truth)
         return Prompt("box", box=_jitter_box(lo, hi, shape, rng, jitter))
     if kind == "box2d":
         box = largest_slice_box(truth).box if rng.random() < 0.5 else None
         if box is None:  # another slice of the object, larger slices more often
             k = _weighted_slice(truth, rng)
-            lo2, hi2 = bbox(truth[:, :, k])
+            lo2, hi2 = mask_extent(truth[:, :, k])
             box = ((int(lo2[0]), int(lo2[1]), k), (int(hi2[0]), int(hi2[1]), k + 1))
         return Prompt("box", box=_jitter_box(np.asarray(box[0]), np.asarray(box[1]), shape, rng, jitter, axes=(0, 1)))
     if kind == "extreme_points":
