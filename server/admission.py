@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from anyio import to_thread
 
+from engines.backends.base import max_concurrency
 from server.errors import Busy
 
 __all__ = ["ModelGate", "GateKeeper"]
@@ -71,7 +72,13 @@ class GateKeeper:
         self._gates: dict[str, ModelGate] = {}
 
     def __getitem__(self, name: str) -> ModelGate:
-        return self.gate(name)
+        """The gate a model has now (created with the default limits on first use); never replaces one."""
+        gate = self._gates.get(name)
+        return gate if gate is not None else self.gate(name)
+
+    def for_engine(self, engine: Any) -> ModelGate:
+        """The gate of a loaded engine, its running slots capped by its backend's ``max_concurrency``."""
+        return self.gate(engine.name, max_concurrency(engine.backend))
 
     def gate(self, name: str, backend_limit: int | None = None) -> ModelGate:
         """The gate of a model; ``backend_limit`` (its backend's ``max_concurrency``) caps the running slots.

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 from anyio import to_thread
 
-from engines.backends.base import max_concurrency
 from engines.data.io import Volume
 from engines.errors import InvalidInputError, WrongModelTypeError
 from engines.serving.pool import EnginePool
@@ -140,7 +139,7 @@ class Interactions:
             def predict(prompts, mask):
                 return engine.step(prepared, prompts, mask, timer)
 
-            result = await self._gate(engine).run(target.state.apply, prompt, predict)
+            result = await self.gates.for_engine(engine).run(target.state.apply, prompt, predict)
             session.interaction = target
             start = time.perf_counter()
             lo, hi = _changed_in_crop(before, result.mask, result.lo, result.hi)
@@ -234,16 +233,12 @@ class Interactions:
         prompts = deepgrow_prompts(params, _shape(session.volume))
         timer.timings["build"] = _ms(start)
         prepared = await self.prepared(session, engine, timer.timings)
-        run = gate.call if gate is not None else self._gate(engine).run
+        run = gate.call if gate is not None else self.gates.for_engine(engine).run
         result = await run(engine.step, prepared, prompts, None, timer)
         timer.timings["total"] = _ms(start)
         return InferenceResult(result.mask.astype(np.uint8), deepgrow_reply(result), timer.timings)
 
     # helpers ---------------------------------------------------------------------------------------
-
-    def _gate(self, engine: InteractiveEngine) -> ModelGate:
-        """The model's gate, with its backend's own limit of calls at once."""
-        return self.gates.gate(engine.name, max_concurrency(engine.backend))
 
     def _target(self, session: Session, model: str, shape: tuple[int, int, int]) -> Interaction:
         """The session's object when bound to ``model``, else a new one (committed only after success)."""

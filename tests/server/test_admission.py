@@ -12,6 +12,7 @@ from engines.config.model import ModelConfig
 from engines.data.io import write_volume
 from engines.serving.pool import EnginePool
 from engines.tasks.segmentation import SegmentationEngine
+from server.admission import GateKeeper
 from server.app import create_app
 from server.settings import Settings
 
@@ -81,3 +82,14 @@ def test_a_backend_that_takes_one_call_at_a_time_gets_one_running_slot():
         finally:
             backend.release.set()
             first.join()
+
+
+def test_every_door_gets_the_one_gate_of_a_model_with_its_backend_limit():
+    from types import SimpleNamespace
+
+    gates = GateKeeper(max_running=2, max_queued=4)
+    engine = SimpleNamespace(name="m", backend=SimpleNamespace(max_concurrency=1))
+    gate = gates.for_engine(engine)
+    assert gate.max_running == 1
+    # a lookup by name (what tests and metrics do) never replaces it with a gate of the default limit
+    assert gates["m"] is gate and gates.for_engine(engine) is gate

@@ -12,7 +12,6 @@ from anyio import to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from engines.backends.base import max_concurrency
 from engines.data.io import Volume, write_volume
 from engines.data.snapshot import render_snapshot
 from engines.errors import WrongModelTypeError
@@ -39,7 +38,7 @@ async def _infer(api: str, request: Request, pool: PoolDep, sessions: SessionsDe
             f"model '{model}' is a {engine.type} model; /v1/{api} needs a {expected} model "
             f"(or use /v1/inference, which dispatches on the model's type)"
         )
-    gate = gates.gate(model, max_concurrency(engine.backend))
+    gate = gates.for_engine(engine)
     async with gate.admit():  # refused before the body (up to 1 GiB) is read or decoded
         return await _admitted(request, engine, gate, sessions, settings, interactions, model, session_id, output)
 

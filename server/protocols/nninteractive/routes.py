@@ -55,7 +55,7 @@ def _step(call: Call, lease: Lease):
     def step(prompts, mask):
         return engine.step(session.prepared, prompts, mask)
 
-    return call.state.gates[engine.name].run, step
+    return call.state.gates.for_engine(engine).run, step
 
 
 async def _prediction(reply: Reply) -> Response:
