@@ -29,7 +29,7 @@ from server.admission import GateKeeper, ModelGate
 from server.errors import Conflict, NotFound, SessionExpired
 from server.sessions.store import Session, SessionStore
 
-__all__ = ["Change", "Interaction", "Interactions", "changed_box"]
+__all__ = ["Change", "Interaction", "Interactions", "changed_box", "changed_in_crop"]
 
 PromptBuilder = Callable[[tuple[int, int, int]], Prompt]
 
@@ -142,7 +142,7 @@ class Interactions:
             result = await self.gates.for_engine(engine).run(target.state.apply, prompt, predict)
             session.interaction = target
             start = time.perf_counter()
-            lo, hi = _changed_in_crop(before, result.mask, result.lo, result.hi)
+            lo, hi = changed_in_crop(before, result.mask, result.lo, result.hi)
             timer.timings["diff"] = _ms(start)
             return Change(model, target.state.steps, len(target.state.prompts), result.mask, lo, hi, timer.timings)
 
@@ -262,7 +262,7 @@ def _shape(volume: Volume) -> tuple[int, int, int]:
     return tuple(int(s) for s in volume.shape)  # type: ignore[return-value]
 
 
-def _changed_in_crop(before: np.ndarray | None, after: np.ndarray, lo: np.ndarray,
+def changed_in_crop(before: np.ndarray | None, after: np.ndarray, lo: np.ndarray,
                      hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The box of what a step changed: inside its crop ``[lo, hi)`` (predict_step pastes only there)."""
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))

@@ -22,7 +22,7 @@ from engines.tasks.interaction import InteractionState, StepResult
 from engines.tasks.interactive import voxel_prompt
 from engines.transforms.prompts import Prompt
 from server.errors import Conflict
-from server.sessions.interaction import Interaction, _changed_in_crop, changed_box
+from server.sessions.interaction import Interaction, changed_in_crop, changed_box
 from server.sessions.store import Session
 
 __all__ = ["LeaseState", "NoImageError", "Reply", "Step", "clip_box", "mask_prompt"]
@@ -139,7 +139,7 @@ class LeaseState:
             state.apply(prompt, lambda prompts, mask: _unchanged(mask, self.shape))
         state.apply(queued[-1], lambda prompts, mask: result)
         self.pending = []
-        return self._reply(result.mask, *_changed_in_crop(before, result.mask, result.lo, result.hi))
+        return self._reply(result.mask, *changed_in_crop(before, result.mask, result.lo, result.hi))
 
     def add(self, prompt: Prompt, run_prediction: bool, step: Step) -> Reply:
         """Add a prompt; predict now (with every queued prompt) or queue it for :meth:`predict`."""
