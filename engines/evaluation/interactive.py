@@ -38,6 +38,7 @@ from engines.config.model import load_json
 from engines.data.datalist import load_datalist
 from engines.data.io import read_volume
 from engines.errors import ConfigError, InvalidInputError
+from engines.evaluation.batch import strip_suffix
 from engines.tasks.interaction import predict_step
 from engines.transforms.prompts import Prompt, mask_extent, normalise_volume
 
@@ -271,9 +272,7 @@ def structures_of(label: np.ndarray, declared: dict[str, tuple[int, ...]] | None
 def case_name(case: dict[str, Any]) -> str:
     """A short case name: the image's file name without suffix (and its folder unless that is ``images``)."""
     image = case["image"][0] if isinstance(case["image"], list) else case["image"]
-    name = Path(image).name
-    for suffix in (".nii.gz", ".nii", ".mha", ".nrrd"):
-        name = name.removesuffix(suffix)
+    name = strip_suffix(Path(image).name)
     parent = Path(image).parent.name
     return f"{parent}/{name}" if parent not in ("images", "imagesTr", "imagesTs") else name
 
