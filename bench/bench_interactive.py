@@ -10,13 +10,23 @@ door this server has for it:
 
 - ``engine``: :meth:`InteractiveEngine.step` directly (no HTTP), the floor;
 - ``own``: ``POST /v1/interactive/{session}/prompt`` (and ``/undo``), reply with the changed box,
-  and again with ``reply=full`` for the size of a whole-mask reply;
+  decoded and pasted into the client's mask as the SDK does; ``own_full`` the same with
+  ``reply=full`` (the whole mask each time);
 - ``aiaa``: ``POST /v1/deepgrow?session_id=`` with all clicks so far (AIAA clients resend them),
-  whose multipart reply always carries the whole volume.
+  whose multipart reply always carries the whole volume;
+- ``nninteractive``: nnInteractive's own client (``nninteractive-client``, when installed) at
+  ``/nninteractive/{model}``: clicks, a 2D box, scribble and lasso as whole-volume blosc2 masks (as
+  viewers send them), undo; it has no extreme points.
 
 Per door and prompt type it prints (JSON) the median and 90th percentile of the end-to-end
-latency seen by the client, the median time in the network (server's ``infer`` timing), the
-work outside the network (end to end minus network) and its share, and the median reply size.
+latency seen by the client, the median time spent inside the network (every network call of the
+step, zoom-outs included, timed around the engine's backend call whatever door it came through),
+the work outside the network (end to end minus network, median in ms) and its share (of the summed
+end-to-end time), the server's own ``timings.total`` where the door reports it (``server_ms``), and
+the median reply size with the changed box (``reply_bytes``) and with the whole mask
+(``reply_bytes_full``: our API's ``reply=full``; for nnInteractive the whole buffer packed as its
+replies are). ``overall`` sums each door up over volumes and prompt types (undo runs no network and
+is left out of the shares). The load average before and after is in ``machine``.
 Without ``--config`` no trained model is needed: the network is a MONAI UNet of a realistic size
 that runs on every crop for its cost, while the logits come from an oracle (the tests' stand-in:
 bright voxels, never at a negative prompt) on images whose object is brightened (the object

@@ -188,12 +188,13 @@ def encode(image: np.ndarray, mask: np.ndarray | None, prompts: Sequence[Prompt]
                for index, positive in ((2, True), (3, False))}
     regions = [p for p in prompts if p.positive and p.kind in ("box", "lasso")]
     at_crop = [0] + [1] * (mask is not None) + [i for i in (2, 3) if strokes[i]] + [4] * bool(regions)
-    crop = np.zeros((len(at_crop), *(int(b - a) for a, b in zip(lo, hi))), np.float32)
+    crop = np.empty((len(at_crop), *(int(b - a) for a, b in zip(lo, hi))), np.float32)
     crop[0] = image[sl]
     if mask is not None:
         crop[1] = mask[sl]
     for row, index in enumerate(at_crop):
         if index >= 2:
+            crop[row] = 0.0
             _rasterise(strokes[index] if index < 4 else regions, lo, hi, crop[row])
     resampled = _resample(crop, roi, "trilinear")
     channels = np.zeros((len(CHANNELS), *roi), np.float32)
