@@ -70,7 +70,7 @@ class InteractiveState:
         self.mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = box
         self.step = int(reply.get("step", self.step))
         self.last = {k: v for k, v in reply.items() if k != "mask"}
-        if int(reply.get("voxels", -1)) not in (-1, int(self.mask.sum())):
+        if int(reply.get("voxels", -1)) not in (-1, np.count_nonzero(self.mask)):
             raise ProtocolError("the pasted mask disagrees with the server's voxel count")
         return self.last
 

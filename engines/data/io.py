@@ -25,6 +25,7 @@ from engines.errors import InputTooLargeError, InvalidImageError
 
 __all__ = [
     "Geometry",
+    "fortran_order",
     "Volume",
     "SUFFIXES",
     "DICOM_SUFFIX",
@@ -367,6 +368,26 @@ def same_grid(a: Geometry, b: Geometry, tolerance: float = 1e-4) -> bool:
     )
 
 
+def fortran_order(array: np.ndarray, dtype: str | np.dtype | None = None) -> np.ndarray:
+    """``np.ascontiguousarray(array.astype(dtype).transpose())``: the voxels ``i`` fastest, as NIfTI stores them.
+
+    A large 3D array is copied in slabs of a few ``j`` rows, so the strided reads stay in the cache:
+    about twice as fast as one transposing copy of a whole volume, and no intermediate ``astype`` copy.
+    """
+    array = np.asarray(array)
+    dtype = array.dtype if dtype is None else np.dtype(dtype)
+    if array.ndim != 3 or array.size < _SLABS_FROM:
+        return np.ascontiguousarray(array.astype(dtype, copy=False).transpose())
+    out = np.empty(array.shape[::-1], dtype)
+    for j in range(0, array.shape[1], _SLAB):
+        out[:, j:j + _SLAB] = array[:, j:j + _SLAB].transpose()
+    return out
+
+
+_SLAB = 4  # j rows per slab of fortran_order (measured on volumes of 10-155 slices)
+_SLABS_FROM = 1 << 21  # voxels; below this one transposing copy is as fast
+
+
 def write_volume(
     array: np.ndarray,
     geometry: Geometry,
@@ -385,7 +406,7 @@ def write_volume(
     if compress and suffix == ".nii":
         suffix = ".nii.gz"
     use_compression = suffix == ".nii.gz" if compress is None else bool(compress)
-    image = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(array).astype(dtype).transpose()))
+    image = sitk.GetImageFromArray(fortran_order(array, dtype))
     if len(geometry.spacing) == image.GetDimension():
         image.SetSpacing(geometry.spacing)
         image.SetOrigin(geometry.origin)

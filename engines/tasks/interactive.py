@@ -29,7 +29,7 @@ from engines.errors import InferenceError, InvalidPointsError
 from engines.tasks.base import Engine, InferenceResult, Timer
 from engines.tasks.interaction import StepResult, predict_step
 from engines.transforms import points as P
-from engines.transforms.prompts import CHANNELS, PROMPT_KINDS, Prompt, normalise_volume
+from engines.transforms.prompts import CHANNELS, PROMPT_KINDS, Prompt, mask_extent, normalise_volume
 
 __all__ = [
     "InteractiveEngine",
@@ -196,7 +196,7 @@ def voxel_prompt(kind: str, voxels: Any, positive: bool, shape: Sequence[int]) -
     if isinstance(voxels, np.ndarray) and voxels.ndim == 3:
         if voxels.shape != tuple(shape):
             raise InvalidPointsError(f"{kind} mask has shape {list(voxels.shape)}; the image has {list(shape)}")
-        points = np.argwhere(voxels)
+        points = _foreground(voxels)
     else:
         points = _as_int_points(voxels, f"the {kind}")
     if kind == "extreme_points" and len(points) < 1:
@@ -220,13 +220,23 @@ def lasso_prompt(vertices: Any, positive: bool, shape: Sequence[int]) -> Prompt:
     rr, cc = fill_polygon(points[:, u], points[:, v], shape=(shape[u], shape[v]))
     if len(rr) == 0:
         raise InvalidPointsError("the lasso encloses no voxel")
-    filled = np.zeros((len(rr), 3), np.int64)
-    filled[:, u], filled[:, v], filled[:, axis] = rr, cc, points[0, axis]
-    # the contour itself belongs to the region too (a thin lasso still marks its outline)
-    filled = np.unique(np.concatenate([filled, points]), axis=0)
+    plane = np.zeros((shape[u], shape[v]), bool)
+    plane[rr, cc] = True
+    plane[points[:, u], points[:, v]] = True  # the contour itself belongs to the region too (a thin lasso still marks its outline)
+    inside = _foreground(plane)  # sorted by (u, v), so the voxels come sorted by (i, j, k) as the slice is fixed
+    filled = np.zeros((len(inside), 3), np.int64)
+    filled[:, u], filled[:, v], filled[:, axis] = inside[:, 0], inside[:, 1], points[0, axis]
     prompt = Prompt("lasso", bool(positive), filled)
     prompt.check(shape)
     return prompt
+
+
+def _foreground(mask: np.ndarray) -> np.ndarray:
+    """``np.argwhere(mask)`` (same voxels, same order), searched only inside the mask's bounding box."""
+    if not mask.any():
+        return np.zeros((0, mask.ndim), np.int64)
+    lo, hi = mask_extent(mask)
+    return np.argwhere(mask[tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))]) + lo
 
 
 def deepgrow_prompts(params: dict[str, Any], shape: Sequence[int]) -> list[Prompt]:

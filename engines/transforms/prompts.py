@@ -115,21 +115,29 @@ def crop_box(shape: Sequence[int], spacing: Sequence[float], prompts: Sequence[P
 
 
 def mask_extent(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Bounding box ``[lo, hi)`` of a non-empty mask, from its projections (np.nonzero on a whole volume is slow)."""
+    """Bounding box ``[lo, hi)`` of a non-empty mask, from its projections (np.nonzero on a whole volume is slow).
+
+    Each axis is projected over the part of the mask that the axes before it left (one pass over the
+    whole mask, then over ever smaller boxes), so a small object in a large volume costs one pass.
+    """
     lo, hi = [], []
+    view = mask
     for axis in range(mask.ndim):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        hit = np.flatnonzero(view.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
         lo.append(hit[0])
         hi.append(hit[-1] + 1)
+        view = view[(slice(None),) * axis + (slice(hit[0], hit[-1] + 1),)]
     return np.array(lo), np.array(hi)
 
 
 def _resample(volume: np.ndarray, roi: Sequence[int], mode: str) -> np.ndarray:
-    t = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None, None]
-    if tuple(t.shape[2:]) == tuple(roi):
-        return t[0, 0].numpy()
-    kwargs = {"align_corners": False} if mode == "trilinear" else {}
-    return F.interpolate(t, size=tuple(int(r) for r in roi), mode=mode, **kwargs)[0, 0].numpy()
+    """Channels ``(C, *shape)`` (or one volume) to ``(C, *roi)`` in one interpolation (channels are independent)."""
+    t = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))
+    t = t[None] if t.ndim == 4 else t[None, None]
+    if tuple(t.shape[2:]) != tuple(roi):
+        kwargs = {"align_corners": False} if mode == "trilinear" else {}
+        t = F.interpolate(t, size=tuple(int(r) for r in roi), mode=mode, **kwargs)
+    return t[0].numpy() if volume.ndim == 4 else t[0, 0].numpy()
 
 
 def _balls(points: np.ndarray, lo: np.ndarray, scale: np.ndarray, roi: Sequence[int]) -> np.ndarray:
@@ -150,9 +158,8 @@ def _balls(points: np.ndarray, lo: np.ndarray, scale: np.ndarray, roi: Sequence[
     return out
 
 
-def _rasterise(prompts: Sequence[Prompt], lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Voxels of region-like prompts (scribbles, lassos, boxes) inside the crop, at crop resolution."""
-    out = np.zeros(tuple(hi - lo), np.float32)
+def _rasterise(prompts: Sequence[Prompt], lo: np.ndarray, hi: np.ndarray, out: np.ndarray) -> None:
+    """Mark the voxels of region-like prompts (scribbles, lassos, boxes) in ``out``, the zeroed crop ``[lo, hi)``."""
     for p in prompts:
         if p.box is not None:
             a = np.clip(np.asarray(p.box[0]) - lo, 0, hi - lo)
@@ -163,7 +170,6 @@ def _rasterise(prompts: Sequence[Prompt], lo: np.ndarray, hi: np.ndarray) -> np.
             keep = ((v >= 0) & (v < hi - lo)).all(1)
             v = v[keep]
             out[v[:, 0], v[:, 1], v[:, 2]] = 1.0
-    return out
 
 
 def encode(image: np.ndarray, mask: np.ndarray | None, prompts: Sequence[Prompt], lo: np.ndarray, hi: np.ndarray,
@@ -171,25 +177,32 @@ def encode(image: np.ndarray, mask: np.ndarray | None, prompts: Sequence[Prompt]
     """Network input ``(len(CHANNELS), *roi)`` float32 for the crop ``[lo, hi)``.
 
     ``image`` is the normalised full volume (:func:`normalise_volume`), ``mask`` the current
-    full-volume mask (or None). Only the crop is copied; nothing of the full volume is.
+    full-volume mask (or None). Only the crop is copied; nothing of the full volume is. Every
+    channel made at the crop's resolution (image, mask, scribbles, regions) goes to the ROI in
+    one interpolation.
     """
     lo, hi = np.asarray(lo), np.asarray(hi)
     sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
     scale = np.asarray(roi, np.float64) / (hi - lo)
-    channels = np.zeros((len(CHANNELS), *roi), np.float32)
-    channels[0] = _resample(image[sl], roi, "trilinear")
+    strokes = {index: [p for p in prompts if p.positive == positive and p.kind == "scribble"]
+               for index, positive in ((2, True), (3, False))}
+    regions = [p for p in prompts if p.positive and p.kind in ("box", "lasso")]
+    at_crop = [0] + [1] * (mask is not None) + [i for i in (2, 3) if strokes[i]] + [4] * bool(regions)
+    crop = np.empty((len(at_crop), *(int(b - a) for a, b in zip(lo, hi))), np.float32)
+    crop[0] = image[sl]
     if mask is not None:
-        channels[1] = _resample(mask[sl].astype(np.float32), roi, "trilinear")
+        crop[1] = mask[sl]
+    for row, index in enumerate(at_crop):
+        if index >= 2:
+            crop[row] = 0.0
+            _rasterise(strokes[index] if index < 4 else regions, lo, hi, crop[row])
+    resampled = _resample(crop, roi, "trilinear")
+    channels = np.zeros((len(CHANNELS), *roi), np.float32)
+    channels[at_crop] = resampled
     for index, positive in ((2, True), (3, False)):
         clicks = [p.voxels for p in prompts if p.positive == positive and p.kind in ("point", "extreme_points")]
-        strokes = [p for p in prompts if p.positive == positive and p.kind == "scribble"]
         if clicks:
-            channels[index] = _balls(np.concatenate(clicks), lo, scale, roi)
-        if strokes:
-            channels[index] = np.maximum(channels[index], _resample(_rasterise(strokes, lo, hi), roi, "trilinear"))
-    regions = [p for p in prompts if p.positive and p.kind in ("box", "lasso")]
-    if regions:
-        channels[4] = _resample(_rasterise(regions, lo, hi), roi, "trilinear")
+            channels[index] = np.maximum(channels[index], _balls(np.concatenate(clicks), lo, scale, roi))
     return channels
 
 

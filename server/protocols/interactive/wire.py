@@ -15,6 +15,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from engines.data.io import fortran_order
 from engines.errors import InvalidPointsError
 from engines.tasks.interactive import box_prompt, lasso_prompt, point_prompt, voxel_prompt
 from server.errors import BadRequest, PayloadTooLarge
@@ -85,7 +86,7 @@ def prompt_builder(body: PromptBody) -> PromptBuilder:
 
 def encode_mask(mask: np.ndarray) -> str:
     """``gzip-base64-u8-fortran`` text of a boolean array."""
-    raw = np.asarray(mask, dtype=np.uint8).tobytes(order="F")
+    raw = fortran_order(mask, np.uint8).reshape(-1)  # a view: gzip reads the buffer, no bytes copy
     return base64.b64encode(gzip.compress(raw, compresslevel=1, mtime=0)).decode("ascii")
 
 

@@ -22,7 +22,7 @@ from engines.tasks.interaction import InteractionState, StepResult
 from engines.tasks.interactive import voxel_prompt
 from engines.transforms.prompts import Prompt
 from server.errors import Conflict
-from server.sessions.interaction import Interaction, changed_in_crop, changed_box
+from server.sessions.interaction import Interaction, changed_box, changed_in_crop
 from server.sessions.store import Session
 
 __all__ = ["LeaseState", "NoImageError", "Reply", "Step", "clip_box", "mask_prompt"]
@@ -188,7 +188,7 @@ class LeaseState:
             state.set_mask(mask)
             self.pending = []
             return Reply(False)
-        refine = Prompt("mask", True, voxels=np.argwhere(mask))
+        refine = voxel_prompt("mask", mask, True, self.shape)
         result = step(state.prompts + (refine,), mask)
         state.set_mask(mask)
         self.pending = []

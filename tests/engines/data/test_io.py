@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from helpers import GEOMETRY, dicom_series_files, phantom
 
-from engines.data.io import detect_suffix, read_dicom_series, read_volume, write_volume
+from engines.data.io import detect_suffix, fortran_order, read_dicom_series, read_volume, write_volume
 from engines.errors import InputTooLargeError, InvalidImageError
 
 
@@ -88,3 +88,12 @@ def test_bad_dicom_series_are_invalid():
         read_dicom_series(files[:2] + [b""])
     with pytest.raises(InputTooLargeError, match="limit"):
         read_dicom_series(files, max_voxels=512 * 512 * 10)
+
+
+@pytest.mark.parametrize("shape", [(64, 48, 700), (7, 5), (2, 3, 4, 2)])  # a large volume (slabs), a plane, 4D
+def test_fortran_order_is_the_transposed_copy_in_any_dtype(shape):
+    array = np.random.default_rng(0).random(shape) > 0.5
+    out = fortran_order(array, np.uint8)
+    np.testing.assert_array_equal(out, array.astype(np.uint8).transpose())
+    assert out.flags.c_contiguous and out.dtype == np.uint8
+    assert out.tobytes() == array.astype(np.uint8).tobytes(order="F")

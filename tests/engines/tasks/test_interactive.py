@@ -26,6 +26,26 @@ def standin(**overrides) -> InteractiveEngine:
                              bright_interactive_net)
 
 
+def test_a_lasso_is_its_filled_polygon_and_outline_once_each_in_index_order():
+    from skimage.draw import polygon
+
+    vertices = np.array([[3, 20, 7], [30, 4, 7], [38, 33, 7], [12, 39, 7], [5, 30, 7]])
+    prompt = lasso_prompt(vertices.tolist(), False, (40, 42, 12))
+    rr, cc = polygon(vertices[:, 0], vertices[:, 1], shape=(40, 42))
+    filled = np.stack([rr, cc, np.full(len(rr), 7)], 1)
+    np.testing.assert_array_equal(prompt.voxels, np.unique(np.concatenate([filled, vertices]), axis=0))
+    assert prompt.positive is False and prompt.kind == "lasso"
+
+
+def test_a_mask_prompt_holds_the_masks_voxels_in_index_order():
+    mask = np.zeros((30, 20, 10), bool)
+    mask[[4, 4, 17, 25], [2, 19, 8, 8], [9, 0, 3, 3]] = True
+    np.testing.assert_array_equal(voxel_prompt("scribble", mask, True, mask.shape).voxels, np.argwhere(mask))
+    assert len(voxel_prompt("mask", np.zeros_like(mask), True, mask.shape).voxels) == 0
+    with pytest.raises(InvalidPointsError):
+        voxel_prompt("scribble", np.zeros_like(mask), True, mask.shape)
+
+
 def test_schema_accepts_interactive_models_and_refuses_what_cannot_run():
     config = ModelConfig.model_validate(interactive_config())
     assert config.type == "deepgrow" and config.interactive.max_zooms == 2 and INTERACTIVE_IN_CHANNELS == len(CHANNELS)

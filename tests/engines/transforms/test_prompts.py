@@ -2,9 +2,20 @@
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
 from engines.errors import InvalidPointsError
-from engines.transforms.prompts import CHANNELS, Prompt, crop_box, encode, normalise_volume, to_crop, touches_border
+from engines.transforms.prompts import (
+    CHANNELS,
+    Prompt,
+    crop_box,
+    encode,
+    mask_extent,
+    normalise_volume,
+    to_crop,
+    touches_border,
+)
 
 
 def test_normalise_volume_is_modality_free():
@@ -43,6 +54,51 @@ def test_encode_channels_and_paste_back():
     assert x[1].max() == pytest.approx(1.0)
     crop = to_crop(np.where(x[1] > 0.5, 5.0, -5.0), lo, hi)
     assert crop.shape == (24, 24, 8) and crop[10, 10, 4] and not crop[0, 0, 0]
+
+
+def _alone(crop: np.ndarray, roi) -> np.ndarray:
+    """One channel at the crop's resolution taken to the ROI by itself."""
+    t = torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32))[None, None]
+    return F.interpolate(t, size=roi, mode="trilinear", align_corners=False)[0, 0].numpy()
+
+
+@pytest.mark.parametrize("roi", [(16, 24, 8), (24, 24, 8), (40, 30, 9)])  # down, mixed and up-sampling, and no-op
+def test_encode_resamples_all_channels_at_once_exactly_as_each_alone(roi):
+    rng = np.random.default_rng(3)
+    image = normalise_volume(rng.random((50, 44, 14)))
+    mask = rng.random(image.shape) > 0.6
+    scribble = np.array([[20, 20, 5], [21, 20, 5], [22, 21, 6]])
+    prompts = [Prompt("scribble", True, scribble), Prompt("scribble", False, scribble + [0, 5, 0]),
+               Prompt("box", box=((15, 15, 5), (30, 28, 6)))]
+    lo, hi = np.array([10, 6, 3]), np.array([50, 36, 12])
+    x = encode(image, mask, prompts, lo, hi, roi)
+    crop = tuple(slice(a, b) for a, b in zip(lo, hi))
+
+    def raster(voxels=None, box=None):
+        out = np.zeros(tuple(hi - lo), np.float32)
+        if box is not None:
+            out[tuple(slice(a - o, b - o) for a, b, o in zip(*box, lo))] = 1
+        else:
+            out[tuple((voxels - lo).T)] = 1
+        return out
+
+    expected = [image[crop], mask[crop], raster(scribble), raster(scribble + [0, 5, 0]),
+                raster(box=((15, 15, 5), (30, 28, 6)))]
+    for channel, want in zip(x, expected):
+        np.testing.assert_array_equal(channel, _alone(want, roi) if tuple(roi) != tuple(hi - lo) else want)
+
+
+def test_mask_extent_is_the_bounding_box_of_the_foreground():
+    rng = np.random.default_rng(4)
+    for shape in [(30, 20, 10), (7, 40), (1, 1, 1)]:
+        for density in (0.001, 0.05, 1.0):
+            mask = rng.random(shape) < density
+            if not mask.any():
+                continue
+            lo, hi = mask_extent(mask)
+            where = np.argwhere(mask)
+            np.testing.assert_array_equal(lo, where.min(0))
+            np.testing.assert_array_equal(hi, where.max(0) + 1)
 
 
 def test_touches_border_only_on_inner_faces():
