@@ -470,6 +470,52 @@ def test_an_interactive_refusal_shows_the_servers_text(page, served, volume):
     assert page.evaluate("window.aiaa.state.objects[0].voxels") == 0  # nothing changed
 
 
+# ---------------------------------------------------------------- the API documentation, offline
+
+
+def test_api_docs_render_offline_and_docs_authorises_the_admin_routes(browser, served):
+    """/docs and /redoc with every other host unreachable (and the server's own CSP in force)."""
+    url, _ = served
+    document = httpx.get(f"{url}/openapi.json").json()
+    operations = sum(len(ops) for ops in document["paths"].values())
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    elsewhere: list[str] = []
+
+    def local_only(route):
+        if route.request.url.startswith(url + "/"):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", local_only)
+    page = context.new_page()
+    try:
+        page.goto(url + "/docs")
+        expect(page.locator(".opblock-summary-path[data-path='/v1/models']")).to_be_visible()
+        assert page.locator(".opblock").count() == operations
+        page.locator(".btn.authorize").first.click()  # the bearer scheme of the admin routes
+        page.locator("#auth-bearer-value").fill(TOKEN)
+        page.locator(".auth-btn-wrapper .authorize").click()
+        page.locator(".auth-btn-wrapper .btn-done").click()
+        jobs = page.locator(".opblock-get", has=page.locator(".opblock-summary-path[data-path='/admin/jobs']"))
+        jobs.locator(".opblock-summary-control").click()
+        jobs.locator(".try-out__btn").click()
+        with page.expect_response(lambda r: r.url.split("?")[0] == f"{url}/admin/jobs") as reply:
+            jobs.locator(".execute").click()
+        assert reply.value.status == 200
+        assert reply.value.request.headers["authorization"] == f"Bearer {TOKEN}"
+        keep(page, "docs.png")
+
+        page.goto(url + "/redoc")
+        expect(page.locator("[data-section-id^='operation/']").first).to_be_attached()
+        assert page.locator("[data-section-id^='operation/']").count() == operations
+        expect(page.locator("h2", has_text="List Models")).to_be_visible()
+    finally:
+        context.close()
+    assert elsewhere == []
+
+
 # ---------------------------------------------------------------- the admin page
 
 
