@@ -453,8 +453,59 @@ def test_scribble_visibility_opacity_and_the_help_panel(page, served, volume):
     help_panel = page.locator("#help")
     expect(help_panel).to_be_visible()
     expect(help_panel).to_contain_text("Ctrl+z")
+    expect(help_panel).to_contain_text("lasso tool (draw a closed contour on a slice")
+    expect(help_panel).to_contain_text("2D box tool (drag a rectangle on a slice")
     page.keyboard.press("Escape")
     expect(help_panel).to_be_hidden()
+
+
+def drag(page, voxels, steps: int = 8) -> None:
+    """Press at the first voxel's place in the axial view, move through the others (``steps`` moves each), release."""
+    box = page.locator("#gl").bounding_box()
+    places = [page.evaluate("(v) => window.aiaa.showVoxel(v)", list(v)) for v in voxels]
+    page.mouse.move(box["x"] + places[0][0], box["y"] + places[0][1])
+    page.mouse.down()
+    for (x0, y0), (x1, y1) in zip(places, places[1:]):
+        for step in range(1, steps + 1):
+            page.mouse.move(box["x"] + x0 + (x1 - x0) * step / steps, box["y"] + y0 + (y1 - y0) * step / steps)
+    page.mouse.up()
+
+
+def overlay_at_object(page, center) -> np.ndarray:
+    """The red pixels of the axial view around the object's centre (the crosshair moved off the drawing)."""
+    x, y = page.evaluate("(v) => window.aiaa.showVoxel(v)", list(center))
+    red = reddish(page.locator("#gl").screenshot())
+    return red[max(0, int(y) - 15):int(y) + 15, max(0, int(x) - 15):int(x) + 15]
+
+
+@pytest.mark.parametrize("tool, key", [("lasso", "c"), ("box2d", "d")])
+def test_a_lasso_and_a_2d_box_drawn_on_a_slice_show_the_mask_where_the_object_is(page, served, volume, tool, key):
+    url, _ = served
+    vol, truth, data = volume
+    sid = upload(url, data)
+    open_session(page, url, sid)
+    center = (18, 25, 15)
+    assert reddish(page.locator("#gl").screenshot()).sum() == 0
+    page.keyboard.press(key)
+    assert page.locator(f"[data-tool='{tool}']").get_attribute("aria-pressed") == "true"
+    corners = [(12, 18, 15), (24, 18, 15), (24, 32, 15), (12, 32, 15)]  # around the object's middle, axial slice 15
+    path = [*corners, corners[0]] if tool == "lasso" else [corners[0], corners[2]]
+    with page.expect_request("**/v1/interactive/*/prompt**") as sent:
+        drag(page, path)
+    prompt = sent.value.post_data_json
+    if tool == "lasso":
+        assert prompt["type"] == "lasso" and prompt["positive"] is True and len(prompt["points"]) >= 4
+        assert {p[2] for p in prompt["points"]} == {15}  # one slice
+        assert {tuple(c) for c in corners} <= {tuple(p) for p in prompt["points"]}
+    else:
+        assert prompt == {"type": "box", "positive": True, "box": [[12, 18, 15], [24, 32, 15]]}  # one axis of size 1
+    page.wait_for_function("() => window.aiaa.state.objects.length === 1 && window.aiaa.state.objects[0].voxels > 0")
+    shown = object_mask(page, 0, vol.shape)
+    np.testing.assert_array_equal(shown, server_mask(url, sid))
+    assert shown[center] == 1 and (shown & truth).sum() > 0.5 * shown.sum()  # on the object
+    assert overlay_at_object(page, center).mean() > 0.3, "no mask overlay where the object is"
+    assert page.locator("#sketch *").count() == 0  # the drawing is gone once sent
+    keep(page, f"viewer-{tool}.png")
 
 
 def test_an_interactive_refusal_shows_the_servers_text(page, served, volume):
