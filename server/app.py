@@ -15,11 +15,11 @@ from engines.serving.deploy import ServingManager
 from engines.serving.pool import EnginePool
 from engines.serving.versions import ModelStore
 from server import health, logs, metrics
-from server.apidocs import install_docs
 from server.admin import bundles as admin_bundles
 from server.admin import jobs as admin_jobs
 from server.admin import models as admin_models
 from server.admission import GateKeeper
+from server.apidocs import install_docs
 from server.errors import database_name, install_handlers
 from server.jobs.lock import StateLock
 from server.jobs.store import JobStore

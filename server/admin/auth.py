@@ -14,6 +14,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Annotated
 
 from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -83,7 +84,8 @@ BEARER = HTTPBearer(auto_error=False, scheme_name="adminToken",
                     description="the admin token (AIAA_ADMIN_TOKEN or the file of 'aiaa serve --admin-token-file')")
 
 
-def require_admin(request: Request, credentials: HTTPAuthorizationCredentials | None = Security(BEARER)) -> None:
+def require_admin(request: Request,
+                  credentials: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]) -> None:
     """FastAPI dependency: refuse unless ``Authorization: Bearer <admin token>`` is sent.
 
     Raises:

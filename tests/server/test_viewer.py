@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import gzip
-import io
+import itertools
 import json
 import os
 import time
@@ -25,8 +25,8 @@ import pytest
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from helpers import phantom, phantom_points, serve_in_thread
-from PIL import Image
 from scipy import ndimage
+from viewer_helpers import api_mask, reddish, server_mask, upload
 
 from engines.data.io import read_volume, write_volume
 from server.app import create_app
@@ -41,8 +41,9 @@ CHROMIUM = Path(os.environ.get("AIAA_CHROMIUM", "/usr/bin/chromium"))  # Debian'
 TOKEN = "viewer-test-token"
 
 try:  # the interactive routes and their stand-in engine (the interactive issue's branch)
-    import server.protocols.interactive  # noqa: F401
     from helpers import standin_interactive_engine
+
+    import server.protocols.interactive  # noqa: F401
 except ImportError:
     standin_interactive_engine = None
 INTERACTIVE = "interactive_fake" if standin_interactive_engine is None else "interactive_test"
@@ -233,10 +234,6 @@ def volume():
     return vol, mask, write_volume(vol.array, vol.geometry, ".nii.gz", dtype="float32")
 
 
-def upload(url: str, data: bytes) -> str:
-    return httpx.put(f"{url}/session/", files={"image": ("phantom.nii.gz", data)}).json()["session_id"]
-
-
 def open_session(page, url: str, sid: str) -> None:
     page.goto(f"{url}/?session={sid}")
     page.wait_for_function("() => window.aiaa && window.aiaa.state.base && window.aiaa.state.sessionId")
@@ -254,31 +251,11 @@ def object_mask(page, index: int, shape) -> np.ndarray:
     return np.array(flat, np.uint8).reshape(shape, order="F")
 
 
-def reddish(png: bytes) -> np.ndarray:
-    """Where the screenshot shows the first object's colour (red) rather than grey or the yellow crosshair."""
-    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
-    return (rgb[..., 0] - rgb[..., 1] > 50) & (rgb[..., 0] - rgb[..., 2] > 50)
-
-
-def server_mask(url: str, sid: str) -> np.ndarray:
-    """The session's interactive mask as the server holds it (``GET /v1/interactive/{id}/mask?format=json``)."""
-    body = httpx.get(f"{url}/v1/interactive/{sid}/mask", params={"format": "json"}).json()
-    flat = np.frombuffer(gzip.decompress(base64.b64decode(body["mask"])), np.uint8)
-    return flat.reshape(body["shape"], order="F")
-
-
 def keep(page, name: str) -> None:
     folder = os.environ.get("AIAA_SCREENSHOTS")
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(folder) / name))
-
-
-def api_mask(url: str, route: str, sid: str, model: str, params: dict) -> np.ndarray:
-    reply = httpx.post(f"{url}/v1/{route}", params={"model": model, "session_id": sid, "output": "image"},
-                       files={"params": (None, json.dumps({**params, "result_extension": ".nii.gz"}))})
-    assert reply.status_code == 200, reply.text
-    return np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(reply.content)).dataobj)
 
 
 # ---------------------------------------------------------------- the viewer
@@ -465,7 +442,7 @@ def drag(page, voxels, steps: int = 8) -> None:
     places = [page.evaluate("(v) => window.aiaa.showVoxel(v)", list(v)) for v in voxels]
     page.mouse.move(box["x"] + places[0][0], box["y"] + places[0][1])
     page.mouse.down()
-    for (x0, y0), (x1, y1) in zip(places, places[1:]):
+    for (x0, y0), (x1, y1) in itertools.pairwise(places):
         for step in range(1, steps + 1):
             page.mouse.move(box["x"] + x0 + (x1 - x0) * step / steps, box["y"] + y0 + (y1 - y0) * step / steps)
     page.mouse.up()
