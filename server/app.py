@@ -19,6 +19,7 @@ from server.admin import bundles as admin_bundles
 from server.admin import jobs as admin_jobs
 from server.admin import models as admin_models
 from server.admission import GateKeeper
+from server.apidocs import install_docs
 from server.errors import database_name, install_handlers
 from server.jobs.lock import StateLock
 from server.jobs.store import JobStore
@@ -64,7 +65,8 @@ def create_app(settings: Settings | None = None, pool: EnginePool | None = None)
             app.state.logs.detach()
 
     app = FastAPI(title="AIAA-compatible annotation server", version="0.1.0", lifespan=lifespan,
-                  redirect_slashes=False, responses=ERROR_RESPONSE)
+                  redirect_slashes=False, responses=ERROR_RESPONSE,
+                  docs_url=None, redoc_url=None)  # served by install_docs, without CDNs
     app.state.settings = settings
     app.state.pool = pool or EnginePool()
     app.state.sessions = SessionStore(settings.session_default_expiry_s, settings.session_max_expiry_s,
@@ -75,6 +77,7 @@ def create_app(settings: Settings | None = None, pool: EnginePool | None = None)
     app.state.metrics = Metrics(app.state)
     install_handlers(app)
     install_ui(app)  # `/`, `/admin` and `/static/`: paths no JSON route uses
+    install_docs(app)
     install_openapi(app)
     for module in (models, inference, polygon, session, interactive, nninteractive, health, logs, admin_jobs,
                    admin_models, admin_bundles):

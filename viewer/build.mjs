@@ -1,8 +1,9 @@
 // One command rebuilds the served assets: `npm ci && npm run build` (or `make viewer` from the repository root).
-// Bundles src/ with esbuild into ../server/static/ and writes the licences of every bundled package.
+// Bundles src/ with esbuild into ../server/static/, copies the API documentation pages' prebuilt Swagger UI and
+// ReDoc bundles into ../server/static/docs/ (so /docs and /redoc work offline), and writes the licences of both.
 import { build } from 'esbuild'
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { dirname, join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const here = dirname(fileURLToPath(import.meta.url))
@@ -36,6 +37,27 @@ for (const [name, folder] of [...packages].sort()) {
   const licenceFile = readdirSync(folder).find((f) => /^(licen[sc]e|copying)/i.test(f))
   notices.push('='.repeat(78), `${name} ${meta.version} (${meta.license || 'see below'})`, meta.homepage || '', '')
   notices.push(licenceFile ? readFileSync(join(folder, licenceFile), 'utf8').trim() : `licence: ${meta.license} (no licence file in the package)`, '')
+}
+
+// The API documentation pages (/docs, /redoc) load these prebuilt bundles as they are published.
+const DOCS_ASSETS = {
+  'swagger-ui-dist': ['swagger-ui-bundle.js', 'swagger-ui.css', 'favicon-32x32.png'],
+  redoc: ['bundles/redoc.standalone.js'],
+}
+mkdirSync(join(out, 'docs'))
+notices.push('', 'Copied unchanged into docs/ for the API documentation pages (/docs and /redoc).', '')
+for (const [name, files] of Object.entries(DOCS_ASSETS)) {
+  const folder = join(here, 'node_modules', name)
+  const meta = JSON.parse(readFileSync(join(folder, 'package.json'), 'utf8'))
+  notices.push('='.repeat(78), `${name} ${meta.version} (${meta.license})`, meta.homepage || '', '')
+  for (const file of files) {
+    copyFileSync(join(folder, file), join(out, 'docs', basename(file)))
+    // the notices of the third-party code inside a prebuilt bundle
+    if (existsSync(join(folder, `${file}.LICENSE.txt`))) notices.push(readFileSync(join(folder, `${file}.LICENSE.txt`), 'utf8').trim(), '')
+  }
+  for (const extra of ['LICENSE', 'NOTICE']) {
+    if (existsSync(join(folder, extra))) notices.push(readFileSync(join(folder, extra), 'utf8').trim(), '')
+  }
 }
 writeFileSync(join(out, 'LICENSES.txt'), notices.join('\n') + '\n')
 if (!existsSync(join(out, 'viewer.js'))) throw new Error('the build wrote no viewer.js')

@@ -14,8 +14,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from server.errors import ApiError, Forbidden, Unauthorized
 
@@ -76,7 +78,14 @@ def _limiter(request: Request) -> LoginLimiter:
     return state.login_limiter
 
 
-def require_admin(request: Request) -> None:
+# Declares the bearer scheme in the OpenAPI document (so /docs can authorise the admin routes);
+# the checks and their error replies stay below.
+BEARER = HTTPBearer(auto_error=False, scheme_name="adminToken",
+                    description="the admin token (AIAA_ADMIN_TOKEN or the file of 'aiaa serve --admin-token-file')")
+
+
+def require_admin(request: Request,
+                  credentials: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]) -> None:
     """FastAPI dependency: refuse unless ``Authorization: Bearer <admin token>`` is sent.
 
     Raises:
@@ -96,11 +105,10 @@ def require_admin(request: Request) -> None:
     client = request.client.host if request.client else "unknown"
     limiter = _limiter(request)
     limiter.check(client)
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not given:
+    if credentials is None:  # no header, or not a bearer token
         raise Unauthorized("this admin route needs the header 'Authorization: Bearer <token>'",
                            headers={"WWW-Authenticate": "Bearer"})
-    if not hmac.compare_digest(given.strip().encode(), expected.encode()):
+    if not hmac.compare_digest(credentials.credentials.strip().encode(), expected.encode()):
         count = limiter.failed(client)
         log.warning("failed admin login from %s on %s %s (%d within %.0f s)", client, request.method,
                     request.url.path, count, limiter.window_s)

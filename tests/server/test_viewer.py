@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import gzip
-import io
+import itertools
 import json
 import os
 import time
@@ -25,8 +25,8 @@ import pytest
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from helpers import phantom, phantom_points, serve_in_thread
-from PIL import Image
 from scipy import ndimage
+from viewer_helpers import api_mask, reddish, server_mask, upload
 
 from engines.data.io import read_volume, write_volume
 from server.app import create_app
@@ -41,8 +41,9 @@ CHROMIUM = Path(os.environ.get("AIAA_CHROMIUM", "/usr/bin/chromium"))  # Debian'
 TOKEN = "viewer-test-token"
 
 try:  # the interactive routes and their stand-in engine (the interactive issue's branch)
-    import server.protocols.interactive  # noqa: F401
     from helpers import standin_interactive_engine
+
+    import server.protocols.interactive  # noqa: F401
 except ImportError:
     standin_interactive_engine = None
 INTERACTIVE = "interactive_fake" if standin_interactive_engine is None else "interactive_test"
@@ -233,10 +234,6 @@ def volume():
     return vol, mask, write_volume(vol.array, vol.geometry, ".nii.gz", dtype="float32")
 
 
-def upload(url: str, data: bytes) -> str:
-    return httpx.put(f"{url}/session/", files={"image": ("phantom.nii.gz", data)}).json()["session_id"]
-
-
 def open_session(page, url: str, sid: str) -> None:
     page.goto(f"{url}/?session={sid}")
     page.wait_for_function("() => window.aiaa && window.aiaa.state.base && window.aiaa.state.sessionId")
@@ -254,31 +251,11 @@ def object_mask(page, index: int, shape) -> np.ndarray:
     return np.array(flat, np.uint8).reshape(shape, order="F")
 
 
-def reddish(png: bytes) -> np.ndarray:
-    """Where the screenshot shows the first object's colour (red) rather than grey or the yellow crosshair."""
-    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
-    return (rgb[..., 0] - rgb[..., 1] > 50) & (rgb[..., 0] - rgb[..., 2] > 50)
-
-
-def server_mask(url: str, sid: str) -> np.ndarray:
-    """The session's interactive mask as the server holds it (``GET /v1/interactive/{id}/mask?format=json``)."""
-    body = httpx.get(f"{url}/v1/interactive/{sid}/mask", params={"format": "json"}).json()
-    flat = np.frombuffer(gzip.decompress(base64.b64decode(body["mask"])), np.uint8)
-    return flat.reshape(body["shape"], order="F")
-
-
 def keep(page, name: str) -> None:
     folder = os.environ.get("AIAA_SCREENSHOTS")
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(folder) / name))
-
-
-def api_mask(url: str, route: str, sid: str, model: str, params: dict) -> np.ndarray:
-    reply = httpx.post(f"{url}/v1/{route}", params={"model": model, "session_id": sid, "output": "image"},
-                       files={"params": (None, json.dumps({**params, "result_extension": ".nii.gz"}))})
-    assert reply.status_code == 200, reply.text
-    return np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(reply.content)).dataobj)
 
 
 # ---------------------------------------------------------------- the viewer
@@ -453,8 +430,59 @@ def test_scribble_visibility_opacity_and_the_help_panel(page, served, volume):
     help_panel = page.locator("#help")
     expect(help_panel).to_be_visible()
     expect(help_panel).to_contain_text("Ctrl+z")
+    expect(help_panel).to_contain_text("lasso tool (draw a closed contour on a slice")
+    expect(help_panel).to_contain_text("2D box tool (drag a rectangle on a slice")
     page.keyboard.press("Escape")
     expect(help_panel).to_be_hidden()
+
+
+def drag(page, voxels, steps: int = 8) -> None:
+    """Press at the first voxel's place in the axial view, move through the others (``steps`` moves each), release."""
+    box = page.locator("#gl").bounding_box()
+    places = [page.evaluate("(v) => window.aiaa.showVoxel(v)", list(v)) for v in voxels]
+    page.mouse.move(box["x"] + places[0][0], box["y"] + places[0][1])
+    page.mouse.down()
+    for (x0, y0), (x1, y1) in itertools.pairwise(places):
+        for step in range(1, steps + 1):
+            page.mouse.move(box["x"] + x0 + (x1 - x0) * step / steps, box["y"] + y0 + (y1 - y0) * step / steps)
+    page.mouse.up()
+
+
+def overlay_at_object(page, center) -> np.ndarray:
+    """The red pixels of the axial view around the object's centre (the crosshair moved off the drawing)."""
+    x, y = page.evaluate("(v) => window.aiaa.showVoxel(v)", list(center))
+    red = reddish(page.locator("#gl").screenshot())
+    return red[max(0, int(y) - 15):int(y) + 15, max(0, int(x) - 15):int(x) + 15]
+
+
+@pytest.mark.parametrize("tool, key", [("lasso", "c"), ("box2d", "d")])
+def test_a_lasso_and_a_2d_box_drawn_on_a_slice_show_the_mask_where_the_object_is(page, served, volume, tool, key):
+    url, _ = served
+    vol, truth, data = volume
+    sid = upload(url, data)
+    open_session(page, url, sid)
+    center = (18, 25, 15)
+    assert reddish(page.locator("#gl").screenshot()).sum() == 0
+    page.keyboard.press(key)
+    assert page.locator(f"[data-tool='{tool}']").get_attribute("aria-pressed") == "true"
+    corners = [(12, 18, 15), (24, 18, 15), (24, 32, 15), (12, 32, 15)]  # around the object's middle, axial slice 15
+    path = [*corners, corners[0]] if tool == "lasso" else [corners[0], corners[2]]
+    with page.expect_request("**/v1/interactive/*/prompt**") as sent:
+        drag(page, path)
+    prompt = sent.value.post_data_json
+    if tool == "lasso":
+        assert prompt["type"] == "lasso" and prompt["positive"] is True and len(prompt["points"]) >= 4
+        assert {p[2] for p in prompt["points"]} == {15}  # one slice
+        assert {tuple(c) for c in corners} <= {tuple(p) for p in prompt["points"]}
+    else:
+        assert prompt == {"type": "box", "positive": True, "box": [[12, 18, 15], [24, 32, 15]]}  # one axis of size 1
+    page.wait_for_function("() => window.aiaa.state.objects.length === 1 && window.aiaa.state.objects[0].voxels > 0")
+    shown = object_mask(page, 0, vol.shape)
+    np.testing.assert_array_equal(shown, server_mask(url, sid))
+    assert shown[center] == 1 and (shown & truth).sum() > 0.5 * shown.sum()  # on the object
+    assert overlay_at_object(page, center).mean() > 0.3, "no mask overlay where the object is"
+    assert page.locator("#sketch *").count() == 0  # the drawing is gone once sent
+    keep(page, f"viewer-{tool}.png")
 
 
 def test_an_interactive_refusal_shows_the_servers_text(page, served, volume):
@@ -468,6 +496,52 @@ def test_an_interactive_refusal_shows_the_servers_text(page, served, volume):
     click_voxel(page, [18, 25, 15])
     expect(page.locator("#message")).to_contain_text("The server refused: 400: ")  # then the server's own words
     assert page.evaluate("window.aiaa.state.objects[0].voxels") == 0  # nothing changed
+
+
+# ---------------------------------------------------------------- the API documentation, offline
+
+
+def test_api_docs_render_offline_and_docs_authorises_the_admin_routes(browser, served):
+    """/docs and /redoc with every other host unreachable (and the server's own CSP in force)."""
+    url, _ = served
+    document = httpx.get(f"{url}/openapi.json").json()
+    operations = sum(len(ops) for ops in document["paths"].values())
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    elsewhere: list[str] = []
+
+    def local_only(route):
+        if route.request.url.startswith(url + "/"):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", local_only)
+    page = context.new_page()
+    try:
+        page.goto(url + "/docs")
+        expect(page.locator(".opblock-summary-path[data-path='/v1/models']")).to_be_visible()
+        assert page.locator(".opblock").count() == operations
+        page.locator(".btn.authorize").first.click()  # the bearer scheme of the admin routes
+        page.locator("#auth-bearer-value").fill(TOKEN)
+        page.locator(".auth-btn-wrapper .authorize").click()
+        page.locator(".auth-btn-wrapper .btn-done").click()
+        jobs = page.locator(".opblock-get", has=page.locator(".opblock-summary-path[data-path='/admin/jobs']"))
+        jobs.locator(".opblock-summary-control").click()
+        jobs.locator(".try-out__btn").click()
+        with page.expect_response(lambda r: r.url.split("?")[0] == f"{url}/admin/jobs") as reply:
+            jobs.locator(".execute").click()
+        assert reply.value.status == 200
+        assert reply.value.request.headers["authorization"] == f"Bearer {TOKEN}"
+        keep(page, "docs.png")
+
+        page.goto(url + "/redoc")
+        expect(page.locator("[data-section-id^='operation/']").first).to_be_attached()
+        assert page.locator("[data-section-id^='operation/']").count() == operations
+        expect(page.locator("h2", has_text="List Models")).to_be_visible()
+    finally:
+        context.close()
+    assert elsewhere == []
 
 
 # ---------------------------------------------------------------- the admin page

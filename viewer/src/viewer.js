@@ -26,6 +26,7 @@ const state = {
   extreme: [], // extreme points placed so far
   boxCorner: null,
   scribble: null,
+  sketch: null, // a lasso or 2D box being drawn on one slice: {tool, axis, slice, voxels, screen}
   bound: null, // the object the server's interactive state holds, and with which model
   timings: [], // one entry per step: {step, route, model, object, timings}
   nextId: 1,
@@ -121,6 +122,18 @@ function voxelAt(x, y) {
   if (frac[0] < 0) return null
   const v = state.toVoxel(nv.frac2mm(frac))
   return inside(v) ? v : null
+}
+
+/** The voxel axis across which the 2D view under a canvas position (CSS pixels) slices, or -1 off the 2D views. */
+function sliceAxisAt(x, y) {
+  const dpr = nv.uiData.dpr || 1
+  const tile = nv.tileIndex(x * dpr, y * dpr)
+  const view = tile < 0 ? -1 : nv.screenSlices[tile].axCorSag
+  if (view < 0 || view > 2) return -1
+  const world = 2 - view // an axial view shows one z, a coronal one y, a sagittal one x
+  const A = state.base.hdr.affine
+  const along = [0, 1, 2].map((d) => Math.abs(A[world][d]) / Math.hypot(A[0][d], A[1][d], A[2][d]))
+  return along.indexOf(Math.max(...along))
 }
 
 /** Move the crosshair to a voxel; returns its position (CSS pixels) in the axial view, for scripts and tests. */
@@ -406,6 +419,8 @@ function clearPending() {
   state.extreme = []
   state.boxCorner = null
   state.scribble = null
+  state.sketch = null
+  drawSketch()
   updateButtons()
 }
 
@@ -528,6 +543,65 @@ function onClick(v, shift) {
   }
 }
 
+// ---------------------------------------------------------------- lasso and 2D box: drawn on one slice
+
+function startSketch(x, y) {
+  const v = voxelAt(x, y)
+  const axis = sliceAxisAt(x, y)
+  state.sketch = v && axis >= 0 ? { tool: state.tool, axis, slice: v[axis], voxels: [v], screen: [[x, y]] } : null
+  drawSketch()
+}
+
+function extendSketch(x, y) {
+  const sketch = state.sketch
+  const v = voxelAt(x, y)
+  if (!v) return
+  v[sketch.axis] = sketch.slice // the drag stays on the slice it started on
+  const last = sketch.voxels[sketch.voxels.length - 1]
+  if (sketch.tool === 'box2d') sketch.voxels = [sketch.voxels[0], v]
+  else if (v.some((c, d) => c !== last[d])) sketch.voxels.push(v)
+  sketch.screen = sketch.tool === 'box2d' ? [sketch.screen[0], [x, y]] : [...sketch.screen, [x, y]]
+  drawSketch()
+}
+
+/** Send the finished lasso or 2D box as the interactive API's prompt (``shift``: negative). */
+function finishSketch(shift) {
+  const sketch = state.sketch
+  state.sketch = null
+  drawSketch()
+  if (!sketch) return
+  if (sketch.tool === 'lasso') {
+    if (sketch.voxels.length < 3) return showInfo('lasso: draw a closed contour around the object on one slice')
+    interactive({ type: 'lasso', positive: !shift, points: sketch.voxels })
+  } else {
+    const [a, b] = [sketch.voxels[0], sketch.voxels[sketch.voxels.length - 1]]
+    if (a.every((x, d) => x === b[d])) return showInfo('2D box: drag a rectangle over the object on one slice')
+    interactive({ type: 'box', positive: !shift, box: [a.map((x, d) => Math.min(x, b[d])), a.map((x, d) => Math.max(x, b[d]))] })
+  }
+}
+
+/** The contour or rectangle being drawn, over the canvas. */
+function drawSketch() {
+  const svg = $('sketch')
+  svg.replaceChildren()
+  const sketch = state.sketch
+  if (!sketch) return
+  const ns = 'http://www.w3.org/2000/svg'
+  if (sketch.tool === 'lasso') {
+    const line = document.createElementNS(ns, 'polyline')
+    line.setAttribute('points', [...sketch.screen, sketch.screen[0]].map((p) => p.join(',')).join(' '))
+    svg.append(line)
+  } else {
+    const [[x0, y0], [x1, y1]] = [sketch.screen[0], sketch.screen[sketch.screen.length - 1]]
+    const rect = document.createElementNS(ns, 'rect')
+    const box = { x: Math.min(x0, x1), y: Math.min(y0, y1), width: Math.abs(x1 - x0), height: Math.abs(y1 - y0) }
+    for (const [key, value] of Object.entries(box)) rect.setAttribute(key, String(value))
+    svg.append(rect)
+  }
+}
+
+const SKETCHES = ['lasso', 'box2d']
+
 function installPointer(canvas) {
   let down = null
   canvas.addEventListener('pointerdown', (e) => {
@@ -537,8 +611,10 @@ function installPointer(canvas) {
       const v = voxelAt(e.offsetX, e.offsetY)
       state.scribble = v ? new Map([[v.join(','), v]]) : new Map()
     }
+    if (SKETCHES.includes(state.tool)) startSketch(e.offsetX, e.offsetY)
   })
   canvas.addEventListener('pointermove', (e) => {
+    if (state.sketch && e.buttons & 1) return extendSketch(e.offsetX, e.offsetY)
     if (state.tool !== 'scribble' || !state.scribble || !(e.buttons & 1)) return
     const v = voxelAt(e.offsetX, e.offsetY)
     if (!v) return
@@ -554,6 +630,7 @@ function installPointer(canvas) {
     if (e.button !== 0 || !down) return
     const moved = Math.hypot(e.offsetX - down.x, e.offsetY - down.y)
     down = null
+    if (SKETCHES.includes(state.tool)) return finishSketch(e.shiftKey)
     if (state.tool === 'scribble' && state.scribble) {
       const points = [...state.scribble.values()]
       state.scribble = null
@@ -646,7 +723,9 @@ const SHORTCUTS = [
   ['e', 'extreme points tool', () => setTool('extreme')],
   ['p', 'positive click tool', () => setTool('positive')],
   ['x', 'negative click tool', () => setTool('negative')],
-  ['b', 'box tool (two opposite corners)', () => setTool('box')],
+  ['b', '3D box tool (click two opposite corners, on any slices)', () => setTool('box')],
+  ['d', '2D box tool (drag a rectangle on a slice; shift: negative)', () => setTool('box2d')],
+  ['c', 'lasso tool (draw a closed contour on a slice; shift: negative)', () => setTool('lasso')],
   ['s', 'scribble tool (drag; shift: negative)', () => setTool('scribble')],
   ['Enter', 'run the extreme points model', () => runExtreme()],
   ['a', 'automatic segmentation', () => runAutomatic()],
