@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from anyio import from_thread, get_cancelled_exc_class, to_thread
+from anyio import CapacityLimiter, from_thread, get_cancelled_exc_class, to_thread
 from anyio.lowlevel import checkpoint
 
 from engines.backends.base import max_concurrency
@@ -40,6 +40,9 @@ class ModelGate:
         self.capacity = max_running + max_queued
         self.in_flight = 0
         self._semaphore = asyncio.Semaphore(max_running)
+        # Its own worker threads: model calls never wait behind uploads being decoded (the default pool),
+        # and a batch can always fill.
+        self._threads = CapacityLimiter(max_running)
 
     @asynccontextmanager
     async def admit(self) -> AsyncIterator[ModelGate]:
@@ -63,7 +66,8 @@ class ModelGate:
         """Inside :meth:`admit`: run ``func(*args)`` in a worker thread once a running slot is free."""
         async with self._semaphore:
             try:
-                return await to_thread.run_sync(_cancellable, get_cancelled_exc_class(), func, *args)
+                return await to_thread.run_sync(_cancellable, get_cancelled_exc_class(), func, *args,
+                                                limiter=self._threads)
             except Exception:
                 await checkpoint()  # a cancelled request ends cancelled, whatever its thread raised on the way out
                 raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -47,6 +48,10 @@ def create_app(settings: Settings | None = None, pool: EnginePool | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.logs.attach()
+        to_thread.current_default_thread_limiter().total_tokens = settings.worker_thread_count()
+        # The event loop thread asks for the GIL back after 1 ms instead of 5 ms: numpy work in model
+        # threads otherwise delays every reply, /health/live included, by several switch intervals.
+        sys.setswitchinterval(0.001)
         # Before anything touches the state folder (or loads models): a second server refuses here.
         app.state.state_lock = StateLock(settings.state_path()).acquire()
         if pool is None:
