@@ -40,8 +40,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-from engines.data.io import read_volume  # noqa: E402
-from engines.transforms.points import extreme_points  # noqa: E402
+from engines.data.io import read_volume
+from engines.transforms.points import extreme_points
 
 DATA = ROOT.parent / "shared" / "data" / "msd_hippocampus"
 MODELS = ("interactive_any", "annotation_mri_hippocampus")

@@ -26,7 +26,7 @@ from engines.backends.base import max_concurrency
 from engines.serving.batching import CANCELLED
 from server.errors import Busy
 
-__all__ = ["ModelGate", "GateKeeper"]
+__all__ = ["GateKeeper", "ModelGate"]
 
 T = TypeVar("T")
 

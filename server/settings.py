@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ModelLimits", "Settings", "InsecureTokenFile", "default_max_voxels"]
+__all__ = ["InsecureTokenFile", "ModelLimits", "Settings", "default_max_voxels"]
 
 
 class InsecureTokenFile(ValueError):

@@ -95,7 +95,7 @@ def check_dicom_slices(files: Sequence[str]) -> None:
             reader.ReadImageInformation()
         except RuntimeError:
             raise InvalidImageError(f"{path}: not a readable DICOM slice") from None
-        get = lambda key: reader.GetMetaData(key).strip() if reader.HasMetaDataKey(key) else ""  # noqa: E731
+        get = lambda key: reader.GetMetaData(key).strip() if reader.HasMetaDataKey(key) else ""
         _check_pixel_data_length(path, get)
         sizes.add((get(_TAG_ROWS), get(_TAG_COLUMNS)))
         orientations.add(get(_TAG_ORIENTATION))

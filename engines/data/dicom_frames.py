@@ -8,6 +8,7 @@ decoded length of each byte segment (counted from the run headers, nothing is ex
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 from engines.errors import InvalidImageError
@@ -73,7 +74,7 @@ def _rle_lengths(frame: bytes) -> list[int]:
         return []
     offsets = [int.from_bytes(frame[4 + 4 * i:8 + 4 * i], "little") for i in range(count)] + [len(frame)]
     lengths = []
-    for start, end in zip(offsets, offsets[1:]):
+    for start, end in pairwise(offsets):
         decoded, at = 0, start
         while at < min(end, len(frame)):
             n = frame[at]

@@ -134,7 +134,7 @@ class MicroBatcher:
             if outputs.shape[0] != sum(sizes):
                 raise RuntimeError(f"the network returned {outputs.shape[0]} outputs for {sum(sizes)} inputs")
             parts: Any = outputs.split(sizes)
-        except Exception as exc:  # every caller gets the error; the worker carries on
+        except Exception as exc:  # noqa: BLE001 - every caller gets the error; the worker carries on
             for call in batch:
                 call.future.set_exception(exc)
             return

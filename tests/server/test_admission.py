@@ -132,3 +132,25 @@ def test_a_request_cancelled_while_waiting_for_companions_leaves_the_batch_and_f
 
     anyio.run(main)
     assert calls == []  # the network never ran the cancelled call
+
+
+def test_model_calls_do_not_wait_behind_other_blocking_work():
+    import anyio
+    from anyio import to_thread
+
+    gate = GateKeeper(max_running=1, max_queued=0).gate("m")
+    release = threading.Event()
+
+    async def main() -> int:
+        default = to_thread.current_default_thread_limiter()
+        default.total_tokens = 1  # one worker thread for uploads and sync routes...
+        async with anyio.create_task_group() as group:
+            group.start_soon(to_thread.run_sync, release.wait)  # ...busy decoding a large upload
+            while default.borrowed_tokens < 1:
+                await anyio.sleep(0.01)
+            with anyio.fail_after(30):
+                answer = await gate.run(lambda: 42)
+            release.set()
+        return answer
+
+    assert anyio.run(main) == 42

@@ -132,7 +132,7 @@ def test_an_interactive_model_with_batching_predicts_what_it_predicts_without(tm
     assert isinstance(batched.network, MicroBatcher) and not isinstance(plain.network, MicroBatcher)
     assert batched.network.max_batch == 4 and batched.network.max_wait_s == 0.1
     batched.network.max_wait_s = 60.0  # only a full batch starts: the test does not depend on timing
-    volume, mask = phantom()
+    volume, _ = phantom()
     prepared = plain.prepare(volume)
     clicks = [[18, 25, 15], [16, 24, 14], [20, 27, 16], [18, 22, 15]]
     alone = [plain.step(prepared, [point_prompt(c, True, prepared.shape)], None).mask for c in clicks]
