@@ -121,12 +121,13 @@ async def run(base: str, model: str, clients: int, clicks: int, cases: list[tupl
 
 def pool_of(model: str, pool: Path, folder: Path, batching: tuple[int, float] | None) -> Path:
     """An engine pool of ``model`` alone (from ``pool``), its config copied into ``folder`` with absolute
-    paths and, with ``batching``, micro-batching of ``(max_batch, max_wait_ms)`` switched on."""
+    paths, micro-batching off or, with ``batching``, on with ``(max_batch, max_wait_ms)``."""
     entry = next(e for e in json.loads(pool.read_text()) if e["name"] == model)
     source = (pool.parent / entry["config_file"]).resolve()
     config = json.loads(source.read_text())
     config["model_path"] = str((source.parent / config["model_path"]).resolve())
     config.pop("datalist", None)
+    config.pop("batching", None)  # the shipped setting is what is compared: off, then ``batching``
     if batching:
         config["batching"] = {"max_batch": batching[0], "max_wait_ms": batching[1]}
     (folder / "model.json").write_text(json.dumps(config))

@@ -27,7 +27,7 @@ def test_a_server_killed_while_it_writes_a_dataset_leaves_none_after_restart_and
     server, client = server_process(settings, tmp_path)
     try:
         # Many cases: the server writes and checks them one by one, long enough to be caught at it.
-        upload = threading.Thread(target=lambda: _post_ignoring_the_crash(client, _cases(60)))
+        upload = threading.Thread(target=lambda: _post_ignoring_the_crash(client, _cases(30)))
         upload.start()
         deadline = time.monotonic() + 60
         while not list(datasets.glob(".ds-*.part")):
