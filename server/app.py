@@ -58,9 +58,9 @@ def create_app(settings: Settings | None = None, pool: EnginePool | None = None)
             app.state.pool = await to_thread.run_sync(lambda: EnginePool.from_file(settings.config, settings.warmup))
         await to_thread.run_sync(_start_admin, app)
         # What start-up made (modules, weights, ~0.5 M objects) lives as long as the process: move it out
-        # of the collector's reach. A full collection over it stopped every thread, the event loop
-        # included, for 0.5-1.9 s under load: the /health/live outliers of the load test. (Not for a
-        # pool given by a test: frozen cyclic garbage of earlier tests would never be freed.)
+        # of the collector's reach. A full collection over it took 1.8 s on the loaded 2-core machine,
+        # holding the GIL, so the event loop stood still too (the likely cause of /health/live outliers
+        # over 1 s under load). Not for a pool given by a test: frozen garbage of earlier tests would stay.
         if pool is None:
             gc.collect()
             gc.freeze()

@@ -62,7 +62,7 @@ def server_process(settings: Settings, cwd: Path) -> tuple[subprocess.Popen, htt
     server = subprocess.Popen([sys.executable, "-m", "server.cli.main", "serve", "--config", settings.config,
                                "--port", str(port), "--log-level", "warning"], env=env, cwd=cwd)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # importing torch and MONAI takes a minute on a loaded 2-core machine
     while True:
         try:
             client.get("/health/live")

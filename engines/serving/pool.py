@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 from engines.backends import describe, load_backend
 from engines.config.model import PoolEntry, load_model_config, parse_pool
+from engines.errors import ConfigError, EngineError, ModelLoadError, ModelNotFoundError, ModelUnavailableError
 from engines.serving.batching import MicroBatcher
-from engines.errors import (ConfigError, EngineError, ModelLoadError, ModelNotFoundError, ModelUnavailableError)
 from engines.tasks.base import Engine
 from engines.tasks.bundle import load_bundle_engine
 from engines.tasks.registry import engine_class
