@@ -5,6 +5,11 @@ wait; beyond that the request is refused with 503 and ``Retry-After`` instead of
 piling up memory. A request is admitted (:meth:`ModelGate.admit`) before its body is read
 and decoded, so a refusal costs the server nothing. A backend that takes fewer calls at once
 (``max_concurrency``, e.g. a CUDA graph with one static output buffer) lowers the running limit.
+
+A model whose network batches concurrent calls (:class:`engines.serving.batching.MicroBatcher`)
+gets at least ``max_batch`` running slots, or no batch could ever fill; the batcher itself makes one
+backend call at a time. A running call waits in the batcher at most its ``max_wait_ms``, and a
+request cancelled meanwhile (client gone, time limit) leaves the batch at once, freeing its slot.
 """
 
 from __future__ import annotations
@@ -14,12 +19,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from anyio import to_thread
+from anyio import CapacityLimiter, from_thread, get_cancelled_exc_class, to_thread
+from anyio.lowlevel import checkpoint
 
 from engines.backends.base import max_concurrency
+from engines.serving.batching import CANCELLED
 from server.errors import Busy
 
-__all__ = ["ModelGate", "GateKeeper"]
+__all__ = ["GateKeeper", "ModelGate"]
 
 T = TypeVar("T")
 
@@ -33,6 +40,9 @@ class ModelGate:
         self.capacity = max_running + max_queued
         self.in_flight = 0
         self._semaphore = asyncio.Semaphore(max_running)
+        # Its own worker threads: model calls never wait behind uploads being decoded (the default pool),
+        # and a batch can always fill.
+        self._threads = CapacityLimiter(max_running)
 
     @asynccontextmanager
     async def admit(self) -> AsyncIterator[ModelGate]:
@@ -55,7 +65,12 @@ class ModelGate:
     async def call(self, func: Callable[..., T], *args: Any) -> T:
         """Inside :meth:`admit`: run ``func(*args)`` in a worker thread once a running slot is free."""
         async with self._semaphore:
-            return await to_thread.run_sync(func, *args)
+            try:
+                return await to_thread.run_sync(_cancellable, get_cancelled_exc_class(), func, *args,
+                                                limiter=self._threads)
+            except Exception:
+                await checkpoint()  # a cancelled request ends cancelled, whatever its thread raised on the way out
+                raise
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
         """Admit, then run ``func(*args)`` in a worker thread once a slot is free."""
@@ -77,16 +92,39 @@ class GateKeeper:
         return gate if gate is not None else self.gate(name)
 
     def for_engine(self, engine: Any) -> ModelGate:
-        """The gate of a loaded engine, its running slots capped by its backend's ``max_concurrency``."""
+        """The gate of a loaded engine: its running slots capped by its backend's ``max_concurrency``,
+        or, when its network batches concurrent calls, at least a full batch of them."""
+        batch = getattr(getattr(engine, "network", None), "max_batch", None)
+        if batch:
+            return self.gate(engine.name, running=max(self.max_running, int(batch)))
         return self.gate(engine.name, max_concurrency(engine.backend))
 
-    def gate(self, name: str, backend_limit: int | None = None) -> ModelGate:
-        """The gate of a model; ``backend_limit`` (its backend's ``max_concurrency``) caps the running slots.
+    def gate(self, name: str, backend_limit: int | None = None, running: int | None = None) -> ModelGate:
+        """The gate of a model; ``backend_limit`` (its backend's ``max_concurrency``) caps the running slots,
+        ``running`` sets them outright.
 
-        A model whose backend changes (a new version) gets a new gate with the new limit.
+        A model whose limit changes (a new version) gets a new gate with the new limit.
         """
-        running = min(self.max_running, backend_limit) if backend_limit else self.max_running
+        if running is None:
+            running = min(self.max_running, backend_limit) if backend_limit else self.max_running
         gate = self._gates.get(name)
         if gate is None or gate.max_running != running:
             gate = self._gates[name] = ModelGate(name, running, self.max_queued)
         return gate
+
+
+def _cancellable(cancelled_exc: type[BaseException], func: Callable[..., T], *args: Any) -> T:
+    """In a worker thread: run ``func`` with a hook telling the engine whether its request was cancelled."""
+
+    def cancelled() -> bool:
+        try:
+            from_thread.check_cancelled()
+        except cancelled_exc:
+            return True
+        return False
+
+    token = CANCELLED.set(cancelled)
+    try:
+        return func(*args)
+    finally:
+        CANCELLED.reset(token)

@@ -33,7 +33,7 @@ class _StateCollector(Collector):
         queued = GaugeMetricFamily("aiaa_model_queued", "Inferences waiting for a slot per model", labels=["model"])
         for name, gate in sorted(getattr(state.gates, "_gates", {}).items()):
             in_flight = int(getattr(gate, "in_flight", 0))
-            busy = min(in_flight, state.gates.max_running)
+            busy = min(in_flight, getattr(gate, "max_running", state.gates.max_running))
             running.add_metric([name], busy)
             queued.add_metric([name], in_flight - busy)
         yield running

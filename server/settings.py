@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ModelLimits", "Settings", "InsecureTokenFile", "default_max_voxels"]
+__all__ = ["InsecureTokenFile", "ModelLimits", "Settings", "default_max_voxels"]
 
 
 class InsecureTokenFile(ValueError):
@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     job_max_dice_drop: float = Field(0.0, ge=0, le=1, description="a training deploys only if its validation Dice "
                                                                   "is at most this below the serving version's")
     inference_threads: int = Field(0, ge=0, description="CPU threads of inference; 0: the cores jobs leave free")
+    worker_threads: int = Field(0, ge=0, description="threads that decode uploads, encode replies and run sync "
+                                                     "routes (model calls have their own); 0: 2 per core, at least 4")
 
     def inference_thread_count(self) -> int:
         """Threads for inference: the setting, or the cores left when the most jobs run (at least one).
@@ -105,6 +107,14 @@ class Settings(BaseSettings):
         if self.inference_threads:
             return self.inference_threads
         return max(1, (os.cpu_count() or 1) - self.jobs_max_running * self.job_threads)
+
+    def worker_thread_count(self) -> int:
+        """Threads for blocking work besides model calls: the setting, or 2 per core (at least 4).
+
+        Every such thread competes with the event loop for the GIL: 40 of them (anyio's default)
+        decoding 32 uploads at once delay even ``/health/live``.
+        """
+        return self.worker_threads or max(4, 2 * (os.cpu_count() or 1))
 
     def admin_secret(self) -> str | None:
         """The admin token, from the setting or the token file; None when the admin API is disabled."""

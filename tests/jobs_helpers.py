@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,7 +25,7 @@ MODEL = "annotation_fast"
 def hippocampus_datalist(folder: Path, training: int = 2, validation: int = 2) -> Path:
     """A datalist of the first real cases (absolute paths into ../shared/data)."""
     cases = json.loads((HIPPOCAMPUS / "datalist.json").read_text())
-    absolute = lambda items: [{k: str(HIPPOCAMPUS / v) for k, v in i.items()} for i in items]  # noqa: E731
+    absolute = lambda items: [{k: str(HIPPOCAMPUS / v) for k, v in i.items()} for i in items]
     path = folder / "datalist.json"
     path.write_text(json.dumps({"training": absolute(cases["training"][:training]),
                                 "validation": absolute(cases["validation"][:validation])}))
@@ -46,6 +50,28 @@ def click_request(case_index: int = 0) -> dict:
     return {"params": {"model": MODEL, "output": "json"},
             "files": {"file": ("image.nii.gz", (HIPPOCAMPUS / case["image"]).read_bytes())},
             "data": {"params": json.dumps({"points": points})}}
+
+
+def server_process(settings: Settings, cwd: Path) -> tuple[subprocess.Popen, httpx.Client]:
+    """``aiaa serve`` of ``settings`` in its own process (a real uvicorn), and a client once it answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "AIAA_STATE_DIR": settings.state_dir, "AIAA_ADMIN_TOKEN": TOKEN,
+           "AIAA_DATA_ROOTS": settings.data_roots, "AIAA_WARMUP": "false", "PYTHONPATH": str(REPO)}
+    server = subprocess.Popen([sys.executable, "-m", "server.cli.main", "serve", "--config", settings.config,
+                               "--port", str(port), "--log-level", "warning"], env=env, cwd=cwd)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    deadline = time.monotonic() + 180  # importing torch and MONAI takes a minute on a loaded 2-core machine
+    while True:
+        try:
+            client.get("/health/live")
+            return server, client
+        except httpx.TransportError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise AssertionError("the server did not start") from None
+            time.sleep(0.2)
 
 
 def wait_for(client: httpx.Client, job_id: str, until, timeout: float = 120.0) -> dict:

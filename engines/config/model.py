@@ -16,6 +16,7 @@ from engines.errors import ConfigError
 
 __all__ = [
     "BUNDLE_ENGINE",
+    "BatchingSpec",
     "ComponentSpec",
     "EnsembleMember",
     "InteractiveSpec",
@@ -135,6 +136,14 @@ class InteractiveSpec(_Strict):
     zoom_factor: float = Field(1.6, gt=1.0, le=4.0)
 
 
+class BatchingSpec(_Strict):
+    """Micro-batching of concurrent calls (``engines.serving.batching``): up to ``max_batch`` inputs of one
+    shape, each waiting at most ``max_wait_ms`` for companions, run as one backend call."""
+
+    max_batch: int = Field(8, ge=2, le=64)
+    max_wait_ms: float = Field(5.0, ge=0.0, le=100.0)
+
+
 class ModelConfig(_Strict):
     """How one model runs (``model_configs/<name>.json``), Clara keys plus what we need.
 
@@ -171,6 +180,9 @@ class ModelConfig(_Strict):
     sigma: float | None = Field(None, gt=0.0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     interactive: InteractiveSpec | None = None  # deepgrow models only (defaults when absent)
+    # Concurrent calls batched through the network (off when absent): pays where the backend gains from
+    # a batch (a GPU); measure first (bench/load_test.py --batching).
+    batching: BatchingSpec | None = None
     # Batch inference (``aiaa infer``) output; empty means one NIfTI mask per input.
     writers: list[WriterSpec] = Field(default_factory=list)
 

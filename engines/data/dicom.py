@@ -3,7 +3,9 @@
 One implementation for ``aiaa convert`` and for uploads: refuse before any pixel is decoded
 what would decode to the wrong geometry (missing or duplicate slices, mixed sizes or
 orientations, non-finite positions) or to far more memory than the files hold (Rows/Columns
-that the pixel data does not carry).
+that the pixel data does not carry). Uncompressed pixel data must hold Rows x Columns x ... bytes;
+compressed pixel data (JPEG, JPEG-LS, JPEG 2000, RLE) must describe frames of Rows x Columns in
+its own headers (:mod:`engines.data.dicom_frames`), read without decoding a pixel.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from engines.data.dicom_frames import check_compressed_frame
 from engines.errors import InvalidImageError
 
 __all__ = ["check_dicom_slices"]
@@ -52,10 +55,13 @@ def _check_pixel_data_length(path: str, get) -> None:
     rows, columns = _header_int(get, _TAG_ROWS, 0), _header_int(get, _TAG_COLUMNS, 0)
     if rows <= 0 or columns <= 0:
         raise InvalidImageError(f"{Path(path).name}: the slice has no valid Rows/Columns ({rows} x {columns})")
-    if _transfer_syntax(path) not in _UNCOMPRESSED:
-        return  # compressed: decoding is bounded by the voxel limit instead
-    needed = (rows * columns * _header_int(get, _TAG_SAMPLES, 1) * _header_int(get, _TAG_FRAMES, 1)
-              * math.ceil(_header_int(get, _TAG_BITS, 16) / 8))
+    samples, frames = _header_int(get, _TAG_SAMPLES, 1), _header_int(get, _TAG_FRAMES, 1)
+    bytes_per_sample = math.ceil(_header_int(get, _TAG_BITS, 16) / 8)
+    syntax = _transfer_syntax(path)
+    if syntax not in _UNCOMPRESSED:
+        check_compressed_frame(path, syntax, rows, columns, samples * bytes_per_sample, frames)
+        return
+    needed = rows * columns * samples * frames * bytes_per_sample
     size = os.path.getsize(path)
     if needed > size:
         raise InvalidImageError(
@@ -89,7 +95,7 @@ def check_dicom_slices(files: Sequence[str]) -> None:
             reader.ReadImageInformation()
         except RuntimeError:
             raise InvalidImageError(f"{path}: not a readable DICOM slice") from None
-        get = lambda key: reader.GetMetaData(key).strip() if reader.HasMetaDataKey(key) else ""  # noqa: E731
+        get = lambda key: reader.GetMetaData(key).strip() if reader.HasMetaDataKey(key) else ""
         _check_pixel_data_length(path, get)
         sizes.add((get(_TAG_ROWS), get(_TAG_COLUMNS)))
         orientations.add(get(_TAG_ORIENTATION))

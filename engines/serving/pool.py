@@ -15,7 +15,8 @@ from typing import Any, Literal
 
 from engines.backends import describe, load_backend
 from engines.config.model import PoolEntry, load_model_config, parse_pool
-from engines.errors import (ConfigError, EngineError, ModelLoadError, ModelNotFoundError, ModelUnavailableError)
+from engines.errors import ConfigError, EngineError, ModelLoadError, ModelNotFoundError, ModelUnavailableError
+from engines.serving.batching import MicroBatcher
 from engines.tasks.base import Engine
 from engines.tasks.bundle import load_bundle_engine
 from engines.tasks.registry import engine_class
@@ -141,8 +142,11 @@ class EnginePool:
         if config.type != cls.type:
             raise ConfigError(f"{config_path}: key 'type': '{config.type}' does not match engine {entry.class_}")
         backend = load_backend(config, config_path.parent)
-        return cls(entry.name, config, backend, labels=entry.labels, description=entry.description,
-                   version=entry.version)
+        engine = cls(entry.name, config, backend, labels=entry.labels, description=entry.description,
+                     version=entry.version)
+        if config.batching is not None:  # concurrent calls meet in the batcher on their way to the network
+            engine.network = MicroBatcher(engine.network, config.batching.max_batch, config.batching.max_wait_ms)
+        return engine
 
     def add(self, engine: Engine) -> None:
         """Register an already built engine (tests, future hot-swap)."""

@@ -15,7 +15,7 @@ from engines.errors import InvalidImageError
 from server.admin.validate import inside
 from server.errors import BadRequest, Forbidden, InsufficientStorage, NotFound
 
-__all__ = ["DATASET_ID", "resolve_datalist", "save_dataset"]
+__all__ = ["DATASET_ID", "remove_partial_datasets", "resolve_datalist", "save_dataset"]
 
 DATASET_ID = re.compile(r"^ds-[0-9a-f]{12}$")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,200}$")
@@ -96,6 +96,18 @@ def _check_uploaded_image(file: Path, kind: str) -> None:
         check_image_file(file)
     except InvalidImageError as exc:
         raise BadRequest(f"{kind}/{file.name} is not an image: {exc}") from None
+
+
+def remove_partial_datasets(datasets_dir: Path) -> list[str]:
+    """Delete the ``.<id>.part`` folders of uploads that a crash (kill -9, power loss) interrupted; their names.
+
+    Run at start-up only, under the state folder's lock: no other upload can be writing them then.
+    """
+    removed = []
+    for partial in sorted(datasets_dir.glob(".ds-*.part")) if datasets_dir.is_dir() else []:
+        shutil.rmtree(partial, ignore_errors=True)
+        removed.append(partial.name)
+    return removed
 
 
 def save_dataset(images: list[tuple[str | None, bytes]], labels: list[tuple[str | None, bytes]], datasets_dir: Path,

@@ -93,3 +93,64 @@ def test_every_door_gets_the_one_gate_of_a_model_with_its_backend_limit():
     assert gate.max_running == 1
     # a lookup by name (what tests and metrics do) never replaces it with a gate of the default limit
     assert gates["m"] is gate and gates.for_engine(engine) is gate
+
+
+def test_a_batching_model_gets_running_slots_for_a_full_batch():
+    from types import SimpleNamespace
+
+    from engines.serving.batching import MicroBatcher
+
+    gates = GateKeeper(max_running=2, max_queued=4)
+    batcher = MicroBatcher(lambda x: x, max_batch=8, max_wait_ms=5)
+    engine = SimpleNamespace(name="m", backend=SimpleNamespace(max_concurrency=1), network=batcher)
+    assert gates.for_engine(engine).max_running == 8  # the batcher makes one backend call at a time
+
+
+def test_a_request_cancelled_while_waiting_for_companions_leaves_the_batch_and_frees_its_slot():
+    from types import SimpleNamespace
+
+    import anyio
+
+    from engines.serving.batching import MicroBatcher
+
+    calls = []
+    batcher = MicroBatcher(lambda x: calls.append(x) or x, max_batch=4, max_wait_ms=600_000)  # waits 10 minutes
+    gate = GateKeeper(max_running=1, max_queued=0).for_engine(SimpleNamespace(name="m", backend=None,
+                                                                               network=batcher))
+
+    async def main() -> None:
+        with anyio.fail_after(30):
+            await cancelled_while_waiting()
+        assert gate.in_flight == 0 and not gate._semaphore.locked()
+
+    async def cancelled_while_waiting() -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(gate.run, batcher, torch.zeros(1, 1, 2, 2, 2))
+            while not batcher._pending:  # the call waits in the batcher now
+                await anyio.sleep(0.01)
+            group.cancel_scope.cancel()  # its client went away
+
+    anyio.run(main)
+    assert calls == []  # the network never ran the cancelled call
+
+
+def test_model_calls_do_not_wait_behind_other_blocking_work():
+    import anyio
+    from anyio import to_thread
+
+    gate = GateKeeper(max_running=1, max_queued=0).gate("m")
+    release = threading.Event()
+
+    async def main() -> int:
+        default = to_thread.current_default_thread_limiter()
+        default.total_tokens = 1  # one worker thread for uploads and sync routes...
+        async with anyio.create_task_group() as group:
+            group.start_soon(to_thread.run_sync, release.wait)  # ...busy decoding a large upload
+            while default.borrowed_tokens < 1:
+                await anyio.sleep(0.01)
+            with anyio.fail_after(30):
+                answer = await gate.run(lambda: 42)
+            release.set()
+        return answer
+
+    assert anyio.run(main) == 42

@@ -3,17 +3,14 @@
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from helpers import REPO, serve_in_thread
-from jobs_helpers import AUTH, TOKEN, phantom_setup, tiny_job, wait_for
+from helpers import serve_in_thread
+from jobs_helpers import AUTH, TOKEN, phantom_setup, server_process, tiny_job, wait_for
 
 from server.app import create_app
 from server.cli.main import main
@@ -106,27 +103,13 @@ def test_a_worker_killed_with_sigkill_is_interrupted_within_seconds_and_the_queu
     os.kill(started["pid"], signal.SIGKILL)
     assert wait_for(client, following, lambda j: j["state"] != "running")["state"] == "interrupted"
     assert client.get(f"/admin/jobs/{never}", headers=AUTH).json()["started_at"] is None
+    assert client.get("/health/ready").status_code == 200  # the server kept serving throughout
 
 
 def test_a_server_crash_leaves_running_jobs_interrupted_and_finished_ones_intact(tmp_path):
     settings = phantom_setup(tmp_path)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "AIAA_STATE_DIR": settings.state_dir, "AIAA_ADMIN_TOKEN": TOKEN,
-           "AIAA_DATA_ROOTS": settings.data_roots, "AIAA_WARMUP": "false", "PYTHONPATH": str(REPO)}
-    server = subprocess.Popen([sys.executable, "-m", "server.cli.main", "serve", "--config", settings.config,
-                               "--port", str(port), "--log-level", "warning"], env=env, cwd=tmp_path)
+    server, client = server_process(settings, tmp_path)
     try:
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                client.get("/health/live")
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and server.poll() is None, "the server did not start"
-                time.sleep(0.2)
         finished = _submit(client, {"kind": "evaluate", "model": "tiny",
                                     "datalist": str(tmp_path / "data" / "datalist.json")})
         evaluated = wait_for(client, finished, lambda j: j["state"] not in ("queued", "running"), timeout=120)
