@@ -110,7 +110,7 @@ def test_a_bundle_without_an_evaluation_config_cannot_be_evaluated(setup, tmp_pa
         bundle_plan("evaluate", {}, datalist, partial, tmp_path / "work")
 
 
-def test_bundle_jobs_through_the_jobs_api_deploy_the_trained_copy(tmp_path):
+def test_bundle_jobs_through_the_jobs_api_register_versions_that_roll_back_and_survive_a_restart(tmp_path):
     from fastapi.testclient import TestClient
     from jobs_helpers import AUTH, phantom_setup, wait_for
 
@@ -118,6 +118,7 @@ def test_bundle_jobs_through_the_jobs_api_deploy_the_trained_copy(tmp_path):
 
     settings = phantom_setup(tmp_path)  # the phantom cases lie in a data root
     bundle = write_training_bundle(tmp_path / "spleen")
+    before = _digest(bundle)
     pool = json.loads(Path(settings.config).read_text())
     pool.append({"name": "spleen", "bundle": str(bundle), "overrides": {"inferer#roi_size": [32, 32, 32]}})
     Path(settings.config).write_text(json.dumps(pool))
@@ -127,20 +128,42 @@ def test_bundle_jobs_through_the_jobs_api_deploy_the_trained_copy(tmp_path):
         return client.post("/admin/jobs", headers=AUTH,
                            json={"kind": kind, "model": "spleen", "datalist": datalist, "params": params})
 
+    def run(kind: str, **params) -> dict:
+        job = wait_for(client, submit(kind, **params).json()["job_id"],
+                       lambda j: j["state"] in ("succeeded", "failed"), timeout=600)
+        assert job["state"] == "succeeded", job
+        return job
+
+    def served() -> tuple[str, Path]:
+        version = {m["name"]: m for m in client.get("/v1/models").json()}["spleen"]["version"]
+        return version, client.app.state.pool.record("spleen").engine.parts.folder
+
     with TestClient(create_app(settings)) as client:
         assert submit("train", overrides={"optimizer#lr": "$0"}).status_code == 400
         assert submit("train", learning_rate=0.1).status_code == 400  # our trainer's keys are not a bundle's
         assert submit("export", format="onnx").status_code == 400
+        assert served() == ("1", bundle)  # the configured folder is version 1, served as loaded
 
-        job_id = submit("train", epochs=1, device="cpu").json()["job_id"]
-        job = wait_for(client, job_id, lambda j: j["state"] in ("succeeded", "failed"), timeout=600)
-        assert job["state"] == "succeeded", job
-        assert job["result"]["deployed"] and job["result"]["version"] == f"job-{job_id}"
-        assert job["progress"] == 1.0
-        models = {m["name"]: m for m in client.get("/v1/models").json()}
-        assert models["spleen"]["version"] == f"job-{job_id}"
+        job = run("train", epochs=1, device="cpu")
+        assert job["result"]["deployed"] and job["result"]["version"] == "2" and job["progress"] == 1.0
+        version, folder = served()
+        assert version == "2" and folder == settings.model_store_path() / "spleen" / "2" / "bundle"
+        assert torch.equal(*(torch.load(f, weights_only=True)["model.0.conv.unit0.conv.weight"] for f in (
+            folder / "models" / "model.pt", tmp_path / "state" / "jobs" / job["id"] / "bundle" / "models" / "model.pt")))
 
-        job_id = submit("evaluate", device="cpu").json()["job_id"]
-        job = wait_for(client, job_id, lambda j: j["state"] in ("succeeded", "failed"), timeout=600)
-        assert job["state"] == "succeeded", job
+        kept = run("finetune", epochs=1, device="cpu", deploy=False)  # starts from version 2, the serving one
+        assert kept["result"] == {**kept["result"], "version": "3", "base_version": "2", "deployed": False}
+        assert served()[0] == "2"
+        versions = client.get("/admin/models/spleen/versions", headers=AUTH).json()
+        assert [(v["version"], v["source"]["kind"]) for v in versions["versions"]] == [
+            ("1", "configured"), ("2", "train"), ("3", "finetune")]
+
+        assert client.put("/admin/models/spleen/serving", headers=AUTH, json={"version": "1"}).status_code == 200
+        assert served()[0] == "1"
+        job = run("evaluate", device="cpu")
         assert 0.0 <= job["result"]["mean_dice"] <= 1.0
+        assert client.put("/admin/models/spleen/serving", headers=AUTH, json={"version": "3"}).status_code == 200
+
+    with TestClient(create_app(settings)) as client:  # a restart serves the version deployed last, from the store
+        assert served() == ("3", settings.model_store_path() / "spleen" / "3" / "bundle")
+    assert _digest(bundle) == before
