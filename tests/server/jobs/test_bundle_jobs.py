@@ -19,7 +19,7 @@ from bundle_helpers import write_training_bundle
 from helpers import write_phantom_datalist
 
 from engines.errors import ConfigError
-from server.jobs.bundle_commands import bundle_plan, bundle_result
+from server.jobs.bundle_commands import bundle_plan, bundle_result, latest_checkpoint
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -167,3 +167,35 @@ def test_bundle_jobs_through_the_jobs_api_register_versions_that_roll_back_and_s
     with TestClient(create_app(settings)) as client:  # a restart serves the version deployed last, from the store
         assert served() == ("3", settings.model_store_path() / "spleen" / "3" / "bundle")
     assert _digest(bundle) == before
+
+
+def test_a_resumed_bundle_training_continues_after_its_last_epoch_checkpoint(setup, tmp_path):
+    bundle, datalist = setup
+    work = tmp_path / "job"
+    _run("train", {"epochs": 1, "device": "cpu"}, bundle, datalist, work)  # as if it were killed after epoch 1
+    assert [p.name for p in (work / "resume").iterdir()] == ["checkpoint_epoch=1.pt"]
+    (work / "progress.jsonl").unlink()
+
+    [step] = bundle_plan("train", {"epochs": 2, "device": "cpu"}, datalist, bundle, work, resume=True)
+    assert step.extra["resume"] == {"from_epoch": 1, "checkpoint": str(work / "resume" / "checkpoint_epoch=1.pt")}
+    run = subprocess.run(step.argv, cwd=work, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    assert f"Restored all variables from {work / 'resume' / 'checkpoint_epoch=1.pt'}" in run.stdout + run.stderr
+    epochs = {json.loads(line)["epoch"] for line in (work / "progress.jsonl").read_text().splitlines()}
+    assert epochs == {2}  # only the epoch left was trained
+    assert latest_checkpoint(work) == work / "resume" / "checkpoint_epoch=2.pt"
+    assert Path(bundle_result("train", work)["weights"]).is_file()
+
+
+def test_a_resume_without_a_checkpoint_starts_again_and_says_so(setup, tmp_path):
+    bundle, datalist = setup
+    work = tmp_path / "job"
+    work.mkdir()
+    [first] = bundle_plan("finetune", {"epochs": 1}, datalist, bundle, work)
+    assert "resume" not in first.extra
+    (work / "bundle" / "configs" / "leftover.json").write_text("{}")  # what a killed first attempt left
+    [again] = bundle_plan("finetune", {"epochs": 1}, datalist, bundle, work, resume=True)
+    assert "starts again from the beginning" in again.extra["resume"]["restarted"]
+    assert not (work / "bundle" / "configs" / "leftover.json").exists()
+    args = json.loads((work / "bundle_args.json").read_text())
+    assert "aiaa_resume_loader" not in args and "aiaa_finetune_loader" in args
