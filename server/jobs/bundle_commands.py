@@ -30,7 +30,7 @@ from engines.tasks.bundle import BundleEngine
 from engines.tasks.bundle_config import find_config
 from server.jobs.commands import Step
 
-__all__ = ["BUNDLE_JOB_KINDS", "BUNDLE_PARAMS", "RESUME_DIR", "bundle_folder", "bundle_plan", "bundle_result",
+__all__ = ["BUNDLE_JOB_KINDS", "BUNDLE_PARAMS", "RESUME_DIR", "bundle_failure", "bundle_folder", "bundle_plan", "bundle_result",
            "check_bundle_job", "checkpoint_epoch", "latest_checkpoint"]
 
 BUNDLE_JOB_KINDS = ("train", "finetune", "evaluate")
@@ -275,3 +275,72 @@ def bundle_folder(pool: EnginePool, name: str) -> Path | None:
     record = pool.record(name)
     engine = record.engine if record is not None else None
     return engine.parts.folder if isinstance(engine, BundleEngine) else None
+
+
+# MONAI's own words when a random crop does not fit a case (RandCropByPosNegLabeld and the like).
+_CROP_TOO_LARGE = re.compile(r"proposed random crop ROI is larger than the image size, got ROI size \(([^)]*)\) "
+                             r"and label image size (?:torch\.Size\()?\[?([^\])]*)")
+_TRANSFORM = re.compile(r"applying transform <[\w.]*?\.(\w+) object")
+# A crop that shrinks to a smaller case (RandSpatialCropd) fails later, when the batch is stacked.
+_UNEQUAL_BATCH = re.compile(r"stack expects each tensor to be equal size, but got \[([^\]]*)\] at entry \d+ and "
+                            r"\[([^\]]*)\]")
+
+
+def bundle_failure(work: Path) -> str | None:
+    """Our own message for a bundle job that failed on a training crop larger than the data, else None.
+
+    MONAI reports it deep in a traceback; this names the crop, the case's size after the bundle's
+    pre-processing, the config id to override and what to do about it.
+    """
+    try:
+        text = (work / "job.log").read_text(errors="replace")
+    except OSError:
+        return None
+    found = _CROP_TOO_LARGE.search(text)
+    if found is not None:
+        crop, size = (_sizes(g) for g in found.groups())
+        transforms = _TRANSFORM.findall(text[: found.start()])
+        name = transforms[-1] if transforms else "the random crop"
+        return (f"the training crop {crop} ({name}) is larger than a training case, {size} after the bundle's "
+                f"pre-processing{_crop_id(work, name)}: give a smaller crop in params.overrides, or pad the cases "
+                "(SpatialPadd) before the crop")
+    found = _UNEQUAL_BATCH.search(text)
+    if found is not None:
+        first, second = (_sizes(g) for g in found.groups())
+        return (f"cases of different sizes reached one batch ({first} and {second}): a random crop larger than some "
+                "cases shrinks to them; give a crop no larger than the smallest case after pre-processing in "
+                "params.overrides, or pad the cases (SpatialPadd) before the crop")
+    return None
+
+
+def _sizes(text: str) -> list[int]:
+    return [int(v) for v in re.findall(r"\d+", text)]
+
+
+def _crop_id(work: Path, transform: str) -> str:
+    """`` (config id 'train#random_transforms#0')``: where the crop is, from the job's args file."""
+    try:
+        files = json.loads((work / "bundle_args.json").read_text())["config_file"]
+        raw = _raw([Path(f) for f in files])
+    except (OSError, ValueError, KeyError):
+        return ""
+    found = _find_target(raw, transform, "")
+    return f" (config id '{found}')" if found else ""
+
+
+def _find_target(node: Any, name: str, path: str) -> str | None:
+    """The id of the first component whose ``_target_`` is ``name`` (a class name), depth first."""
+    if isinstance(node, dict):
+        target = node.get("_target_")
+        if isinstance(target, str) and target.rsplit(".", 1)[-1] == name:
+            return path
+        items: Any = node.items()
+    elif isinstance(node, list):
+        items = enumerate(node)
+    else:
+        return None
+    for key, value in items:
+        found = _find_target(value, name, f"{path}#{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None

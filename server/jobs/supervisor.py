@@ -35,7 +35,7 @@ from engines.config.model import load_json, load_model_config
 from engines.errors import EngineError
 from engines.serving.deploy import ServingManager
 from engines.serving.versions import VersionFiles
-from server.jobs.bundle_commands import bundle_folder, bundle_plan, bundle_result
+from server.jobs.bundle_commands import bundle_failure, bundle_folder, bundle_plan, bundle_result
 from server.jobs.commands import Step, job_kind, plan
 from server.jobs.store import JobState, JobStore
 
@@ -303,7 +303,8 @@ class Supervisor:
                                                        f"({signal.Signals(-code).name}); resume it with POST "
                                                        "/admin/jobs/{id}/resume")
         else:
-            self._end(run, JobState.FAILED, error=f"exit status {code}: {_tail(run.work / 'job.log', 5)}")
+            explained = bundle_failure(run.work) if run.steps[run.index].extra.get("bundle_job") else None
+            self._end(run, JobState.FAILED, error=f"exit status {code}: {explained or _tail(run.work / 'job.log', 5)}")
 
     def _read_progress(self, run: _Run) -> None:
         """Copy the worker's latest progress line into the table; any change of the file is a heartbeat."""

@@ -19,7 +19,7 @@ from bundle_helpers import write_training_bundle
 from helpers import write_phantom_datalist
 
 from engines.errors import ConfigError
-from server.jobs.bundle_commands import bundle_plan, bundle_result, latest_checkpoint
+from server.jobs.bundle_commands import bundle_failure, bundle_plan, bundle_result, latest_checkpoint
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -199,3 +199,26 @@ def test_a_resume_without_a_checkpoint_starts_again_and_says_so(setup, tmp_path)
     assert not (work / "bundle" / "configs" / "leftover.json").exists()
     args = json.loads((work / "bundle_args.json").read_text())
     assert "aiaa_resume_loader" not in args and "aiaa_finetune_loader" in args
+
+
+def test_a_training_crop_larger_than_the_data_fails_with_our_message(setup, tmp_path):
+    bundle, datalist = setup
+    work = tmp_path / "job"
+    work.mkdir()
+    crop = {"train#random_transforms#0#spatial_size": [16, 16, 64]}  # the phantom cases are 40 x 48 x 32
+    [step] = bundle_plan("train", {"epochs": 1, "device": "cpu", "overrides": crop}, datalist, bundle, work)
+    with open(work / "job.log", "wb") as log:  # as the supervisor runs a step
+        assert subprocess.run(step.argv, cwd=work, stdout=log, stderr=subprocess.STDOUT, timeout=600).returncode != 0
+    message = bundle_failure(work)
+    assert message is not None and message.startswith(
+        "the training crop [16, 16, 64] (RandCropByPosNegLabeld) is larger than a training case, [40, 48, 32] after "
+        "the bundle's pre-processing (config id 'train#random_transforms#0')")
+
+
+def test_cases_of_unequal_size_in_a_batch_are_explained_too(tmp_path):
+    (tmp_path / "job.log").write_text("RuntimeError: stack expects each tensor to be equal size, but got "
+                                      "[1, 16, 16, 16] at entry 0 and [1, 16, 16, 12] at entry 1\n")
+    message = bundle_failure(tmp_path)
+    assert message is not None and "[1, 16, 16, 16] and [1, 16, 16, 12]" in message
+    (tmp_path / "job.log").write_text("ValueError: something else\n")
+    assert bundle_failure(tmp_path) is None
