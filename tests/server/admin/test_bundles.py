@@ -93,3 +93,5 @@ def test_uploaded_bundles_are_stored_versions_that_roll_back_and_survive_a_resta
     with TestClient(create_app(settings)) as client:  # a restart serves the version chosen last
         assert served(client) == "1" and mask(client) == oldest
         assert client.get("/admin/models/spleen/versions", headers=AUTH).json()["serving"] == "1"
+        shown = client.get("/admin/model/spleen", headers=AUTH).json()
+        assert shown["serving_version"] == "1" and shown["metadata"]["version"] == SPLEEN_METADATA["version"]
