@@ -279,6 +279,9 @@ class PoolEntry(_Strict):
     config_file: str | None = None
     bundle: str | None = Field(None, min_length=1)
     overrides: dict[str, Any] = Field(default_factory=dict)
+    # A bundle's network through a verified export (``aiaa export --config <bundle>``): 'pytorch', 'auto' or a format.
+    model_format: str = "pytorch"
+    exports: list[str] = Field(default_factory=list)
     labels: list[str] | None = None
     description: str | None = None
     version: str | None = None
@@ -301,8 +304,9 @@ class PoolEntry(_Strict):
                                       ("config_file", self.config_file)) if v is None]
             if missing:
                 raise ValueError(f"give {', '.join(missing)} (or 'bundle', a MONAI bundle folder)")
-            if self.overrides:
-                raise ValueError("'overrides' apply to a 'bundle' entry only")
+            if self.overrides or self.exports or self.model_format != "pytorch":
+                raise ValueError("'overrides', 'model_format' and 'exports' apply to a 'bundle' entry only (a model "
+                                 "config has its own)")
             return self
         if self.config_file is not None and self.config_file != self.bundle:
             raise ValueError("a 'bundle' entry takes no 'config_file': the bundle folder holds its configs")

@@ -56,10 +56,11 @@ class ServingManager:
         for record in self.pool.records():
             if record.entry is None or record.config_path is None or record.engine is None:
                 continue
-            if record.entry.bundle is not None:
-                continue  # a bundle folder serves as configured; bundle versions are not stored yet
             if not self.store.numbers(record.name):
-                self._register_configured(record.name, record.entry, record.config_path, record.engine.version)
+                if record.entry.bundle is not None:
+                    self._register_configured_bundle(record.name, record.entry, record.config_path)
+                else:
+                    self._register_configured(record.name, record.entry, record.config_path, record.engine.version)
         for name in self.store.models():
             serving = self.store.serving(name)
             current = self.pool.record(name)
@@ -67,6 +68,9 @@ class ServingManager:
                 continue  # a configured model no longer in engine_pool.json stays off
             if serving is None or (current is not None and current.engine is not None
                                    and current.engine.version == serving):
+                continue
+            if current is not None and current.engine is not None and self._runs_configured(name, serving, current):
+                current.engine.version = serving  # the pool loaded this very version from engine_pool.json
                 continue
             try:
                 self.deploy(name, serving)
@@ -87,9 +91,27 @@ class ServingManager:
         self.store.set_serving(name, number)
         log.info("model %s: registered the configured model as version %s", name, number)
 
+    def _register_configured_bundle(self, name: str, entry: PoolEntry, folder: Path) -> None:
+        """A configured bundle folder becomes version 1 (a copy: the folder may change, a version never does)."""
+        fields = entry.model_dump(by_alias=True, exclude={"config_file", "version", "bundle", "class_", "module"},
+                                  exclude_none=True)
+        self.store.set_entry(name, {**fields, "bundle": True, "origin": "configured"})
+        self.store.register_bundle(name, folder, source={"kind": "configured", "config_file": str(folder)}, number=1)
+        self.store.set_serving(name, 1)
+        log.info("model %s: registered the configured bundle %s as version 1", name, folder)
+
+    def _runs_configured(self, name: str, version: str, record: Any) -> bool:
+        """Whether ``version`` was registered from the very config (or bundle) the pool loaded ``record`` from."""
+        source = self.store.info(name, version).get("source", {})
+        return source.get("kind") == "configured" and source.get("config_file") == str(record.config_path)
+
     def entry(self, name: str, version: str) -> PoolEntry:
         """The pool entry that serves one stored version."""
         fields = {k: v for k, v in (self.store.entry(name) or {}).items() if k != "origin"}
+        bundle = self.store.bundle_dir(name, version)
+        if bundle is not None:  # a MONAI bundle's version: the bundle folder is its config
+            fields.pop("bundle", None)
+            return PoolEntry.model_validate({**fields, "name": name, "bundle": str(bundle), "version": str(version)})
         if not fields:
             config = load_model_config(self.store.config_path(name, version))
             cls, module = clara_engine(config.type)
@@ -188,6 +210,26 @@ class ServingManager:
                 self.store.set_entry(name, {"name": name, "class": cls, "module": module, "labels": config.labels,
                                             "origin": "upload"})
             version = self.store.register(name, VersionFiles(config, [weights], [None], [None]), source=source)
+            try:
+                return self.deploy(name, version)
+            except Exception:
+                if len(self.store.numbers(name)) == 1:  # a new model that cannot load is not kept
+                    self.store.delete(name)
+                raise
+
+    def add_bundle(self, name: str, bundle: Path, overrides: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
+        """Store a bundle folder as a new version of model ``name`` (a new model if none) and serve it.
+
+        ``overrides`` (literal values) apply to every version of the model from now on.
+
+        Raises:
+            ModelLoadError: the bundle does not load (a new model is then not kept; the old version serves).
+        """
+        check_model_name(name)
+        with self._deploy_lock:
+            entry = self.store.entry(name) or {"name": name, "bundle": True, "origin": "upload"}
+            self.store.set_entry(name, {**entry, "overrides": overrides})
+            version = self.store.register_bundle(name, bundle, source=source)
             try:
                 return self.deploy(name, version)
             except Exception:

@@ -73,6 +73,7 @@ class EnginePool:
 
     def load(self, entry: PoolEntry, base_dir: Path, warmup: bool = True) -> ModelRecord:
         """Load (or replace) one model; failures become an unavailable record."""
+        entry = _absolute_exports(entry, base_dir)
         config_path = (base_dir / entry.config_file).resolve()
         try:
             engine = self._build(entry, base_dir)
@@ -101,6 +102,7 @@ class EnginePool:
         Raises:
             ModelLoadError: the new model failed to build or warm up (the error names why).
         """
+        entry = _absolute_exports(entry, base_dir)
         engine = None
         try:
             engine = self._build(entry, base_dir)
@@ -188,3 +190,11 @@ class EnginePool:
                 record.engine.close()
         with self._lock:
             self._records.clear()
+
+
+def _absolute_exports(entry: PoolEntry, base_dir: Path) -> PoolEntry:
+    """A bundle entry's ``exports`` resolved against the pool file's folder, so that its stored record (and a
+    version deployed from it later) finds them wherever it is loaded from."""
+    if not entry.exports:
+        return entry
+    return entry.model_copy(update={"exports": [str((base_dir / e).resolve()) for e in entry.exports]})

@@ -7,6 +7,7 @@ Layout under the store root::
     <root>/<model>/<N>/model_config.json   the model config, weights paths relative to this folder
     <root>/<model>/<N>/version.json    number, creation time, source (job, datalist, base version), metrics
     <root>/<model>/<N>/...             weights (one per ensemble member), train configs, metrics
+    <root>/<model>/<N>/bundle/         a MONAI bundle's version instead: its configs and weights (no model config)
 
 A version is written under a temporary name and renamed into place, so a half-written
 version is never visible; a written version is never modified.
@@ -21,6 +22,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,8 +32,9 @@ from engines.config.model import ModelConfig, load_json, load_model_config
 from engines.data.io import write_atomically
 from engines.errors import ConfigError, InvalidNameError, ModelNotFoundError, VersionExistsError
 
-__all__ = ["MODEL_NAME", "ModelStore", "VersionFiles", "check_model_name"]
+__all__ = ["BUNDLE_DIR", "MODEL_NAME", "ModelStore", "VersionFiles", "check_model_name"]
 
+BUNDLE_DIR = "bundle"  # a bundle version's folder inside its version folder
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")  # as a pool entry's name
 
 
@@ -128,6 +131,42 @@ class ModelStore:
         Weights are copied to ``model.pt`` (one network) or ``member<i>/model.pt`` (an ensemble), and
         the model config is rewritten to point at them.
         """
+        def fill(tmp: Path, number: int) -> None:
+            config = self._copy_files(files, tmp)
+            config["version"] = str(number)
+            (tmp / "model_config.json").write_text(json.dumps(config, indent=2))
+            load_model_config(tmp / "model_config.json")  # a version that does not parse is never published
+
+        return self._publish(name, fill, source, metrics, number)
+
+    def register_bundle(self, name: str, bundle: Path, source: dict[str, Any], metrics: dict[str, Any] | None = None,
+                        number: int | None = None) -> str:
+        """Write a new version of a MONAI bundle model: a copy of the ``bundle`` folder (configs, weights, docs).
+
+        What a run leaves beside a bundle (``eval/``, ``__pycache__``) is not copied.
+
+        Raises:
+            ConfigError: the folder lacks ``configs/`` or ``models/model.pt``.
+        """
+        bundle = Path(bundle)
+        missing = [p for p in ("configs", "models/model.pt") if not (bundle / p).exists()]
+        if missing:
+            raise ConfigError(f"bundle {bundle}: no {', '.join(missing)}; a bundle version needs its configs and weights")
+
+        def fill(tmp: Path, number: int) -> None:
+            shutil.copytree(bundle, tmp / BUNDLE_DIR, symlinks=False,
+                            ignore=shutil.ignore_patterns("eval", "__pycache__"))
+
+        return self._publish(name, fill, source, metrics, number)
+
+    def bundle_dir(self, name: str, version: str | int) -> Path | None:
+        """The bundle folder of a bundle version; None for a version of one of our own models."""
+        folder = self.version_dir(name, version) / BUNDLE_DIR
+        return folder if folder.is_dir() else None
+
+    def _publish(self, name: str, fill: Callable[[Path, int], None], source: dict[str, Any],
+                 metrics: dict[str, Any] | None, number: int | None) -> str:
+        """Fill a temporary folder, record the version, then rename it into place (never half-visible)."""
         folder = self.model_dir(name)
         folder.mkdir(parents=True, exist_ok=True)
         with self._lock:
@@ -136,10 +175,7 @@ class ModelStore:
                 raise VersionExistsError(f"model '{name}' already has a version {number}")
             tmp = Path(tempfile.mkdtemp(prefix=f".{number}-", dir=folder))
             try:
-                config = self._copy_files(files, tmp)
-                config["version"] = str(number)
-                (tmp / "model_config.json").write_text(json.dumps(config, indent=2))
-                load_model_config(tmp / "model_config.json")  # a version that does not parse is never published
+                fill(tmp, number)
                 created = datetime.now(timezone.utc).isoformat()
                 record = {"version": str(number), "created_at": created, "source": source,
                           "metrics": metrics or {}}

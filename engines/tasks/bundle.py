@@ -15,15 +15,19 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from engines.backends import TorchBackend, select_device
-from engines.config.model import PoolEntry
+from engines.backends import TorchBackend, load_artifact, select_device
+from engines.backends.selection import choose_export, file_sha256, read_report
+from engines.config.model import ModelConfig, PoolEntry
 from engines.data.io import Geometry, Volume
-from engines.errors import InferenceError
+from engines.errors import ConfigError, InferenceError
+from engines.hardware import detect
 from engines.tasks.base import Engine, InferenceResult, Timer
 from engines.tasks.bundle_config import BundleParts, read_bundle
 from engines.transforms import points as P
 
-__all__ = ["BundleEngine", "load_bundle_engine", "volume_to_metatensor"]
+__all__ = ["BUNDLE_WEIGHTS", "BundleEngine", "bundle_export_backend", "load_bundle_engine", "volume_to_metatensor"]
+
+BUNDLE_WEIGHTS = Path("models") / "model.pt"
 
 # ITK's physical space is LPS; MONAI's readers give RAS affines.
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -98,7 +102,7 @@ class BundleEngine(Engine):
                 image = data["image"]
                 try:
                     with torch.no_grad():
-                        pred = self.inferer(image[None].to(self.backend.device), self.network)
+                        pred = self.inferer(image[None].to(getattr(self.backend, "device", "cpu")), self.network)
                 except Exception as exc:
                     raise InferenceError(f"network failed: {type(exc).__name__}: {exc}") from exc
                 data["pred"] = pred[0].cpu()
@@ -126,6 +130,36 @@ def _label_map(pred: Any) -> np.ndarray:
     return np.ascontiguousarray(np.rint(array).astype(np.uint8))
 
 
+def bundle_export_backend(bundle: Path, model_format: str, exports: list[str], device: torch.device) -> Any | None:
+    """The verified export (``aiaa export --config <bundle>``) a bundle entry serves, or None: its PyTorch network.
+
+    ``auto``: the fastest export in ``exports`` that passed its parity check, was made from
+    ``models/model.pt`` as it is now and runs well here (as for our own models). A format's
+    name: the export of that format that passed and was made from these weights.
+
+    Raises:
+        ConfigError: ``model_format`` names a format that none of ``exports`` provides verified.
+    """
+    if model_format == "pytorch":
+        return None
+    if model_format == "auto":
+        # The bundle seen as a one-network model config (its network is the bundle's, not one of ours).
+        config = ModelConfig.model_construct(type="segmentation", model_path=str(BUNDLE_WEIGHTS), model_format="auto",
+                                             exports=exports)
+        chosen = choose_export(config, bundle, detect(), device.type)
+        return None if chosen is None else load_artifact(chosen.format, chosen.artifacts()[0], device,
+                                                         chosen.precision, report=chosen.report)
+    weights = file_sha256(bundle / BUNDLE_WEIGHTS)
+    for folder in map(Path, exports):
+        report = read_report(folder) or {}
+        members = report.get("members") or [{}]
+        if report.get("passed") and report.get("format") == model_format and members[0].get("weights_sha256") == weights:
+            return load_artifact(model_format, folder / str(members[0]["artifact"]), device,
+                                 str(report["precision"]), report=report)
+    raise ConfigError(f"bundle {bundle.name}: model_format '{model_format}' but no folder in 'exports' holds a passed "
+                      f"{model_format} export of models/model.pt as it is now (aiaa export --config {bundle})")
+
+
 def load_bundle_engine(entry: PoolEntry, base_dir: Path, device: str = "auto") -> BundleEngine:
     """Build the engine of a pool entry with ``bundle`` (a folder relative to ``base_dir``).
 
@@ -135,5 +169,8 @@ def load_bundle_engine(entry: PoolEntry, base_dir: Path, device: str = "auto") -
     """
     folder = (base_dir / str(entry.bundle)).resolve()
     parts = read_bundle(folder, entry.overrides, entry.labels)
-    backend = TorchBackend(parts.network, select_device(device))
+    selected = select_device(device)
+    exports = [str((base_dir / e).resolve()) for e in entry.exports]
+    backend = bundle_export_backend(folder, entry.model_format, exports, selected) or TorchBackend(parts.network,
+                                                                                                  selected)
     return BundleEngine(entry.name, parts, backend, description=entry.description, version=entry.version)

@@ -7,12 +7,16 @@ one process and every helper here is a no-op, so the same code serves both.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 __all__ = ["DistributedContext"]
+
+# How long a closing rank lets gloo's threads take the GIL to release finished collectives (see close()).
+_GLOO_SETTLE_S = 0.2
 
 
 class DistributedContext:
@@ -74,6 +78,15 @@ class DistributedContext:
             dist.barrier()
 
     def close(self) -> None:
-        """Leave the process group."""
+        """Leave the process group, once every rank has finished its collectives and gloo's threads are idle.
+
+        A rank could otherwise hang for ever when the DDP model is freed: the process group's destructor
+        joins gloo's worker threads while holding the GIL, and a worker thread that is still releasing
+        the last collective's Python-owned tensors waits for the GIL (a deadlock, seen on rank 1 after
+        the final validation's all-gather). The barrier makes every rank finish its collectives; the
+        pause releases the GIL so that gloo's threads drop those tensors before anything is destroyed.
+        """
         if self.enabled and dist.is_initialized():
+            dist.barrier()
+            time.sleep(_GLOO_SETTLE_S)
             dist.destroy_process_group()

@@ -1,19 +1,18 @@
 """MONAI bundles (admin): ``PUT /admin/bundle/{name}`` serves an uploaded zipped bundle.
 
 Multipart parts: ``data`` (the zip) and optional ``overrides`` (a JSON object of literal values,
-``{"inferer#roi_size": [96, 96, 96]}``). The zip is unpacked safely under
-``state_dir/bundles/<name>/``, loaded and warmed beside any serving model of that name, then
-swapped in. A bundle config is code: this route is for administrators only (like every
-``/admin`` route), and no request field is ever evaluated. An uploaded bundle serves until
-the server restarts; a pool entry keeps it.
+``{"inferer#roi_size": [96, 96, 96]}``). The zip is unpacked safely, stored as a new version of
+the model in the model store (a new model when there is none), loaded and warmed beside any
+serving version, then swapped in; it serves after a restart, and earlier versions stay
+available for a rollback (``PUT /admin/models/{name}/serving``). A bundle config is code: this
+route is for administrators only (like every ``/admin`` route), and no request field is ever
+evaluated.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
-import time
 from pathlib import Path
 
 from anyio import to_thread
@@ -59,21 +58,18 @@ async def put_bundle(name: str, request: Request, settings: SettingsDep, pool: P
     except ValidationError as exc:
         raise BadRequest(describe_validation_error("overrides", exc)) from None
 
-    folder = settings.state_path() / "bundles" / name / time.strftime("%Y%m%dT%H%M%S")
+    serving = request.app.state.serving
     with tempfile.TemporaryDirectory() as tmp:
         archive = Path(tmp) / "bundle.zip"
         archive.write_bytes(await data.read())
         try:
-            root = await to_thread.run_sync(lambda: unpack_bundle(archive, folder, max_bytes=settings.max_upload_bytes
-                                                                  * 20))
+            root = await to_thread.run_sync(lambda: unpack_bundle(archive, Path(tmp) / "unpacked",
+                                                                  max_bytes=settings.max_upload_bytes * 20))
+            result = await to_thread.run_sync(serving.add_bundle, name, root, overrides, {"kind": "upload"})
         except InvalidInputError as exc:
             raise BadRequest(str(exc)) from None
-    entry = PoolEntry.model_validate({"name": name, "bundle": str(root), "overrides": overrides})
-    try:
-        record = await to_thread.run_sync(pool.swap, entry, Path("/"))
-    except EngineError as exc:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise BadRequest(f"the bundle does not load: {exc}") from None
-    engine = record.engine
-    assert engine is not None
-    return JSONResponse({"model": name, "bundle": str(root), "version": engine.version, "labels": engine.labels})
+        except EngineError as exc:
+            raise BadRequest(f"the bundle does not load: {exc}") from None
+    engine = pool.get(name)
+    return JSONResponse({"model": name, "version": result["version"], "labels": engine.labels,
+                         "bundle": str(serving.store.bundle_dir(name, result["version"]))})

@@ -74,11 +74,17 @@ def submit(body: JobRequest, request: Request, settings: SettingsDep) -> JSONRes
             raise BadRequest(f"a {body.kind} job needs a 'datalist' (a path inside the data roots or a dataset id)")
         datalist = str(resolve_datalist(body.datalist, settings.data_root_paths(), settings.state_path() / "datasets"))
     if bundle_folder(state.pool, body.model) is not None:  # a served MONAI bundle: its own job command lines
+        params = {**body.params}
         try:
-            check_bundle_job(body.kind, body.params)
+            check_bundle_job(body.kind, params)
+            if "base_version" in params:  # an earlier stored version of the bundle to start from
+                if state.serving.store.bundle_dir(body.model, str(params["base_version"])) is None:
+                    raise BadRequest(f"version {params['base_version']} of '{body.model}' is not a bundle")
+            else:
+                params["base_version"] = state.serving.serving_config(body.model)[0]
         except ConfigError as exc:
             raise BadRequest(str(exc)) from None
-        row = state.jobs.create(body.kind, body.model, datalist, body.params, str(settings.state_path() / "jobs"))
+        row = state.jobs.create(body.kind, body.model, datalist, params, str(settings.state_path() / "jobs"))
         state.supervisor.wake()
         return JSONResponse({"job_id": row["id"]}, status_code=202)
     version, config_path = state.serving.serving_config(body.model)

@@ -62,6 +62,11 @@ def get_model(name: str, request: Request, pool: PoolDep) -> JSONResponse:
     serving = request.app.state.serving
     version, config_path = serving.serving_config(_name(name))
     info = pool.get(name).info()
+    bundle = serving.store.bundle_dir(name, version)
+    if bundle is not None:  # a MONAI bundle's version: its folder and metadata instead of a model config
+        metadata = bundle / "configs" / "metadata.json"
+        return JSONResponse({**info, "serving_version": version, "bundle": str(bundle),
+                             "metadata": json.loads(metadata.read_text()) if metadata.is_file() else {}})
     return JSONResponse({**info, "serving_version": version, "config": json.loads(config_path.read_text())})
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from engines.backends.formats import FORMATS
 
@@ -49,8 +50,15 @@ def _export(args: argparse.Namespace) -> int:
                                 opt_shape=parse_shape(args.opt_shape), max_shape=parse_shape(args.max_shape),
                                 max_batch=args.max_batch, workspace_mb=args.workspace_mb, opset=args.opset,
                                 max_cases=args.max_cases, repeats=args.repeats)
-        report = export_model(args.config, options, datalist=args.datalist, output=args.output,
-                              progress=progress)
+        if Path(args.config).is_dir():  # a MONAI bundle folder: its network, through the bundle's own pipeline
+            from engines.export.bundle_runtime import export_bundle_network
+            from engines.export.exporter import DEFAULT_ROOT
+
+            output = args.output or DEFAULT_ROOT / Path(args.config).resolve().name / f"{args.format}_{args.precision}"
+            report = export_bundle_network(args.config, options, args.datalist, output, progress=progress)
+        else:
+            report = export_model(args.config, options, datalist=args.datalist, output=args.output,
+                                  progress=progress)
     except EngineError as exc:
         print(f"aiaa export: {exc}", file=sys.stderr)
         return 2
@@ -65,7 +73,8 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``aiaa export``."""
     export = sub.add_parser("export", help="export a model to OpenVINO / ONNX / TensorRT / TorchScript with a "
                                            "parity and speed report (Clara's tlt-export)")
-    export.add_argument("--config", required=True, help="model config (model_configs/<name>.json)")
+    export.add_argument("--config", required=True,
+                        help="model config (model_configs/<name>.json), or a MONAI bundle folder (its network)")
     export.add_argument("--format", required=True, choices=[*FORMATS, "bundle"],
                         help="a runtime (with a parity and speed report), or 'bundle': a MONAI bundle folder")
     export.add_argument("--member", type=int, default=None,

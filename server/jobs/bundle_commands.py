@@ -30,14 +30,17 @@ from engines.tasks.bundle import BundleEngine
 from engines.tasks.bundle_config import find_config
 from server.jobs.commands import Step
 
-__all__ = ["BUNDLE_JOB_KINDS", "BUNDLE_PARAMS", "bundle_finish", "bundle_folder", "bundle_plan", "bundle_result",
-           "check_bundle_job"]
+__all__ = ["BUNDLE_JOB_KINDS", "BUNDLE_PARAMS", "RESUME_DIR", "bundle_failure", "bundle_folder", "bundle_plan", "bundle_result",
+           "check_bundle_job", "checkpoint_epoch", "latest_checkpoint"]
 
 BUNDLE_JOB_KINDS = ("train", "finetune", "evaluate")
 # What a bundle job's params may hold (``base_version`` is set by the jobs API itself).
 BUNDLE_PARAMS = {"epochs", "gpus", "device", "deploy", "overrides", "base_version"}
 _FINETUNE_LOADER = "aiaa_finetune_loader"
 _PROGRESS = "aiaa_progress"
+_RESUME_SAVER = "aiaa_resume_saver"
+_RESUME_LOADER = "aiaa_resume_loader"
+RESUME_DIR = "resume"
 
 
 def _raw(files: list[Path]) -> dict[str, Any]:
@@ -128,8 +131,13 @@ def check_bundle_job(kind: str, params: dict[str, Any]) -> None:
     _device(params, gpus)
 
 
-def bundle_plan(kind: str, params: dict[str, Any], datalist: str | Path, bundle: Path, work: Path) -> list[Step]:
+def bundle_plan(kind: str, params: dict[str, Any], datalist: str | Path, bundle: Path, work: Path,
+                resume: bool = False) -> list[Step]:
     """The one step of a bundle job, writing the bundle copy and the args file it reads into ``work``.
+
+    A training saves its state after every epoch into ``work/resume/``; ``resume`` continues from the
+    newest such checkpoint (the epoch after it) on the copy it left, or, when there is none yet,
+    starts again from the beginning and says so in the step's ``extra["resume"]``.
 
     Raises:
         ConfigError: unknown kind, bad params, or a bundle without the configs or ids the job needs.
@@ -147,9 +155,12 @@ def bundle_plan(kind: str, params: dict[str, Any], datalist: str | Path, bundle:
     data = load_datalist(datalist)
 
     copy = work / "bundle"
-    if copy.exists():
-        shutil.rmtree(copy)
-    shutil.copytree(bundle, copy, symlinks=False, ignore=shutil.ignore_patterns("eval", "__pycache__"))
+    checkpoint = latest_checkpoint(work) if resume and kind != "evaluate" and copy.is_dir() else None
+    if checkpoint is None:  # a fresh start (a resume without a checkpoint too): the bundle copied again
+        if copy.exists():
+            shutil.rmtree(copy)
+        shutil.rmtree(work / RESUME_DIR, ignore_errors=True)
+        shutil.copytree(bundle, copy, symlinks=False, ignore=shutil.ignore_patterns("eval", "__pycache__"))
     files = [copy / f.relative_to(bundle) for f in files]
     raw = _raw(files)
     where = f"bundle {bundle.name} ({', '.join(f.name for f in files)})"
@@ -179,7 +190,15 @@ def bundle_plan(kind: str, params: dict[str, Any], datalist: str | Path, bundle:
         if gpus > 1 and not torch.cuda.is_available():
             args.update(_cpu_distributed(raw))
         weights = copy / "models" / "model.pt"
-        if kind == "finetune":
+        # What a resume needs (network, trainer state, optimizer, scheduler), saved after every epoch.
+        state = {"model": "@network", "trainer": "@train#trainer",
+                 **{key: f"@{key}" for key in ("optimizer", "lr_scheduler") if key in raw}}
+        args[_RESUME_SAVER] = {"_target_": "CheckpointSaver", "save_dir": str(work / RESUME_DIR), "save_dict": state,
+                               "save_interval": 1, "epoch_level": True, "n_saved": 1}
+        if checkpoint is not None:  # the copy, its best weights so far and initial_model.pt are kept
+            args[_RESUME_LOADER] = {"_target_": "CheckpointLoader", "load_path": str(checkpoint), "load_dict": state,
+                                    "map_location": "cpu"}
+        elif kind == "finetune":
             if not weights.is_file():
                 raise ConfigError(f"{where}: no models/model.pt to fine-tune from")
             # Moved aside, so that models/model.pt exists at the end only if this training saved one.
@@ -192,7 +211,11 @@ def bundle_plan(kind: str, params: dict[str, Any], datalist: str | Path, bundle:
     args[_PROGRESS] = {"_target_": "engines.training.bundle_progress.BundleProgress",
                        "progress_file": str(work / "progress.jsonl"), "stop_file": str(work / "STOP")}
     ours = [f"$@{_PROGRESS}.attach({workflow})"]
-    if kind == "finetune":
+    if kind != "evaluate":
+        ours.append(f"$@{_RESUME_SAVER}.attach(@train#trainer)")
+    if checkpoint is not None:
+        ours.append(f"$@{_RESUME_LOADER}(@train#trainer)")
+    elif kind == "finetune":
         ours.append(f"$@{_FINETUNE_LOADER}(@train#trainer)")
     args.update(_with_steps(raw, args, run_id, ours))
     args.update(overrides)
@@ -203,11 +226,30 @@ def bundle_plan(kind: str, params: dict[str, Any], datalist: str | Path, bundle:
         runner = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", "-m",
                   "monai.bundle", "run", run_id, "--args_file", str(args_file)]
     output = copy if kind != "evaluate" else work / "out"
-    return [Step(runner, output, extra={"args_file": str(args_file), "bundle_job": True})]
+    extra: dict[str, Any] = {"args_file": str(args_file), "bundle_job": True}
+    if resume and kind != "evaluate":
+        extra["resume"] = ({"from_epoch": checkpoint_epoch(checkpoint), "checkpoint": str(checkpoint)}
+                           if checkpoint is not None else
+                           {"restarted": f"no epoch checkpoint in {work / RESUME_DIR}: the training starts again "
+                                         "from the beginning"})
+    return [Step(runner, output, extra=extra)]
+
+
+def latest_checkpoint(work: Path) -> Path | None:
+    """The newest epoch checkpoint a bundle training left in its job folder (``resume/``), if any."""
+    found = [p for p in (work / RESUME_DIR).glob("*.pt") if checkpoint_epoch(p) is not None]
+    return max(found, key=lambda p: checkpoint_epoch(p) or 0, default=None)
+
+
+def checkpoint_epoch(path: Path) -> int | None:
+    """The epoch in an epoch checkpoint's name (``checkpoint_epoch=3.pt``), None when it has none."""
+    match = re.search(r"epoch=(\d+)\.pt$", path.name)
+    return int(match.group(1)) if match else None
 
 
 def bundle_result(kind: str, work: Path) -> dict[str, Any]:
-    """What a finished bundle job produced: the trained bundle copy, or the mean Dice of an evaluation.
+    """What a finished bundle job produced: the trained bundle copy (the supervisor stores it as a new
+    version of the model), or the mean Dice of an evaluation.
 
     Raises:
         ConfigError: the run left no weights, or no ``val_mean_dice`` (the bundle's MetricsSaver output).
@@ -235,25 +277,70 @@ def bundle_folder(pool: EnginePool, name: str) -> Path | None:
     return engine.parts.folder if isinstance(engine, BundleEngine) else None
 
 
-def bundle_finish(pool: EnginePool, kind: str, name: str, params: dict[str, Any], job_id: str,
-                  work: Path) -> dict[str, Any]:
-    """The result of a finished bundle job; a training's bundle copy is swapped in unless ``deploy: false``.
+# MONAI's own words when a random crop does not fit a case (RandCropByPosNegLabeld and the like).
+_CROP_TOO_LARGE = re.compile(r"proposed random crop ROI is larger than the image size, got ROI size \(([^)]*)\) "
+                             r"and label image size (?:torch\.Size\()?\[?([^\])]*)")
+_TRANSFORM = re.compile(r"applying transform <[\w.]*?\.(\w+) object")
+# A crop that shrinks to a smaller case (RandSpatialCropd) fails later, when the batch is stacked.
+_UNEQUAL_BATCH = re.compile(r"stack expects each tensor to be equal size, but got \[([^\]]*)\] at entry \d+ and "
+                            r"\[([^\]]*)\]")
 
-    The copy in the job's folder is the new version (its configs and the new weights); it is
-    never written again. A copy that fails to load leaves the serving bundle in place.
+
+def bundle_failure(work: Path) -> str | None:
+    """Our own message for a bundle job that failed on a training crop larger than the data, else None.
+
+    MONAI reports it deep in a traceback; this names the crop, the case's size after the bundle's
+    pre-processing, the config id to override and what to do about it.
     """
-    result = bundle_result(kind, work)
-    if kind == "evaluate":
-        return result
-    record = pool.record(name)
-    result["deployed"] = False
-    if not params.get("deploy", True) or record is None or record.entry is None:
-        return result
-    entry = record.entry.model_copy(update={"bundle": result["bundle"], "config_file": result["bundle"],
-                                            "version": f"job-{job_id}"})
     try:
-        pool.swap(entry, Path("/"))
-        result.update(deployed=True, version=entry.version)
-    except Exception as exc:  # the serving bundle stays
-        result["deploy_error"] = f"{type(exc).__name__}: {exc}"
-    return result
+        text = (work / "job.log").read_text(errors="replace")
+    except OSError:
+        return None
+    found = _CROP_TOO_LARGE.search(text)
+    if found is not None:
+        crop, size = (_sizes(g) for g in found.groups())
+        transforms = _TRANSFORM.findall(text[: found.start()])
+        name = transforms[-1] if transforms else "the random crop"
+        return (f"the training crop {crop} ({name}) is larger than a training case, {size} after the bundle's "
+                f"pre-processing{_crop_id(work, name)}: give a smaller crop in params.overrides, or pad the cases "
+                "(SpatialPadd) before the crop")
+    found = _UNEQUAL_BATCH.search(text)
+    if found is not None:
+        first, second = (_sizes(g) for g in found.groups())
+        return (f"cases of different sizes reached one batch ({first} and {second}): a random crop larger than some "
+                "cases shrinks to them; give a crop no larger than the smallest case after pre-processing in "
+                "params.overrides, or pad the cases (SpatialPadd) before the crop")
+    return None
+
+
+def _sizes(text: str) -> list[int]:
+    return [int(v) for v in re.findall(r"\d+", text)]
+
+
+def _crop_id(work: Path, transform: str) -> str:
+    """`` (config id 'train#random_transforms#0')``: where the crop is, from the job's args file."""
+    try:
+        files = json.loads((work / "bundle_args.json").read_text())["config_file"]
+        raw = _raw([Path(f) for f in files])
+    except (OSError, ValueError, KeyError):
+        return ""
+    found = _find_target(raw, transform, "")
+    return f" (config id '{found}')" if found else ""
+
+
+def _find_target(node: Any, name: str, path: str) -> str | None:
+    """The id of the first component whose ``_target_`` is ``name`` (a class name), depth first."""
+    if isinstance(node, dict):
+        target = node.get("_target_")
+        if isinstance(target, str) and target.rsplit(".", 1)[-1] == name:
+            return path
+        items: Any = node.items()
+    elif isinstance(node, list):
+        items = enumerate(node)
+    else:
+        return None
+    for key, value in items:
+        found = _find_target(value, name, f"{path}#{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None

@@ -35,7 +35,7 @@ from engines.config.model import load_json, load_model_config
 from engines.errors import EngineError
 from engines.serving.deploy import ServingManager
 from engines.serving.versions import VersionFiles
-from server.jobs.bundle_commands import bundle_finish, bundle_folder, bundle_plan
+from server.jobs.bundle_commands import bundle_failure, bundle_folder, bundle_plan, bundle_result
 from server.jobs.commands import Step, job_kind, plan
 from server.jobs.store import JobState, JobStore
 
@@ -191,9 +191,9 @@ class Supervisor:
         work.mkdir(parents=True, exist_ok=True)
         (work / "STOP").unlink(missing_ok=True)
         try:
-            bundle = bundle_folder(self.serving.pool, row["model"])
+            bundle = self._bundle(row)
             if bundle is not None:  # a served MONAI bundle: monai.bundle run on a copy of it
-                steps = bundle_plan(row["kind"], row["params"], row["datalist"], bundle, work)
+                steps = bundle_plan(row["kind"], row["params"], row["datalist"], bundle, work, resume=row["resume"])
             else:
                 version = str(row["params"].get("base_version") or self.serving.serving_config(row["model"])[0])
                 config_path = self.serving.store.config_path(row["model"], version)
@@ -204,6 +204,8 @@ class Supervisor:
         done = set((row["progress"] or {}).get("steps_done", [])) if row["resume"] else set()
         first = next((i for i in range(len(steps)) if i not in done), len(steps))
         progress = {**(row["progress"] or {}), "steps": len(steps), "step": first + 1, "steps_done": sorted(done)}
+        if first < len(steps) and "resume" in steps[first].extra:  # how a resumed bundle training starts again
+            progress["resume"] = steps[first].extra["resume"]
         if first >= len(steps):
             self.store.update(row["id"], state=JobState.RUNNING, progress=progress, error=None, finished_at=None,
                               started_at=row["started_at"] or time.time(), cancelled_by=None)
@@ -214,6 +216,13 @@ class Supervisor:
             self.store.update(row["id"], only_if_state=(JobState.QUEUED,), state=JobState.RUNNING,
                               started_at=row["started_at"] or time.time(), error=None, finished_at=None,
                               cancelled_by=None, progress=progress)
+
+    def _bundle(self, row: dict) -> Path | None:
+        """The bundle folder a bundle job starts from (its base version's), or None for one of our own models."""
+        base = row["params"].get("base_version")
+        if base is not None:
+            return self.serving.store.bundle_dir(row["model"], str(base))
+        return bundle_folder(self.serving.pool, row["model"])
 
     def _launch(self, job_id: str, steps: list[Step], index: int, work: Path) -> bool:
         """Start step ``index`` in a worker process; False (and the job failed) when it cannot start."""
@@ -229,6 +238,8 @@ class Supervisor:
         except OSError as exc:
             self._fail_launch(job_id, index, steps, exc)
             return False
+        if "resume" in step.extra:
+            log_file.write(f"# resume: {json.dumps(step.extra['resume'])}\n".encode())
         log_file.write(f"$ {' '.join(step.argv)}\n".encode())
         log_file.flush()
         try:
@@ -292,7 +303,8 @@ class Supervisor:
                                                        f"({signal.Signals(-code).name}); resume it with POST "
                                                        "/admin/jobs/{id}/resume")
         else:
-            self._end(run, JobState.FAILED, error=f"exit status {code}: {_tail(run.work / 'job.log', 5)}")
+            explained = bundle_failure(run.work) if run.steps[run.index].extra.get("bundle_job") else None
+            self._end(run, JobState.FAILED, error=f"exit status {code}: {explained or _tail(run.work / 'job.log', 5)}")
 
     def _read_progress(self, run: _Run) -> None:
         """Copy the worker's latest progress line into the table; any change of the file is a heartbeat."""
@@ -367,7 +379,9 @@ class Supervisor:
         produces = job_kind(row["kind"]).produces
         try:
             if steps and steps[0].extra.get("bundle_job"):
-                result = bundle_finish(self.serving.pool, row["kind"], row["model"], row["params"], job_id, work)
+                result = bundle_result(row["kind"], work)
+                if produces == "version":
+                    result = self._register_bundle(row, result)
             elif produces == "version":
                 result = self._register(row, steps)
             elif produces == "report":
@@ -428,6 +442,16 @@ class Supervisor:
                     "not_deployed": f"validation Dice {gate['dice']} is more than {gate['max_dice_drop']} below the "
                                     f"serving version's {gate['base_dice']} (quality gate)"}
         return self._deploy(row, version, base, {"metrics": summary})
+
+    def _register_bundle(self, row: dict, trained: dict[str, Any]) -> dict[str, Any]:
+        """A finished bundle training: the job's bundle copy (its configs, the new weights) becomes a new version."""
+        name = row["model"]
+        base = row["params"].get("base_version")
+        version = self.serving.store.register_bundle(
+            name, Path(trained["bundle"]),
+            source={"job_id": row["id"], "kind": row["kind"], "datalist": row["datalist"], "base_version": base},
+            metrics=trained.get("metrics") or {})
+        return self._deploy(row, version, str(base), {k: v for k, v in trained.items() if k == "metrics"})
 
     def _quality_gate(self, row: dict, checks: dict[str, Step]) -> dict[str, Any] | None:
         if "evaluate_new" not in checks or "evaluate_base" not in checks:

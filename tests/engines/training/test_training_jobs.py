@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -50,15 +52,37 @@ def test_progress_stop_at_a_batch_and_resume(tmp_path):
     assert list((tmp_path / "out" / "tensorboard").glob("events.out.tfevents.*"))
 
 
+def _marked(mark: str) -> list[int]:
+    """Processes whose environment holds ``mark`` (``NAME=value``)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if mark.encode() in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return found
+
+
 def test_two_gloo_processes_train_under_torchrun(tmp_path):
     cfg_path, datalist, train_cfg = _setup(tmp_path, epochs=1)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "server.cli.main", "train", "--config", str(cfg_path), "--datalist", str(datalist),
-                          "--train-config", str(train_cfg), "--output", str(tmp_path / "out"), "--device", "cpu",
-                          "--progress-file", str(tmp_path / "progress.jsonl")],
-                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
-    assert run.returncode == 0, run.stderr[-3000:]
+    # torchrun starts each rank in a session of its own: the ranks are found by a mark in their environment.
+    mark = f"AIAA_TEST_RUN={tmp_path}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "AIAA_TEST_RUN": str(tmp_path)}
+    torchrun = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                                 "-m", "server.cli.main", "train", "--config", str(cfg_path), "--datalist",
+                                 str(datalist), "--train-config", str(train_cfg), "--output", str(tmp_path / "out"),
+                                 "--device", "cpu", "--progress-file", str(tmp_path / "progress.jsonl")],
+                                env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = torchrun.communicate(timeout=300)
+        assert torchrun.returncode == 0, output[-3000:]
+        assert _marked(mark) == []  # both ranks exited (a rank once hung in gloo's teardown)
+    finally:
+        torchrun.kill()
+        torchrun.wait()
+        for pid in _marked(mark):  # whatever happened, no rank outlives the test
+            os.kill(pid, signal.SIGKILL)
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["hardware"].endswith("x 2 processes")
     assert [h["epoch"] for h in metrics["history"]] == [1] and len(metrics["final"]["val_dice"]) == 2
