@@ -27,8 +27,17 @@ from engines.data.datalist import load_datalist
 from engines.data.io import read_modalities, read_volume
 from engines.errors import ConfigError
 from engines.evaluation.scoring import dice_per_label
-from engines.export.exporter import (PARITY_THRESHOLDS, ExportOptions, _mask_dice, _profile, _Recorder, _versions,
-                                     _write_report, time_alternately, write_artifact)
+from engines.export.exporter import (
+    PARITY_THRESHOLDS,
+    ActivationRecorder,
+    ExportOptions,
+    input_profile,
+    library_versions,
+    mask_dice,
+    time_alternately,
+    write_artifact,
+    write_report,
+)
 from engines.hardware import detect
 from engines.tasks.bundle import BUNDLE_WEIGHTS, BundleEngine
 from engines.tasks.bundle_config import read_bundle
@@ -66,23 +75,23 @@ def export_bundle_network(bundle: str | Path, options: ExportOptions, datalist: 
     progress(f"exporting bundle {bundle.name} to {options.format} {options.precision}: parity on {len(cases)} "
              "validation case(s)")
     reference = TorchBackend(parts.network, device)
-    recorder = _Recorder(reference)
+    recorder = ActivationRecorder(reference)
     ref_masks = [BundleEngine(bundle.name, parts, recorder).infer(image, {}).mask for image, _ in cases]
-    profile = _profile(recorder.inputs, options)
+    profile = input_profile(recorder.inputs, options)
     example = recorder.inputs[0]
     path = write_artifact(options, parts.network, example, profile, folder, "member1")
     artifact = load_artifact(options.format, path, device, options.precision,
                              report={"options": {"min_shape": profile.min, "opt_shape": profile.opt,
                                                  "max_shape": profile.max}})
     try:
-        art_recorder = _Recorder(artifact)
+        art_recorder = ActivationRecorder(artifact)
         art_masks = [BundleEngine(bundle.name, parts, art_recorder).infer(image, {}).mask for image, _ in cases]
         ref_ms, art_ms = time_alternately(reference, artifact, example, options.repeats)
     finally:
         artifact.close()
     n_labels = len(parts.labels)
     diffs = [float((a - b).abs().max()) for a, b in zip(art_recorder.outputs, recorder.outputs)]
-    dices = [_mask_dice(a, b, n_labels) for a, b in zip(art_masks, ref_masks)]
+    dices = [mask_dice(a, b, n_labels) for a, b in zip(art_masks, ref_masks)]
     dice_ref = float(np.nanmean([dice_per_label(m, truth, n_labels) for m, (_, truth) in zip(ref_masks, cases)]))
     dice_art = float(np.nanmean([dice_per_label(m, truth, n_labels) for m, (_, truth) in zip(art_masks, cases)]))
     threshold = PARITY_THRESHOLDS[options.precision]
@@ -94,7 +103,7 @@ def export_bundle_network(bundle: str | Path, options: ExportOptions, datalist: 
         "pytorch_latency_ms": ref_ms, "mask_dice_min": round(min(dices), 5),
         "validation": {"cases": len(cases), "dice_pytorch": round(dice_ref, 5), "dice_artifact": round(dice_art, 5),
                        "dice_delta": round(dice_art - dice_ref, 5)},
-        "hardware": detect().summary(), "versions": _versions(),
+        "hardware": detect().summary(), "versions": library_versions(),
         "options": {**{k: v for k, v in asdict(options).items() if k not in ("min_shape", "opt_shape", "max_shape")},
                     "min_shape": list(profile.min), "opt_shape": list(profile.opt), "max_shape": list(profile.max)},
         "members": [{"artifact": path.name, "network": type(parts.network).__name__, "weights": str(BUNDLE_WEIGHTS),
@@ -105,5 +114,5 @@ def export_bundle_network(bundle: str | Path, options: ExportOptions, datalist: 
         "output": str(folder),
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    _write_report(folder, report)
+    write_report(folder, report)
     return report

@@ -29,11 +29,11 @@ import torch
 
 from engines.backends import MeanEnsemble, TorchBackend, load_artifact, select_device
 from engines.backends.base import require
+from engines.backends.formats import FORMATS, export_format
 from engines.backends.selection import file_sha256
 from engines.backends.tensorrt import ShapeProfile, build_serialized_engine
 from engines.config.model import ModelConfig, load_model_config
 from engines.data.datalist import load_datalist
-from engines.backends.formats import FORMATS, export_format
 from engines.data.io import read_modalities, read_volume, write_atomically
 from engines.errors import ConfigError
 from engines.evaluation.scoring import dice_per_label
@@ -78,7 +78,7 @@ class ExportOptions:
             raise ConfigError("repeats and max cases must be at least 1")
 
 
-class _Recorder:
+class ActivationRecorder:
     """Wraps a backend and keeps every input and output it sees (for parity and timing)."""
 
     def __init__(self, backend: Callable[[torch.Tensor], torch.Tensor]) -> None:
@@ -114,7 +114,8 @@ def _cases(config: ModelConfig, config_dir: Path, datalist: str | Path | None, m
     return cases
 
 
-def _profile(inputs: list[torch.Tensor], options: ExportOptions) -> ShapeProfile:
+def input_profile(inputs: list[torch.Tensor], options: ExportOptions) -> ShapeProfile:
+    """The min/opt/max input shapes an export is built for: the options' own, else those the inputs show."""
     shapes = [tuple(x.shape) for x in inputs]
     opt = options.opt_shape or max(set(shapes), key=shapes.count)
     low = options.min_shape or tuple(min(s[i] for s in shapes) for i in range(len(opt)))
@@ -207,7 +208,8 @@ def time_alternately(reference: Callable, artifact: Callable, example: torch.Ten
     return round(statistics.median(ref), 2), round(statistics.median(art), 2)
 
 
-def _versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries an export report names."""
     import importlib.metadata as md
 
     out = {}
@@ -224,12 +226,14 @@ def _run_cases(engine_cls: type, name: str, config: ModelConfig, backend: Callab
     return [engine.infer(volume, params).mask for volume, _, params in cases]
 
 
-def _mask_dice(a: np.ndarray, b: np.ndarray, n_labels: int) -> float:
+def mask_dice(a: np.ndarray, b: np.ndarray, n_labels: int) -> float:
+    """Lowest per-label Dice between two runs' masks (1 for a label empty in both)."""
     # Agreement of two runs, not a score: a label empty in both agrees perfectly.
     return min(1.0 if math.isnan(d) else d for d in dice_per_label(a, b, n_labels))
 
 
-def _write_report(folder: Path, report: dict[str, Any]) -> None:
+def write_report(folder: Path, report: dict[str, Any]) -> None:
+    """Write ``export_report.json`` into ``folder`` atomically."""
     text = json.dumps(report, indent=2)
     write_atomically(folder / "export_report.json", lambda tmp: Path(tmp).write_text(text))
 
@@ -289,19 +293,19 @@ def _measure(config_path: Path, config: ModelConfig, config_dir: Path, options: 
     for index, member in enumerate(config.members(), start=1):
         reference = TorchBackend.from_checkpoint((config_dir / str(member.model_path)).resolve(), member, device)
         references.append(reference)
-        recorder = _Recorder(reference)
+        recorder = ActivationRecorder(reference)
         ref_masks = _run_cases(engine_cls, config_path.stem, member, recorder, cases)
-        profile = _profile(recorder.inputs, options)
+        profile = input_profile(recorder.inputs, options)
         example = recorder.inputs[0].to(device)
         artifact_path = write_artifact(options, reference.module, example, profile, folder, f"member{index}")
         artifact = load_artifact(options.format, artifact_path, device, options.precision,
                                  report={"options": {"min_shape": profile.min, "opt_shape": profile.opt,
                                                      "max_shape": profile.max, "workspace_mb": options.workspace_mb}})
         artifacts.append(artifact)
-        art_recorder = _Recorder(artifact)
+        art_recorder = ActivationRecorder(artifact)
         art_masks = _run_cases(engine_cls, config_path.stem, member, art_recorder, cases)
         diffs = [float((a - b).abs().max()) for a, b in zip(art_recorder.outputs, recorder.outputs)]
-        dices = [_mask_dice(a, b, n_labels) for a, b in zip(art_masks, ref_masks)]
+        dices = [mask_dice(a, b, n_labels) for a, b in zip(art_masks, ref_masks)]
         ref_ms, art_ms = time_alternately(reference, artifact, example, options.repeats)
         weights = (config_dir / str(member.model_path)).resolve()
         members_report.append({
@@ -321,7 +325,7 @@ def _measure(config_path: Path, config: ModelConfig, config_dir: Path, options: 
         model_ref, model_art = MeanEnsemble(references), MeanEnsemble(artifacts)
     ref_masks = _run_cases(engine_cls, config_path.stem, config, model_ref, cases)
     art_masks = _run_cases(engine_cls, config_path.stem, config, model_art, cases)
-    model_dices = [_mask_dice(a, b, n_labels) for a, b in zip(art_masks, ref_masks)]
+    model_dices = [mask_dice(a, b, n_labels) for a, b in zip(art_masks, ref_masks)]
     dice_ref = float(np.nanmean([dice_per_label(m, c[1], n_labels) for m, c in zip(ref_masks, cases)]))
     dice_art = float(np.nanmean([dice_per_label(m, c[1], n_labels) for m, c in zip(art_masks, cases)]))
     threshold = PARITY_THRESHOLDS[options.precision]
@@ -347,14 +351,14 @@ def _measure(config_path: Path, config: ModelConfig, config_dir: Path, options: 
         "validation": {"cases": len(cases), "dice_pytorch": round(dice_ref, 5), "dice_artifact": round(dice_art, 5),
                        "dice_delta": round(dice_art - dice_ref, 5)},
         "hardware": detect().summary(),
-        "versions": _versions(),
+        "versions": library_versions(),
         "options": {**{k: v for k, v in asdict(options).items() if k not in ("min_shape", "opt_shape", "max_shape")},
                     "min_shape": list(profile.min), "opt_shape": list(profile.opt), "max_shape": list(profile.max)},
         "members": members_report,
         "output": str(folder),
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    _write_report(folder, report)
+    write_report(folder, report)
     return report
 
 
