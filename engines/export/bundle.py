@@ -172,7 +172,7 @@ def _metadata(name: str, config: ModelConfig, in_channels: int, out_channels: in
 def _version(module: str) -> str:
     try:
         return str(__import__(module).__version__)
-    except Exception:
+    except (ImportError, AttributeError):
         return "not installed"
 
 
