@@ -58,6 +58,7 @@ from engines.transforms.prompts import Prompt, crop_box, encode, mask_extent
 __all__ = [
     "FIRST_PROMPTS",
     "InteractiveTrainConfig",
+    "learning_rate",
     "Source",
     "is_interactive_train_config",
     "load_sources",
@@ -92,6 +93,10 @@ class InteractiveTrainConfig(_Strict):
     weight_decay: float = Field(1e-5, ge=0)
     # Cosine schedule over this much training time (minutes), so a wall-clock budget always anneals.
     schedule_minutes: float = Field(60.0, gt=0)
+    # Cosine schedule over this many steps instead (warm-up by steps too): runs that must be compared
+    # at equal steps, whatever the CPU's speed.
+    schedule_steps: int | None = Field(None, ge=1)
+    warmup_steps: int = Field(40, ge=0)
     max_minutes: float | None = Field(None, gt=0)
     max_steps: int | None = Field(None, ge=1)
     checkpoint_minutes: float = Field(5.0, gt=0)
@@ -346,9 +351,14 @@ def _augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[np
     return np.ascontiguousarray(x), np.ascontiguousarray(y)
 
 
-def _lr(cfg: InteractiveTrainConfig, minutes: float) -> float:
-    t = min(minutes / cfg.schedule_minutes, 1.0)
-    warm = min(1.0, 0.2 + minutes / 2.0)  # two minutes of warm-up
+def learning_rate(cfg: InteractiveTrainConfig, minutes: float, steps: int = 0) -> float:
+    """The learning rate: warm-up, then cosine over ``schedule_steps`` steps if set, else ``schedule_minutes``."""
+    if cfg.schedule_steps is not None:
+        t = min(steps / cfg.schedule_steps, 1.0)
+        warm = min(1.0, 0.2 + 0.8 * steps / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    else:
+        t = min(minutes / cfg.schedule_minutes, 1.0)
+        warm = min(1.0, 0.2 + minutes / 2.0)  # two minutes of warm-up
     return warm * (cfg.min_learning_rate + 0.5 * (cfg.learning_rate - cfg.min_learning_rate) * (1 + math.cos(math.pi * t)))
 
 
@@ -501,7 +511,7 @@ def train_interactive(
             if out_of_budget:
                 break
         for group in optimizer.param_groups:
-            group["lr"] = _lr(cfg, metrics["train_minutes"])
+            group["lr"] = learning_rate(cfg, metrics["train_minutes"], metrics["steps"])
         network.eval()
         xs, ys = [], []
         for _ in range(cfg.batch_size):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ from engines.training.interactive import (
     FIRST_PROMPTS,
     Sampler,
     Source,
+    InteractiveTrainConfig,
+    learning_rate,
     load_interactive_train_config,
     make_example,
     simulate_first_prompt,
@@ -191,6 +194,19 @@ def test_tiny_train_then_evaluate_through_the_cli(tmp_path):
     assert set(only_a["box"]["structures"]) == {"phantom/a"} and only_a["protocol"]["structures"] == ["a"]
 
 
+def test_schedule_steps_anneals_by_steps_whatever_the_minutes():
+    cfg = InteractiveTrainConfig(learning_rate=2e-3, min_learning_rate=2e-5, schedule_steps=100, warmup_steps=10)
+    for minutes in (0.0, 5.0, 500.0):  # a slow or a fast CPU: the same rate at the same step
+        assert learning_rate(cfg, minutes, 0) == pytest.approx(0.2 * 2e-3)
+        assert learning_rate(cfg, minutes, 10) == pytest.approx(2e-5 + 0.5 * (2e-3 - 2e-5) * (1 + math.cos(0.1 * math.pi)))
+        assert learning_rate(cfg, minutes, 50) == pytest.approx(2e-5 + 0.5 * (2e-3 - 2e-5))
+        assert learning_rate(cfg, minutes, 100) == pytest.approx(2e-5)
+        assert learning_rate(cfg, minutes, 150) == pytest.approx(2e-5)
+    by_minutes = InteractiveTrainConfig(learning_rate=2e-3, min_learning_rate=2e-5, schedule_minutes=10)
+    assert learning_rate(by_minutes, 5.0, 0) == learning_rate(by_minutes, 5.0, 9999) == pytest.approx(
+        2e-5 + 0.5 * (2e-3 - 2e-5))
+
+
 def test_cli_refuses_an_interactive_evaluation_of_a_non_interactive_model(tmp_path, capsys):
     from helpers import annotation_config, write_model
 
@@ -213,6 +229,11 @@ def test_shipped_config_train_config_and_datalists_load():
     train_cfg = load_interactive_train_config(folder / "train_config.json")
     names = {load_interactive_datalist(folder / ref.datalist).dataset for ref in train_cfg.datasets}
     assert names == {"hippocampus", "acdc", "brats", "spleen_ct", "totalsegmentator"}
+    without_acdc = load_interactive_train_config(folder / "train_config_without_acdc.json")
+    # the leave-one-family-out run: the full recipe without the heart, annealed over the full model's 1702 steps
+    assert without_acdc.exclude_datasets == ["acdc"] and without_acdc.max_steps == without_acdc.schedule_steps == 1702
+    assert without_acdc.model_dump(exclude={"exclude_datasets", "schedule_steps", "max_steps", "max_minutes"}) == \
+        train_cfg.model_dump(exclude={"exclude_datasets", "schedule_steps", "max_steps", "max_minutes"})
     hippocampus = load_interactive_datalist(folder / "datalists" / "hippocampus.json")
     assert len(hippocampus.training) == 200 and len(hippocampus.validation) == 30
     training = {c["image"] for c in hippocampus.training}
