@@ -22,14 +22,18 @@ from engines.config.model import describe_validation_error, load_json, load_mode
 from engines.errors import ConfigError
 from engines.training.trainer import LAST_CHECKPOINT, TrainConfig
 
-__all__ = ["JOB_KINDS", "JobKind", "Step", "check_params", "job_kind", "plan", "served_export", "train_configs",
-           "trained_config"]
+__all__ = ["JOB_KINDS", "JobKind", "Step", "check_params", "is_interactive_model", "job_kind", "plan", "served_export",
+           "train_configs", "trained_config"]
 
 # Parameters every kind takes, whatever it runs.
 COMMON_PARAMS = frozenset({"deploy", "device", "base_version"})
 # Training parameters that are not train-config keys.
 TRAIN_PARAMS = COMMON_PARAMS | {"gpus", "max_dice_drop"}
 EVALUATE_PARAMS = COMMON_PARAMS | {"split", "perturbation", "seed"}
+# An interactive (deepgrow) model is evaluated by the interactive protocol: its ``aiaa evaluate --interactive`` options.
+INTERACTIVE_EVALUATE_OPTIONS = {"variants": "--variants", "clicks": "--clicks", "max_objects": "--max-objects",
+                                "structures": "--structures"}
+INTERACTIVE_EVALUATE_PARAMS = COMMON_PARAMS | set(INTERACTIVE_EVALUATE_OPTIONS)
 # ``aiaa export`` options an export job passes on (``--max-cases`` ...), besides format and precision.
 EXPORT_OPTIONS = {"max_cases": "--max-cases", "repeats": "--repeats", "max_batch": "--max-batch",
                   "workspace_mb": "--workspace-mb", "opset": "--opset", "min_shape": "--min-shape",
@@ -105,8 +109,29 @@ def _check_training(kind: str, params: dict[str, Any], model_config_path: Path) 
         raise ConfigError("params.gpus must be a positive integer")
 
 
+def is_interactive_model(model_config_path: Path) -> bool:
+    """Whether a model is interactive (``"type": "deepgrow"``): evaluated by the interactive protocol."""
+    return load_model_config(model_config_path).type == "deepgrow"
+
+
 def _check_evaluate(kind: str, params: dict[str, Any], model_config_path: Path) -> None:
-    _check_keys(kind, params, EVALUATE_PARAMS)
+    if not is_interactive_model(model_config_path):
+        _check_keys(kind, params, EVALUATE_PARAMS)
+        return
+    _check_keys(f"interactive {kind}", params, INTERACTIVE_EVALUATE_PARAMS)
+    for key, least in (("clicks", 0), ("max_objects", 1)):
+        value = params.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+            raise ConfigError(f"params.{key} must be an integer of at least {least}, not {value!r}")
+    from engines.evaluation.interactive import VARIANTS
+
+    for key, allowed in (("variants", VARIANTS), ("structures", None)):
+        value = params.get(key)
+        if value is not None and (not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value)
+                                  or (allowed is not None and not set(value) <= set(allowed))):
+            raise ConfigError(f"params.{key} must be a non-empty list of "
+                              + (f"{', '.join(allowed)}" if allowed is not None else "structure names")
+                              + f", not {value!r}")
 
 
 def _check_export(kind: str, params: dict[str, Any], model_config_path: Path) -> None:
@@ -218,8 +243,17 @@ def _plan_checks(params: dict[str, Any], datalist: str | None, model_config_path
 
 def _plan_evaluate(kind: str, params: dict[str, Any], datalist: str | None, model_config_path: Path, work: Path,
                    resume: bool) -> list[Step]:
-    """``aiaa evaluate``, exactly as a user runs it: one pipeline and one report for both."""
+    """``aiaa evaluate``, exactly as a user runs it: one pipeline and one report for both (``--interactive``,
+    the interactive protocol, for a deepgrow model)."""
     output = work / "evaluation"
+    if is_interactive_model(model_config_path):
+        argv = [*_python(), "evaluate", "--config", str(model_config_path), "--interactive", "--datalist",
+                str(datalist), "--output", str(output), *_progress(work)]
+        for key, flag in INTERACTIVE_EVALUATE_OPTIONS.items():
+            if key in params:
+                value = params[key]
+                argv += [flag, *map(str, value)] if isinstance(value, list) else [flag, str(value)]
+        return [Step(argv, output)]
     argv = [*_python(), "evaluate", "--config", str(model_config_path), "--datalist", str(datalist),
             "--output", str(output), "--device", str(params.get("device", "auto")), *_progress(work)]
     for key, flag in (("split", "--split"), ("perturbation", "--perturbation"), ("seed", "--seed")):
