@@ -115,6 +115,7 @@ def is_interactive_model(model_config_path: Path) -> bool:
 
 
 def _check_evaluate(kind: str, params: dict[str, Any], model_config_path: Path) -> None:
+    _check_keys(kind, params, EVALUATE_PARAMS | INTERACTIVE_EVALUATE_PARAMS)  # before reading the model config
     if not is_interactive_model(model_config_path):
         _check_keys(kind, params, EVALUATE_PARAMS)
         return
