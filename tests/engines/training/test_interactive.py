@@ -240,3 +240,40 @@ def test_shipped_config_train_config_and_datalists_load():
     assert not training & {c["image"] for c in hippocampus.validation}  # never train on validation cases
     brats = load_interactive_datalist(folder / "datalists" / "brats.json")
     assert len(brats.validation) == 1 and brats.structures == {"wt": (1, 2, 3, 4), "tc": (1, 3, 4), "et": (4,)}
+
+
+def test_shipped_openvino_export_serves_only_for_the_weights_it_was_made_from(tmp_path):
+    import shutil
+
+    from engines.backends import TorchBackend, load_backend
+    from engines.backends.selection import choose_export, read_report
+    from engines.hardware import detect
+
+    pytest.importorskip("openvino")
+    config_path = REPO / "model_configs" / "interactive_any.json"
+    config = load_model_config(config_path)
+    assert config.model_format == "auto" and config.exports == ["../models/interactive_any/openvino_fp32"]
+    export = REPO / "models" / "interactive_any" / "openvino_fp32"
+    report = read_report(export)
+    assert report["passed"] and report["format"] == "openvino" and report["members"][0]["input_shape"] == [1, 5, 64, 64, 32]
+    parity = json.loads((export / "protocol_parity.json").read_text())
+    assert parity["matches"] and parity["objects"] == 10
+    # Made from the committed weights (after replacing model.pt: `make interactive-export`, then commit both).
+    assert parity["export_weights_sha256"] == report["members"][0]["weights_sha256"]
+    assert choose_export(config, config_path.parent, detect(), "cpu") is not None, \
+        "the committed OpenVINO export is stale: run `make interactive-export` and commit it"
+    served = load_backend(config, config_path.parent)
+    assert not isinstance(served, TorchBackend)  # the verified export serves
+    served.close()
+
+    # A copy whose weights changed falls back to its PyTorch checkpoint.
+    (tmp_path / "configs").mkdir()
+    shutil.copytree(export, tmp_path / "models" / "interactive_any" / "openvino_fp32")
+    weights = torch.load(REPO / "models" / "interactive_any" / "model.pt", weights_only=True)
+    weights = {k: v + 0.01 if v.is_floating_point() else v for k, v in weights.items()}
+    torch.save(weights, tmp_path / "models" / "interactive_any" / "model.pt")
+    shutil.copy(config_path, tmp_path / "configs" / "interactive_any.json")
+    assert choose_export(config, tmp_path / "configs", detect(), "cpu") is None
+    backend = load_backend(config, tmp_path / "configs")
+    assert isinstance(backend, TorchBackend)
+    backend.close()
