@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from engines.config.model import describe_validation_error, load_json, load_model_config
 from engines.errors import ConfigError
+from engines.training.interactive import InteractiveTrainConfig
 from engines.training.trainer import LAST_CHECKPOINT, TrainConfig
 
 __all__ = ["JOB_KINDS", "JobKind", "Step", "check_params", "is_interactive_model", "job_kind", "plan", "served_export",
@@ -59,6 +60,7 @@ def train_configs(kind: str, params: dict[str, Any], model_config_path: Path) ->
         ConfigError: a parameter is not a train-config key or has a bad value.
     """
     config = load_model_config(model_config_path)
+    interactive = config.type == "deepgrow"
     overrides = {k: v for k, v in params.items() if k not in TRAIN_PARAMS}
     result = []
     for index, member in enumerate(config.members()):
@@ -67,17 +69,31 @@ def train_configs(kind: str, params: dict[str, Any], model_config_path: Path) ->
         base = load_json(saved) if saved.is_file() else {}
         base.pop("init_weights", None)
         base.pop("max_minutes", None)
+        if interactive:  # its datalists are relative to it; the job's copy lives elsewhere
+            base.pop("max_steps", None)
+            base["datasets"] = [{**d, "datalist": str((saved.parent / d["datalist"]).resolve())}
+                                for d in base.get("datasets", []) if isinstance(d, dict) and "datalist" in d]
         merged = {**base, **overrides}
         if kind == "finetune":
             merged["init_weights"] = str(weights)
-        merged.setdefault("epochs", 1)
         where = f"job params (network {index + 1})" if config.ensemble else "job params"
-        try:
-            TrainConfig.model_validate(merged)
-        except ValidationError as exc:
-            raise ConfigError(describe_validation_error(where, exc)) from None
+        if interactive:
+            merged["interactive"] = True
+            _validate(InteractiveTrainConfig, merged, where)
+            if merged.get("max_minutes") is None and merged.get("max_steps") is None:
+                raise ConfigError(f"{where}: an interactive training needs params.max_minutes or params.max_steps")
+        else:
+            merged.setdefault("epochs", 1)
+            _validate(TrainConfig, merged, where)
         result.append(merged)
     return result
+
+
+def _validate(schema: type, values: dict[str, Any], where: str) -> None:
+    try:
+        schema.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(where, exc)) from None
 
 
 def _python(gpus: int = 1) -> list[str]:
@@ -227,11 +243,11 @@ def _plan_checks(params: dict[str, Any], datalist: str | None, model_config_path
     config = trained_config(model_config_path, [s.output for s in trained], work)
     device = str(params.get("device", "auto"))
     steps = []
+    interactive = is_interactive_model(model_config_path)
     for role, model in (("evaluate_base", model_config_path), ("evaluate_new", config)):
         output = work / role
-        steps.append(Step([*_python(), "evaluate", "--config", str(model), "--datalist", str(datalist),
-                           "--output", str(output), "--device", device, *_progress(work)], output, None,
-                          {"role": role}))
+        argv = _evaluate_argv(model, datalist, output, work, interactive)
+        steps.append(Step(argv if interactive else [*argv, "--device", device], output, None, {"role": role}))
     export = served_export(model_config_path)
     if export is not None:
         fmt, precision = export
@@ -242,21 +258,27 @@ def _plan_checks(params: dict[str, Any], datalist: str | None, model_config_path
     return steps
 
 
+def _evaluate_argv(model_config_path: Path, datalist: str | None, output: Path, work: Path,
+                   interactive: bool) -> list[str]:
+    """``aiaa evaluate`` of a model on a datalist; ``--interactive`` (the interactive protocol) for a deepgrow model."""
+    return [*_python(), "evaluate", "--config", str(model_config_path), *(["--interactive"] if interactive else []),
+            "--datalist", str(datalist), "--output", str(output), *_progress(work)]
+
+
 def _plan_evaluate(kind: str, params: dict[str, Any], datalist: str | None, model_config_path: Path, work: Path,
                    resume: bool) -> list[Step]:
     """``aiaa evaluate``, exactly as a user runs it: one pipeline and one report for both (``--interactive``,
     the interactive protocol, for a deepgrow model)."""
     output = work / "evaluation"
     if is_interactive_model(model_config_path):
-        argv = [*_python(), "evaluate", "--config", str(model_config_path), "--interactive", "--datalist",
-                str(datalist), "--output", str(output), *_progress(work)]
+        argv = _evaluate_argv(model_config_path, datalist, output, work, interactive=True)
         for key, flag in INTERACTIVE_EVALUATE_OPTIONS.items():
             if key in params:
                 value = params[key]
                 argv += [flag, *map(str, value)] if isinstance(value, list) else [flag, str(value)]
         return [Step(argv, output)]
-    argv = [*_python(), "evaluate", "--config", str(model_config_path), "--datalist", str(datalist),
-            "--output", str(output), "--device", str(params.get("device", "auto")), *_progress(work)]
+    argv = [*_evaluate_argv(model_config_path, datalist, output, work, interactive=False),
+            "--device", str(params.get("device", "auto"))]
     for key, flag in (("split", "--split"), ("perturbation", "--perturbation"), ("seed", "--seed")):
         if key in params:
             argv += [flag, str(params[key])]

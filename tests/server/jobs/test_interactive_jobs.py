@@ -79,3 +79,44 @@ def test_an_evaluate_job_through_the_api_reports_the_protocol_figures(tmp_path):
         assert 0.0 <= result[key] <= 2.0  # an AUC over first prompt + 1 click is at most 1
     assert result["objects"] == 3  # label_1, label_2 and their union on the validation case
     assert result["summary"]["protocol"]["n_clicks"] == 1
+
+
+def test_a_finetune_of_an_interactive_model_starts_from_its_weights_and_is_checked_by_the_protocol(tmp_path):
+    _, config, datalist = interactive_setup(tmp_path)
+    # the model's own interactive train config, beside its weights, with datalists relative to it
+    (tmp_path / "model" / "train_config.json").write_text(json.dumps({
+        "interactive": True, "datasets": [{"datalist": "lists/a.json", "weight": 2.0}], "max_minutes": 75,
+        "learning_rate": 0.002, "num_threads": 1}))
+    with pytest.raises(ConfigError, match="needs params.max_minutes or params.max_steps"):
+        check_params("finetune", {}, config)
+    with pytest.raises(ConfigError, match="epochs"):
+        check_params("finetune", {"max_steps": 2, "epochs": 1}, config)  # a classic key: not an interactive one
+
+    (tmp_path / "job").mkdir()
+    steps = plan("finetune", {"max_steps": 2, "learning_rate": 5e-4}, str(datalist), config, tmp_path / "job",
+                 resume=False)
+    assert [s.extra["role"] for s in steps] == ["train", "evaluate_base", "evaluate_new"]
+    written = json.loads((tmp_path / "job" / "train_config.json").read_text())
+    assert written["interactive"] is True and written["max_steps"] == 2 and written["learning_rate"] == 5e-4
+    assert written["init_weights"] == str(tmp_path / "model" / "model.pt")  # from the serving version's weights
+    assert written["datasets"] == [{"datalist": str(tmp_path / "model" / "lists" / "a.json"), "weight": 2.0}]
+    assert "max_minutes" not in written and "epochs" not in written
+    for check in steps[1:]:
+        assert "--interactive" in check.argv and "--device" not in check.argv
+
+
+def test_a_finetune_job_of_an_interactive_model_through_the_api_registers_a_gated_version(tmp_path):
+    settings, _, datalist = interactive_setup(tmp_path)
+    with TestClient(create_app(settings)) as client:
+        reply = client.post("/admin/jobs", headers=AUTH, json={
+            "kind": "finetune", "model": "tiny_interactive", "datalist": str(datalist),
+            "params": {"max_steps": 2, "batch_size": 1, "max_rounds": 1, "val_objects_per_dataset": 1,
+                       "num_threads": 1, "max_dice_drop": 1.0}})
+        assert reply.status_code == 202, reply.text
+        job = wait_for(client, reply.json()["job_id"], lambda j: j["state"] not in ("queued", "running"),
+                       timeout=300)
+        assert job["state"] == "succeeded", client.get(f"/admin/jobs/{job['id']}/logs", headers=AUTH).text
+        gate = job["result"]["metrics"]["quality_gate"]  # the protocol's Dice after the clicks, new against base
+        assert gate["passed"] and 0 <= gate["dice"] <= 1 and 0 <= gate["base_dice"] <= 1
+        assert job["result"]["version"] == "2" and job["result"]["deployed"] is True
+        assert client.get("/v1/models").json()[0]["version"] == "2"
