@@ -69,10 +69,9 @@ def train_configs(kind: str, params: dict[str, Any], model_config_path: Path) ->
         base = load_json(saved) if saved.is_file() else {}
         base.pop("init_weights", None)
         base.pop("max_minutes", None)
-        if interactive:  # its datalists are relative to it; the job's copy lives elsewhere
-            base.pop("max_steps", None)
-            base["datasets"] = [{**d, "datalist": str((saved.parent / d["datalist"]).resolve())}
-                                for d in base.get("datasets", []) if isinstance(d, dict) and "datalist" in d]
+        if interactive:  # the job's datalist replaces the datalists it was trained on
+            for key in ("max_steps", "datasets", "exclude_datasets"):
+                base.pop(key, None)
         merged = {**base, **overrides}
         if kind == "finetune":
             merged["init_weights"] = str(weights)

@@ -83,7 +83,7 @@ def test_an_evaluate_job_through_the_api_reports_the_protocol_figures(tmp_path):
 
 def test_a_finetune_of_an_interactive_model_starts_from_its_weights_and_is_checked_by_the_protocol(tmp_path):
     _, config, datalist = interactive_setup(tmp_path)
-    # the model's own interactive train config, beside its weights, with datalists relative to it
+    # the model's own interactive train config, beside its weights
     (tmp_path / "model" / "train_config.json").write_text(json.dumps({
         "interactive": True, "datasets": [{"datalist": "lists/a.json", "weight": 2.0}], "max_minutes": 75,
         "learning_rate": 0.002, "num_threads": 1}))
@@ -99,8 +99,9 @@ def test_a_finetune_of_an_interactive_model_starts_from_its_weights_and_is_check
     written = json.loads((tmp_path / "job" / "train_config.json").read_text())
     assert written["interactive"] is True and written["max_steps"] == 2 and written["learning_rate"] == 5e-4
     assert written["init_weights"] == str(tmp_path / "model" / "model.pt")  # from the serving version's weights
-    assert written["datasets"] == [{"datalist": str(tmp_path / "model" / "lists" / "a.json"), "weight": 2.0}]
-    assert "max_minutes" not in written and "epochs" not in written
+    # the job's datalist replaces the model's own datalists (relative to a folder the job does not run in)
+    assert "datasets" not in written and "max_minutes" not in written and "epochs" not in written
+    assert steps[0].argv[steps[0].argv.index("--datalist") + 1] == str(datalist)
     for check in steps[1:]:
         assert "--interactive" in check.argv and "--device" not in check.argv
 
