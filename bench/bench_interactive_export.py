@@ -29,17 +29,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engines.backends import TorchBackend, load_artifact, select_device  # noqa: E402
-from engines.backends.selection import choose_export, read_report  # noqa: E402
-from engines.config.model import load_model_config  # noqa: E402
-from engines.evaluation.interactive import (  # noqa: E402
+from engines.backends import TorchBackend, load_artifact, select_device
+from engines.backends.selection import choose_export, read_report
+from engines.config.model import load_model_config
+from engines.evaluation.interactive import (
     backend_network,
     load_interactive_datalist,
     read_case,
     run_protocol,
     validation_objects,
 )
-from engines.hardware import detect  # noqa: E402
+from engines.hardware import detect
 
 
 def main(argv: list[str] | None = None) -> int:

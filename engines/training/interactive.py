@@ -58,9 +58,9 @@ from engines.transforms.prompts import Prompt, crop_box, encode, mask_extent
 __all__ = [
     "FIRST_PROMPTS",
     "InteractiveTrainConfig",
-    "learning_rate",
     "Source",
     "is_interactive_train_config",
+    "learning_rate",
     "load_sources",
     "network_callable",
     "simulate_first_prompt",

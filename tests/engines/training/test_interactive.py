@@ -17,9 +17,9 @@ from engines.evaluation.interactive import error_click, load_interactive_datalis
 from engines.networks import build_network
 from engines.training.interactive import (
     FIRST_PROMPTS,
+    InteractiveTrainConfig,
     Sampler,
     Source,
-    InteractiveTrainConfig,
     learning_rate,
     load_interactive_train_config,
     make_example,
