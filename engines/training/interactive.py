@@ -59,6 +59,7 @@ __all__ = [
     "FIRST_PROMPTS",
     "InteractiveTrainConfig",
     "Source",
+    "held_out_objects",
     "is_interactive_train_config",
     "learning_rate",
     "load_sources",
@@ -389,6 +390,13 @@ def validate(network: Callable[[np.ndarray], np.ndarray], objects: Sequence[Obje
     return out
 
 
+def held_out_objects(datalist: InteractiveDatalist, count: int, min_voxels: int) -> list[ObjectSpec]:
+    """The ``count`` validation objects of a datalist that training checks itself on (the same every run)."""
+    objects = validation_objects(datalist, min_voxels)
+    picked = np.random.default_rng(0).permutation(len(objects))[:count]
+    return [objects[i] for i in sorted(picked)]
+
+
 def train_interactive(
     config_path: str | Path,
     train_config_path: str | Path,
@@ -437,11 +445,7 @@ def train_interactive(
     if not sources:
         raise ConfigError("no training volume has a structure to train on")
     sampler = Sampler(sources, weights, rng, cfg.component_probability, cfg.min_object_voxels)
-    val_objects = []
-    for dl in lists:
-        objects = validation_objects(dl, cfg.min_object_voxels)
-        picked = np.random.default_rng(0).permutation(len(objects))[:cfg.val_objects_per_dataset]
-        val_objects += [objects[i] for i in sorted(picked)]
+    val_objects = [o for dl in lists for o in held_out_objects(dl, cfg.val_objects_per_dataset, cfg.min_object_voxels)]
     progress(f"{len(sources)} training volumes, {len(val_objects)} validation objects; datasets "
              + ", ".join(f"{d} ({sum(len(v) for v in sampler._index[d].values())} objects, p={p:.2f})"
                          for d, p in zip(sampler.datasets, sampler.p)))

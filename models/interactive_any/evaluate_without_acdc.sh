@@ -36,3 +36,26 @@ $PY -m server.cli.main evaluate --config "$RUN/interactive_any_without_acdc.json
     --datalist $D/hippocampus.json -o "$OUT/box_hippocampus" > "$RUN/eval_hippocampus.log" 2>&1
 wait $first
 cp "$RUN/metrics.json" "$OUT/metrics.json"
+# At equal steps whatever the run's length: the 4 held-out ACDC objects the full run checked itself on
+# (2D box + 2 clicks, as in its metrics.json history), with these weights.
+$PY - "$RUN" "$OUT" <<'PY'
+import json, sys
+from pathlib import Path
+import torch
+from engines.config.model import load_model_config
+from engines.evaluation.interactive import load_interactive_datalist
+from engines.networks import build_network
+from engines.training.interactive import held_out_objects, load_interactive_train_config, network_callable, validate
+run, out = Path(sys.argv[1]), Path(sys.argv[2])
+cfg = load_interactive_train_config("models/interactive_any/train_config.json")
+config = load_model_config(run / "interactive_any_without_acdc.json")
+network = build_network(config.network)
+network.load_state_dict({k: v.float() for k, v in torch.load(run / "model_last.pt", weights_only=True).items()})
+network.eval()
+objects = held_out_objects(load_interactive_datalist("models/interactive_any/datalists/acdc.json"),
+                           cfg.val_objects_per_dataset, cfg.min_object_voxels)
+scores = validate(network_callable(network), objects, config.roi, config.interactive.model_dump(), cfg.val_clicks)
+(out / "heldout_acdc.json").write_text(json.dumps({"objects": [f"{o.case} {o.structure}" for o in objects],
+                                                   **scores}, indent=2) + "\n")
+print(scores)
+PY
