@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -95,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     dice_diff = max(abs(a[1] - b[1]) for r, x in zip(ref, art) for a, b in zip(r, x))
     nsd_diff = max(abs(a[2] - b[2]) for r, x in zip(ref, art) for a, b in zip(r, x))
     result = {
-        "config": str(config_path), "export": str(export), "format": report["format"],
-        "precision": report["precision"], "datalist": str(datalist), "objects": len(objects),
+        "config": str(config_path), "export": os.path.relpath(export), "format": report["format"],
+        "precision": report["precision"], "datalist": os.path.relpath(datalist), "objects": len(objects),
         "protocol": f"2D box on the largest axial slice + {args.clicks} error-component clicks",
         "backends": {name: figures(runs) for name, runs in steps.items()},
         "max_dice_diff": round(dice_diff, 5), "max_nsd_diff": round(nsd_diff, 5), "tolerance": args.tolerance,
