@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= dev,openvino,onnx,train,bundle
 BIN := $(VENV)/bin
 
-.PHONY: install serve test bench clean viewer
+.PHONY: install serve test bench clean viewer interactive-export
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,16 @@ viewer:
 
 bench: install
 	$(BIN)/python bench/bench_inference.py
+
+# Re-export the shipped interactive model to OpenVINO after its weights changed (a stale export is never served:
+# its report records the weights' sha256) and check the whole interactive protocol on 10 hippocampus objects
+# against PyTorch; fails unless both agree.
+INTERACTIVE_EXPORT ?= models/interactive_any/openvino_fp32
+interactive-export: install
+	$(BIN)/python -m server.cli.main export --config model_configs/interactive_any.json --format openvino \
+		--max-cases 10 --output $(INTERACTIVE_EXPORT)
+	$(BIN)/python bench/bench_interactive_export.py --config model_configs/interactive_any.json \
+		--export $(INTERACTIVE_EXPORT) --objects 10 -o $(INTERACTIVE_EXPORT)/protocol_parity.json
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -50,6 +50,7 @@ __all__ = [
     "ObjectSpec",
     "StepScore",
     "auc",
+    "backend_network",
     "case_name",
     "centre_voxel",
     "challenge_box",
@@ -440,12 +441,17 @@ def load_network(config_path: str | Path) -> tuple[Network, Any, Path]:
         raise InvalidInputError(f"{config_path}: the interactive protocol runs 'deepgrow' models (with a 'roi'), "
                                 f"not '{config.type}'")
     backend = load_backend(config, config_path.parent.resolve())
+    return backend_network(backend), config, backend
+
+
+def backend_network(backend: Callable[[torch.Tensor], Any]) -> Network:
+    """A backend (PyTorch or an export) as the network :func:`predict_step` wants: ``(C, *roi)`` to logits."""
 
     def network(x: np.ndarray) -> np.ndarray:
         out = backend(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None])
         return np.asarray(out.detach().cpu().numpy() if hasattr(out, "detach") else out)[0, 0]
 
-    return network, config, backend
+    return network
 
 
 def evaluate_interactive(config: str | Path, datalists: Sequence[str | Path], output: str | Path, *,

@@ -59,7 +59,9 @@ __all__ = [
     "FIRST_PROMPTS",
     "InteractiveTrainConfig",
     "Source",
+    "held_out_objects",
     "is_interactive_train_config",
+    "learning_rate",
     "load_sources",
     "network_callable",
     "simulate_first_prompt",
@@ -92,6 +94,10 @@ class InteractiveTrainConfig(_Strict):
     weight_decay: float = Field(1e-5, ge=0)
     # Cosine schedule over this much training time (minutes), so a wall-clock budget always anneals.
     schedule_minutes: float = Field(60.0, gt=0)
+    # Cosine schedule over this many steps instead (warm-up by steps too): runs that must be compared
+    # at equal steps, whatever the CPU's speed.
+    schedule_steps: int | None = Field(None, ge=1)
+    warmup_steps: int = Field(40, ge=0)
     max_minutes: float | None = Field(None, gt=0)
     max_steps: int | None = Field(None, ge=1)
     checkpoint_minutes: float = Field(5.0, gt=0)
@@ -346,9 +352,14 @@ def _augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[np
     return np.ascontiguousarray(x), np.ascontiguousarray(y)
 
 
-def _lr(cfg: InteractiveTrainConfig, minutes: float) -> float:
-    t = min(minutes / cfg.schedule_minutes, 1.0)
-    warm = min(1.0, 0.2 + minutes / 2.0)  # two minutes of warm-up
+def learning_rate(cfg: InteractiveTrainConfig, minutes: float, steps: int = 0) -> float:
+    """The learning rate: warm-up, then cosine over ``schedule_steps`` steps if set, else ``schedule_minutes``."""
+    if cfg.schedule_steps is not None:
+        t = min(steps / cfg.schedule_steps, 1.0)
+        warm = min(1.0, 0.2 + 0.8 * steps / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    else:
+        t = min(minutes / cfg.schedule_minutes, 1.0)
+        warm = min(1.0, 0.2 + minutes / 2.0)  # two minutes of warm-up
     return warm * (cfg.min_learning_rate + 0.5 * (cfg.learning_rate - cfg.min_learning_rate) * (1 + math.cos(math.pi * t)))
 
 
@@ -377,6 +388,13 @@ def validate(network: Callable[[np.ndarray], np.ndarray], objects: Sequence[Obje
         out[f"{dataset}_final"] = round(float(np.mean([v[1] for v in values])), 4)
     out["mean_final"] = round(float(np.mean([v[1] for vs in scores.values() for v in vs])), 4) if scores else 0.0
     return out
+
+
+def held_out_objects(datalist: InteractiveDatalist, count: int, min_voxels: int) -> list[ObjectSpec]:
+    """The ``count`` validation objects of a datalist that training checks itself on (the same every run)."""
+    objects = validation_objects(datalist, min_voxels)
+    picked = np.random.default_rng(0).permutation(len(objects))[:count]
+    return [objects[i] for i in sorted(picked)]
 
 
 def train_interactive(
@@ -427,11 +445,7 @@ def train_interactive(
     if not sources:
         raise ConfigError("no training volume has a structure to train on")
     sampler = Sampler(sources, weights, rng, cfg.component_probability, cfg.min_object_voxels)
-    val_objects = []
-    for dl in lists:
-        objects = validation_objects(dl, cfg.min_object_voxels)
-        picked = np.random.default_rng(0).permutation(len(objects))[:cfg.val_objects_per_dataset]
-        val_objects += [objects[i] for i in sorted(picked)]
+    val_objects = [o for dl in lists for o in held_out_objects(dl, cfg.val_objects_per_dataset, cfg.min_object_voxels)]
     progress(f"{len(sources)} training volumes, {len(val_objects)} validation objects; datasets "
              + ", ".join(f"{d} ({sum(len(v) for v in sampler._index[d].values())} objects, p={p:.2f})"
                          for d, p in zip(sampler.datasets, sampler.p)))
@@ -501,7 +515,7 @@ def train_interactive(
             if out_of_budget:
                 break
         for group in optimizer.param_groups:
-            group["lr"] = _lr(cfg, metrics["train_minutes"])
+            group["lr"] = learning_rate(cfg, metrics["train_minutes"], metrics["steps"])
         network.eval()
         xs, ys = [], []
         for _ in range(cfg.batch_size):

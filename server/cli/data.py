@@ -136,10 +136,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
             if not (args.config and datalists) or args.predictions or args.labels:
                 return _fail("evaluate", "--interactive needs --config and at least one --datalist")
-            summary = evaluate_interactive(args.config, datalists, args.output, variants=args.variants,
-                                           n_clicks=args.clicks, max_objects=args.max_objects,
-                                           structures=args.structures,
-                                           progress=Progress("evaluate"))
+            progress = Progress("evaluate", progress_file=args.progress_file)
+            try:
+                summary = evaluate_interactive(args.config, datalists, args.output, variants=args.variants,
+                                               n_clicks=args.clicks, max_objects=args.max_objects,
+                                               structures=args.structures, progress=progress)
+            finally:
+                progress.close()
             for variant in args.variants:
                 print(f"{variant}: " + json.dumps(summary[variant]["overall"]))
             return 0

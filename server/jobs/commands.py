@@ -20,16 +20,21 @@ from pydantic import ValidationError
 
 from engines.config.model import describe_validation_error, load_json, load_model_config
 from engines.errors import ConfigError
+from engines.training.interactive import InteractiveTrainConfig
 from engines.training.trainer import LAST_CHECKPOINT, TrainConfig
 
-__all__ = ["JOB_KINDS", "JobKind", "Step", "check_params", "job_kind", "plan", "served_export", "train_configs",
-           "trained_config"]
+__all__ = ["JOB_KINDS", "JobKind", "Step", "check_params", "is_interactive_model", "job_kind", "plan", "served_export",
+           "train_configs", "trained_config"]
 
 # Parameters every kind takes, whatever it runs.
 COMMON_PARAMS = frozenset({"deploy", "device", "base_version"})
 # Training parameters that are not train-config keys.
 TRAIN_PARAMS = COMMON_PARAMS | {"gpus", "max_dice_drop"}
 EVALUATE_PARAMS = COMMON_PARAMS | {"split", "perturbation", "seed"}
+# An interactive (deepgrow) model is evaluated by the interactive protocol: its ``aiaa evaluate --interactive`` options.
+INTERACTIVE_EVALUATE_OPTIONS = {"variants": "--variants", "clicks": "--clicks", "max_objects": "--max-objects",
+                                "structures": "--structures"}
+INTERACTIVE_EVALUATE_PARAMS = COMMON_PARAMS | set(INTERACTIVE_EVALUATE_OPTIONS)
 # ``aiaa export`` options an export job passes on (``--max-cases`` ...), besides format and precision.
 EXPORT_OPTIONS = {"max_cases": "--max-cases", "repeats": "--repeats", "max_batch": "--max-batch",
                   "workspace_mb": "--workspace-mb", "opset": "--opset", "min_shape": "--min-shape",
@@ -55,6 +60,7 @@ def train_configs(kind: str, params: dict[str, Any], model_config_path: Path) ->
         ConfigError: a parameter is not a train-config key or has a bad value.
     """
     config = load_model_config(model_config_path)
+    interactive = config.type == "deepgrow"
     overrides = {k: v for k, v in params.items() if k not in TRAIN_PARAMS}
     result = []
     for index, member in enumerate(config.members()):
@@ -63,17 +69,30 @@ def train_configs(kind: str, params: dict[str, Any], model_config_path: Path) ->
         base = load_json(saved) if saved.is_file() else {}
         base.pop("init_weights", None)
         base.pop("max_minutes", None)
+        if interactive:  # the job's datalist replaces the datalists it was trained on
+            for key in ("max_steps", "datasets", "exclude_datasets"):
+                base.pop(key, None)
         merged = {**base, **overrides}
         if kind == "finetune":
             merged["init_weights"] = str(weights)
-        merged.setdefault("epochs", 1)
         where = f"job params (network {index + 1})" if config.ensemble else "job params"
-        try:
-            TrainConfig.model_validate(merged)
-        except ValidationError as exc:
-            raise ConfigError(describe_validation_error(where, exc)) from None
+        if interactive:
+            merged["interactive"] = True
+            _validate(InteractiveTrainConfig, merged, where)
+            if merged.get("max_minutes") is None and merged.get("max_steps") is None:
+                raise ConfigError(f"{where}: an interactive training needs params.max_minutes or params.max_steps")
+        else:
+            merged.setdefault("epochs", 1)
+            _validate(TrainConfig, merged, where)
         result.append(merged)
     return result
+
+
+def _validate(schema: type, values: dict[str, Any], where: str) -> None:
+    try:
+        schema.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(where, exc)) from None
 
 
 def _python(gpus: int = 1) -> list[str]:
@@ -105,8 +124,30 @@ def _check_training(kind: str, params: dict[str, Any], model_config_path: Path) 
         raise ConfigError("params.gpus must be a positive integer")
 
 
+def is_interactive_model(model_config_path: Path) -> bool:
+    """Whether a model is interactive (``"type": "deepgrow"``): evaluated by the interactive protocol."""
+    return load_model_config(model_config_path).type == "deepgrow"
+
+
 def _check_evaluate(kind: str, params: dict[str, Any], model_config_path: Path) -> None:
-    _check_keys(kind, params, EVALUATE_PARAMS)
+    _check_keys(kind, params, EVALUATE_PARAMS | INTERACTIVE_EVALUATE_PARAMS)  # before reading the model config
+    if not is_interactive_model(model_config_path):
+        _check_keys(kind, params, EVALUATE_PARAMS)
+        return
+    _check_keys(f"interactive {kind}", params, INTERACTIVE_EVALUATE_PARAMS)
+    for key, least in (("clicks", 0), ("max_objects", 1)):
+        value = params.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+            raise ConfigError(f"params.{key} must be an integer of at least {least}, not {value!r}")
+    from engines.evaluation.interactive import VARIANTS
+
+    for key, allowed in (("variants", VARIANTS), ("structures", None)):
+        value = params.get(key)
+        if value is not None and (not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value)
+                                  or (allowed is not None and not set(value) <= set(allowed))):
+            raise ConfigError(f"params.{key} must be a non-empty list of "
+                              + (f"{', '.join(allowed)}" if allowed is not None else "structure names")
+                              + f", not {value!r}")
 
 
 def _check_export(kind: str, params: dict[str, Any], model_config_path: Path) -> None:
@@ -201,11 +242,11 @@ def _plan_checks(params: dict[str, Any], datalist: str | None, model_config_path
     config = trained_config(model_config_path, [s.output for s in trained], work)
     device = str(params.get("device", "auto"))
     steps = []
+    interactive = is_interactive_model(model_config_path)
     for role, model in (("evaluate_base", model_config_path), ("evaluate_new", config)):
         output = work / role
-        steps.append(Step([*_python(), "evaluate", "--config", str(model), "--datalist", str(datalist),
-                           "--output", str(output), "--device", device, *_progress(work)], output, None,
-                          {"role": role}))
+        argv = _evaluate_argv(model, datalist, output, work, interactive)
+        steps.append(Step(argv if interactive else [*argv, "--device", device], output, None, {"role": role}))
     export = served_export(model_config_path)
     if export is not None:
         fmt, precision = export
@@ -216,12 +257,27 @@ def _plan_checks(params: dict[str, Any], datalist: str | None, model_config_path
     return steps
 
 
+def _evaluate_argv(model_config_path: Path, datalist: str | None, output: Path, work: Path,
+                   interactive: bool) -> list[str]:
+    """``aiaa evaluate`` of a model on a datalist; ``--interactive`` (the interactive protocol) for a deepgrow model."""
+    return [*_python(), "evaluate", "--config", str(model_config_path), *(["--interactive"] if interactive else []),
+            "--datalist", str(datalist), "--output", str(output), *_progress(work)]
+
+
 def _plan_evaluate(kind: str, params: dict[str, Any], datalist: str | None, model_config_path: Path, work: Path,
                    resume: bool) -> list[Step]:
-    """``aiaa evaluate``, exactly as a user runs it: one pipeline and one report for both."""
+    """``aiaa evaluate``, exactly as a user runs it: one pipeline and one report for both (``--interactive``,
+    the interactive protocol, for a deepgrow model)."""
     output = work / "evaluation"
-    argv = [*_python(), "evaluate", "--config", str(model_config_path), "--datalist", str(datalist),
-            "--output", str(output), "--device", str(params.get("device", "auto")), *_progress(work)]
+    if is_interactive_model(model_config_path):
+        argv = _evaluate_argv(model_config_path, datalist, output, work, interactive=True)
+        for key, flag in INTERACTIVE_EVALUATE_OPTIONS.items():
+            if key in params:
+                value = params[key]
+                argv += [flag, *map(str, value)] if isinstance(value, list) else [flag, str(value)]
+        return [Step(argv, output)]
+    argv = [*_evaluate_argv(model_config_path, datalist, output, work, interactive=False),
+            "--device", str(params.get("device", "auto"))]
     for key, flag in (("split", "--split"), ("perturbation", "--perturbation"), ("seed", "--seed")):
         if key in params:
             argv += [flag, str(params[key])]

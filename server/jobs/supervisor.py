@@ -500,8 +500,11 @@ class Supervisor:
 
 
 def evaluation_result(folder: Path) -> dict[str, Any]:
-    """The result of an evaluate job: ``aiaa evaluate``'s report (``summary.json`` and ``raw.csv``)."""
+    """The result of an evaluate job: ``aiaa evaluate``'s report (``summary.json`` and ``raw.csv``), or
+    ``aiaa evaluate --interactive``'s (``summary.json`` and ``interactive.csv``)."""
     summary = load_json(folder / "summary.json")
+    if (folder / "interactive.csv").is_file():
+        return interactive_result(folder, summary)
     cases: dict[str, dict[str, Any]] = {}
     with open(folder / "raw.csv", newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
@@ -511,6 +514,17 @@ def evaluation_result(folder: Path) -> dict[str, Any]:
     scored = [s["dice"] for s in summary.values() if s.get("dice") is not None]
     return {"mean_dice": round(sum(scored) / len(scored), 4) if scored else None, "summary": summary,
             "cases": list(cases.values()), "report": str(folder)}
+
+
+def interactive_result(folder: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """The result of an interactive evaluation: the protocol's overall figures of the ``box`` variant (or
+    the first one run, without it) at the top, ``mean_dice`` being the Dice after the last click (what a fine-tune's
+    quality gate compares), and the whole summary (every variant, dataset and structure)."""
+    variant = "box" if "box" in summary else next(k for k in summary if k != "protocol")
+    overall = summary[variant]["overall"]
+    figures = {k: overall[k] for k in ("dice_first", "dice_final", "dice_auc", "nsd_final", "nsd_auc")}
+    return {"variant": variant, **figures, "objects": overall["objects"], "mean_dice": overall["dice_final"],
+            "summary": summary, "report": str(folder)}
 
 
 def _signature(path: Path) -> tuple[int, int] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,10 @@ from engines.evaluation.interactive import error_click, load_interactive_datalis
 from engines.networks import build_network
 from engines.training.interactive import (
     FIRST_PROMPTS,
+    InteractiveTrainConfig,
     Sampler,
     Source,
+    learning_rate,
     load_interactive_train_config,
     make_example,
     simulate_first_prompt,
@@ -191,6 +194,19 @@ def test_tiny_train_then_evaluate_through_the_cli(tmp_path):
     assert set(only_a["box"]["structures"]) == {"phantom/a"} and only_a["protocol"]["structures"] == ["a"]
 
 
+def test_schedule_steps_anneals_by_steps_whatever_the_minutes():
+    cfg = InteractiveTrainConfig(learning_rate=2e-3, min_learning_rate=2e-5, schedule_steps=100, warmup_steps=10)
+    for minutes in (0.0, 5.0, 500.0):  # a slow or a fast CPU: the same rate at the same step
+        assert learning_rate(cfg, minutes, 0) == pytest.approx(0.2 * 2e-3)
+        assert learning_rate(cfg, minutes, 10) == pytest.approx(2e-5 + 0.5 * (2e-3 - 2e-5) * (1 + math.cos(0.1 * math.pi)))
+        assert learning_rate(cfg, minutes, 50) == pytest.approx(2e-5 + 0.5 * (2e-3 - 2e-5))
+        assert learning_rate(cfg, minutes, 100) == pytest.approx(2e-5)
+        assert learning_rate(cfg, minutes, 150) == pytest.approx(2e-5)
+    by_minutes = InteractiveTrainConfig(learning_rate=2e-3, min_learning_rate=2e-5, schedule_minutes=10)
+    assert learning_rate(by_minutes, 5.0, 0) == learning_rate(by_minutes, 5.0, 9999) == pytest.approx(
+        2e-5 + 0.5 * (2e-3 - 2e-5))
+
+
 def test_cli_refuses_an_interactive_evaluation_of_a_non_interactive_model(tmp_path, capsys):
     from helpers import annotation_config, write_model
 
@@ -213,9 +229,51 @@ def test_shipped_config_train_config_and_datalists_load():
     train_cfg = load_interactive_train_config(folder / "train_config.json")
     names = {load_interactive_datalist(folder / ref.datalist).dataset for ref in train_cfg.datasets}
     assert names == {"hippocampus", "acdc", "brats", "spleen_ct", "totalsegmentator"}
+    without_acdc = load_interactive_train_config(folder / "train_config_without_acdc.json")
+    # the leave-one-family-out run: the full recipe without the heart, annealed over the full model's 1702 steps
+    assert without_acdc.exclude_datasets == ["acdc"] and without_acdc.max_steps == without_acdc.schedule_steps == 1702
+    assert without_acdc.model_dump(exclude={"exclude_datasets", "schedule_steps", "max_steps", "max_minutes"}) == \
+        train_cfg.model_dump(exclude={"exclude_datasets", "schedule_steps", "max_steps", "max_minutes"})
     hippocampus = load_interactive_datalist(folder / "datalists" / "hippocampus.json")
     assert len(hippocampus.training) == 200 and len(hippocampus.validation) == 30
     training = {c["image"] for c in hippocampus.training}
     assert not training & {c["image"] for c in hippocampus.validation}  # never train on validation cases
     brats = load_interactive_datalist(folder / "datalists" / "brats.json")
     assert len(brats.validation) == 1 and brats.structures == {"wt": (1, 2, 3, 4), "tc": (1, 3, 4), "et": (4,)}
+
+
+def test_shipped_openvino_export_serves_only_for_the_weights_it_was_made_from(tmp_path):
+    import shutil
+
+    from engines.backends import TorchBackend, load_backend
+    from engines.backends.selection import choose_export, read_report
+    from engines.hardware import detect
+
+    pytest.importorskip("openvino")
+    config_path = REPO / "model_configs" / "interactive_any.json"
+    config = load_model_config(config_path)
+    assert config.model_format == "auto" and config.exports == ["../models/interactive_any/openvino_fp32"]
+    export = REPO / "models" / "interactive_any" / "openvino_fp32"
+    report = read_report(export)
+    assert report["passed"] and report["format"] == "openvino" and report["members"][0]["input_shape"] == [1, 5, 64, 64, 32]
+    parity = json.loads((export / "protocol_parity.json").read_text())
+    assert parity["matches"] and parity["objects"] == 10
+    # Made from the committed weights (after replacing model.pt: `make interactive-export`, then commit both).
+    assert parity["export_weights_sha256"] == report["members"][0]["weights_sha256"]
+    assert choose_export(config, config_path.parent, detect(), "cpu") is not None, \
+        "the committed OpenVINO export is stale: run `make interactive-export` and commit it"
+    served = load_backend(config, config_path.parent)
+    assert not isinstance(served, TorchBackend)  # the verified export serves
+    served.close()
+
+    # A copy whose weights changed falls back to its PyTorch checkpoint.
+    (tmp_path / "configs").mkdir()
+    shutil.copytree(export, tmp_path / "models" / "interactive_any" / "openvino_fp32")
+    weights = torch.load(REPO / "models" / "interactive_any" / "model.pt", weights_only=True)
+    weights = {k: v + 0.01 if v.is_floating_point() else v for k, v in weights.items()}
+    torch.save(weights, tmp_path / "models" / "interactive_any" / "model.pt")
+    shutil.copy(config_path, tmp_path / "configs" / "interactive_any.json")
+    assert choose_export(config, tmp_path / "configs", detect(), "cpu") is None
+    backend = load_backend(config, tmp_path / "configs")
+    assert isinstance(backend, TorchBackend)
+    backend.close()
