@@ -210,12 +210,7 @@ class ServingManager:
                 self.store.set_entry(name, {"name": name, "class": cls, "module": module, "labels": config.labels,
                                             "origin": "upload"})
             version = self.store.register(name, VersionFiles(config, [weights], [None], [None]), source=source)
-            try:
-                return self.deploy(name, version)
-            except Exception:
-                if len(self.store.numbers(name)) == 1:  # a new model that cannot load is not kept
-                    self.store.delete(name)
-                raise
+            return self._deploy_new(name, version)
 
     def add_bundle(self, name: str, bundle: Path, overrides: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
         """Store a bundle folder as a new version of model ``name`` (a new model if none) and serve it.
@@ -230,12 +225,16 @@ class ServingManager:
             entry = self.store.entry(name) or {"name": name, "bundle": True, "origin": "upload"}
             self.store.set_entry(name, {**entry, "overrides": overrides})
             version = self.store.register_bundle(name, bundle, source=source)
-            try:
-                return self.deploy(name, version)
-            except Exception:
-                if len(self.store.numbers(name)) == 1:  # a new model that cannot load is not kept
-                    self.store.delete(name)
-                raise
+            return self._deploy_new(name, version)
+
+    def _deploy_new(self, name: str, version: str) -> dict[str, Any]:
+        """Serve a just-registered version; a new model whose first version cannot load is not kept."""
+        try:
+            return self.deploy(name, version)
+        except Exception:
+            if len(self.store.numbers(name)) == 1:
+                self.store.delete(name)
+            raise
 
     def delete_model(self, name: str) -> None:
         """Stop serving a model and delete its versions."""
