@@ -27,7 +27,8 @@ from engines.backends.formats import FORMATS
 from engines.config.model import ModelConfig
 from engines.hardware import Hardware
 
-__all__ = ["MAX_DICE_DELTA", "RUNTIME_PACKAGES", "Candidate", "choose_export", "file_sha256", "read_report", "speedup"]
+__all__ = ["MAX_DICE_DELTA", "RUNTIME_PACKAGES", "Candidate", "choose_export", "file_sha256", "read_report", "speedup",
+           "verified_export"]
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +83,12 @@ def read_report(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-def _rejection(report: dict[str, Any] | None, folder: Path, config: ModelConfig, config_dir: Path,
-               hardware: Hardware, device: str) -> str | None:
-    """Why an export cannot be served here, or None when it can."""
+def _unverified(report: dict[str, Any] | None, folder: Path, config: ModelConfig, config_dir: Path) -> str | None:
+    """Why an export is not a parity-checked copy of the config's weights as they are now, or None when it is."""
     if report is None:
         return "no readable export_report.json"
     if not report.get("passed"):
         return "its parity check failed"
-    fmt, precision = report.get("format"), report.get("precision")
     if len(report.get("members", [])) != len(config.members()):
         return f"it has {len(report.get('members', []))} networks, the model has {len(config.members())}"
     if any(not (folder / str(m.get("artifact"))).exists() for m in report["members"]):
@@ -98,6 +97,16 @@ def _rejection(report: dict[str, Any] | None, folder: Path, config: ModelConfig,
         weights = config_dir / str(member.model_path)
         if not weights.is_file() or exported.get("weights_sha256") != file_sha256(weights):
             return f"it was not exported from {weights.name} as it is now (weights differ; re-export)"
+    return None
+
+
+def _rejection(report: dict[str, Any] | None, folder: Path, config: ModelConfig, config_dir: Path,
+               hardware: Hardware, device: str) -> str | None:
+    """Why an export cannot be served here, or None when it can."""
+    reason = _unverified(report, folder, config, config_dir)
+    if reason is not None or report is None:
+        return reason
+    fmt, precision = report.get("format"), report.get("precision")
     if not has_module(RUNTIME_PACKAGES.get(str(fmt), str(fmt))):
         return f"runtime for '{fmt}' is not installed"
     if report.get("device", "cpu") != device:
@@ -180,3 +189,13 @@ def choose_export(config: ModelConfig, config_dir: Path, hardware: Hardware, dev
     if not candidates:
         return None
     return min(candidates, key=_ranking(candidates, hardware))
+
+
+def verified_export(config: ModelConfig, config_dir: Path, fmt: str, device: str) -> Candidate | None:
+    """The first of ``config.exports`` in format ``fmt`` that passed parity and was made from the weights as they are now."""
+    for entry in config.exports:
+        folder = (config_dir / entry).resolve()
+        report = read_report(folder)
+        if report is not None and report.get("format") == fmt and _unverified(report, folder, config, config_dir) is None:
+            return Candidate(folder, report, device)
+    return None

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from engines.backends import TorchBackend, load_artifact, select_device
-from engines.backends.selection import choose_export, file_sha256, read_report
+from engines.backends.selection import choose_export, verified_export
 from engines.config.model import ModelConfig, PoolEntry
 from engines.data.io import Geometry, Volume
 from engines.errors import ConfigError, InferenceError
@@ -142,22 +142,19 @@ def bundle_export_backend(bundle: Path, model_format: str, exports: list[str], d
     """
     if model_format == "pytorch":
         return None
+    # The bundle seen as a one-network model config (its network is the bundle's, not one of ours).
+    config = ModelConfig.model_construct(type="segmentation", model_path=str(BUNDLE_WEIGHTS), model_format=model_format,
+                                         exports=exports)
     if model_format == "auto":
-        # The bundle seen as a one-network model config (its network is the bundle's, not one of ours).
-        config = ModelConfig.model_construct(type="segmentation", model_path=str(BUNDLE_WEIGHTS), model_format="auto",
-                                             exports=exports)
         chosen = choose_export(config, bundle, detect(), device.type)
-        return None if chosen is None else load_artifact(chosen.format, chosen.artifacts()[0], device,
-                                                         chosen.precision, report=chosen.report)
-    weights = file_sha256(bundle / BUNDLE_WEIGHTS)
-    for folder in map(Path, exports):
-        report = read_report(folder) or {}
-        members = report.get("members") or [{}]
-        if report.get("passed") and report.get("format") == model_format and members[0].get("weights_sha256") == weights:
-            return load_artifact(model_format, folder / str(members[0]["artifact"]), device,
-                                 str(report["precision"]), report=report)
-    raise ConfigError(f"bundle {bundle.name}: model_format '{model_format}' but no folder in 'exports' holds a passed "
-                      f"{model_format} export of models/model.pt as it is now (aiaa export --config {bundle})")
+    else:
+        chosen = verified_export(config, bundle, model_format, device.type)
+        if chosen is None:
+            raise ConfigError(f"bundle {bundle.name}: model_format '{model_format}' but no folder in 'exports' holds a "
+                              f"passed {model_format} export of models/model.pt as it is now "
+                              f"(aiaa export --config {bundle})")
+    return None if chosen is None else load_artifact(chosen.format, chosen.artifacts()[0], device, chosen.precision,
+                                                     report=chosen.report)
 
 
 def load_bundle_engine(entry: PoolEntry, base_dir: Path, device: str = "auto") -> BundleEngine:
