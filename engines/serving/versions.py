@@ -204,9 +204,11 @@ class ModelStore:
             sub = Path(f"member{index + 1}") if files.config.ensemble else Path(".")
             (tmp / sub).mkdir(exist_ok=True)
             shutil.copy2(weights, tmp / sub / "model.pt")
-            for extra, name in ((files.train_configs[index], "train_config.json"), (files.metrics[index], "metrics.json")):
-                if extra is not None and Path(extra).is_file():
-                    shutil.copy2(extra, tmp / sub / name)
+            train_config = files.train_configs[index]
+            if train_config is not None and Path(train_config).is_file():
+                _copy_train_config(Path(train_config), tmp / sub / "train_config.json")
+            if files.metrics[index] is not None and Path(files.metrics[index]).is_file():
+                shutil.copy2(files.metrics[index], tmp / sub / "metrics.json")
             if files.config.ensemble:
                 config["ensemble"][index]["model_path"] = str(sub / "model.pt")
             else:
@@ -220,6 +222,21 @@ class ModelStore:
             trash = self.root / f".deleted-{name}-{time.time_ns()}"
             os.rename(folder, trash)
             shutil.rmtree(trash, ignore_errors=True)
+
+
+def _copy_train_config(source: Path, target: Path) -> None:
+    """Copy a train config; the datalists an interactive one trained on (relative to it) become absolute paths."""
+    try:
+        data = json.loads(source.read_text())
+    except ValueError:  # not ours to fix here: kept as it was
+        shutil.copy2(source, target)
+        return
+    datasets = data.get("datasets") if isinstance(data, dict) else None
+    if isinstance(datasets, list):
+        for entry in datasets:
+            if isinstance(entry, dict) and isinstance(entry.get("datalist"), str):
+                entry["datalist"] = str((source.parent / entry["datalist"]).resolve())
+    target.write_text(json.dumps(data, indent=2))
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -2,9 +2,13 @@
 # Fine-tune interactive_any on the ACDC myocardium through the jobs API (POST /admin/jobs, kind finetune),
 # from the serving version's weights; the job's quality gate runs the interactive protocol (2D box + 5 clicks,
 # `aiaa evaluate --interactive`) on the 20 validation myocardia with the serving and the new weights.
-# Run from the repository root; writes under runs/finetune_myo/. Needs ../shared/data (ACDC).
+# It is also checked on the first 10 validation objects of each datalist the version was trained on (the gate
+# refuses a version that forgets them). REPLAY=0.5 mixes those datalists into half of the training samples.
+# Run from the repository root; writes under $OUT (default runs/finetune_myo/). Needs ../shared/data (ACDC).
 set -eu
-OUT=runs/finetune_myo
+OUT=${OUT:-runs/finetune_myo}
+REPLAY=${REPLAY:-0}
+MAX_DROP=${MAX_DROP:-0.0}
 PORT=${PORT:-5237}
 MINUTES=${MINUTES:-12}
 mkdir -p $OUT
@@ -28,6 +32,6 @@ curl -s -X POST http://127.0.0.1:$PORT/admin/jobs -H "Authorization: Bearer fine
   -H "Content-Type: application/json" -d '{"kind": "finetune", "model": "interactive_any",
   "datalist": "'$PWD/$OUT'/acdc_myo.json", "params": {"max_minutes": '$MINUTES', "schedule_minutes": '$MINUTES',
   "learning_rate": 0.0005, "min_learning_rate": 0.00001, "checkpoint_minutes": 4, "num_threads": 1,
-  "val_objects_per_dataset": 4, "max_dice_drop": 0.0}}' | tee $OUT/job.json
+  "val_objects_per_dataset": 4, "max_dice_drop": '$MAX_DROP', "replay": '$REPLAY'}}' | tee $OUT/job.json
 echo
 echo "follow: curl -s -H 'Authorization: Bearer finetune-token' http://127.0.0.1:$PORT/admin/jobs/<job_id>"

@@ -23,13 +23,15 @@ from engines.errors import ConfigError
 from engines.training.interactive import InteractiveTrainConfig
 from engines.training.trainer import LAST_CHECKPOINT, TrainConfig
 
-__all__ = ["JOB_KINDS", "JobKind", "Step", "check_params", "is_interactive_model", "job_kind", "plan", "served_export",
-           "train_configs", "trained_config"]
+__all__ = ["JOB_KINDS", "JobKind", "Step", "check_params", "is_interactive_model", "job_kind", "own_datalists", "plan",
+           "served_export", "train_configs", "trained_config"]
 
 # Parameters every kind takes, whatever it runs.
 COMMON_PARAMS = frozenset({"deploy", "device", "base_version"})
 # Training parameters that are not train-config keys.
-TRAIN_PARAMS = COMMON_PARAMS | {"gpus", "max_dice_drop"}
+TRAIN_PARAMS = COMMON_PARAMS | {"gpus", "max_dice_drop", "replay", "others_max_objects"}
+# Objects per datalist on which a fine-tune of an interactive model is checked on the version's own datalists.
+OTHERS_MAX_OBJECTS = 10
 EVALUATE_PARAMS = COMMON_PARAMS | {"split", "perturbation", "seed"}
 # An interactive (deepgrow) model is evaluated by the interactive protocol: its ``aiaa evaluate --interactive`` options.
 INTERACTIVE_EVALUATE_OPTIONS = {"variants": "--variants", "clicks": "--clicks", "max_objects": "--max-objects",
@@ -52,9 +54,14 @@ class Step:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def train_configs(kind: str, params: dict[str, Any], model_config_path: Path) -> list[dict[str, Any]]:
+def train_configs(kind: str, params: dict[str, Any], model_config_path: Path,
+                  datalist: str | None = None) -> list[dict[str, Any]]:
     """The train config of every network of the model, validated: the version's own train config
     (when it has one) with the job's ``params`` on top; a fine-tune starts from the version's weights.
+
+    An interactive model trains on the job's ``datalist``; with ``params.replay`` (a share from 0 to 1)
+    that share of its samples comes from the datalists the version was trained on (:func:`own_datalists`),
+    so a fine-tune on one structure does not make it forget the others.
 
     Raises:
         ConfigError: a parameter is not a train-config key or has a bad value.
@@ -62,6 +69,8 @@ def train_configs(kind: str, params: dict[str, Any], model_config_path: Path) ->
     config = load_model_config(model_config_path)
     interactive = config.type == "deepgrow"
     overrides = {k: v for k, v in params.items() if k not in TRAIN_PARAMS}
+    replay = float(params.get("replay") or 0.0)
+    own = own_datalists(model_config_path) if interactive else []
     result = []
     for index, member in enumerate(config.members()):
         weights = (model_config_path.parent / str(member.model_path)).resolve()
@@ -75,6 +84,8 @@ def train_configs(kind: str, params: dict[str, Any], model_config_path: Path) ->
         merged = {**base, **overrides}
         if kind == "finetune":
             merged["init_weights"] = str(weights)
+        if replay and datalist is not None:
+            merged["datasets"] = _replay_datasets(own, datalist, replay)
         where = f"job params (network {index + 1})" if config.ensemble else "job params"
         if interactive:
             merged["interactive"] = True
@@ -86,6 +97,31 @@ def train_configs(kind: str, params: dict[str, Any], model_config_path: Path) ->
             _validate(TrainConfig, merged, where)
         result.append(merged)
     return result
+
+
+def own_datalists(model_config_path: Path) -> list[dict[str, Any]]:
+    """The interactive datalists a version was trained on (``datasets`` of the ``train_config.json`` beside its
+    weights), as ``{"datalist": absolute path, "weight": w}``; empty when it has none."""
+    config = load_model_config(model_config_path)
+    weights = (model_config_path.parent / str(config.members()[0].model_path)).resolve()
+    saved = weights.parent / "train_config.json"
+    if not saved.is_file():
+        return []
+    datasets = load_json(saved).get("datasets") or []
+    return [{"datalist": str((saved.parent / d["datalist"]).resolve()), "weight": float(d.get("weight", 1.0))}
+            for d in datasets if isinstance(d, dict) and d.get("datalist")]
+
+
+def _replay_datasets(own: list[dict[str, Any]], datalist: str, replay: float) -> list[dict[str, Any]]:
+    """The job's datalist and the version's own datalists, weighted so that ``replay`` of the samples are the latter."""
+    total = sum(d["weight"] for d in own)
+    return [*own, {"datalist": str(Path(datalist).resolve()), "weight": total * (1.0 - replay) / replay}]
+
+
+def _checked_datalists(model_config_path: Path) -> list[str]:
+    """The version's own datalists that have validation cases: where a fine-tune is also checked."""
+    return [d["datalist"] for d in own_datalists(model_config_path)
+            if Path(d["datalist"]).is_file() and load_json(d["datalist"]).get("validation")]
 
 
 def _validate(schema: type, values: dict[str, Any], where: str) -> None:
@@ -115,6 +151,18 @@ def _check_keys(kind: str, params: dict[str, Any], allowed: set[str] | frozenset
 
 
 def _check_training(kind: str, params: dict[str, Any], model_config_path: Path) -> None:
+    replay, others = params.get("replay"), params.get("others_max_objects")
+    if (replay is not None or others is not None) and not is_interactive_model(model_config_path):
+        raise ConfigError("params.replay and params.others_max_objects apply to interactive (deepgrow) models")
+    if replay is not None:
+        if not isinstance(replay, (int, float)) or isinstance(replay, bool) or not 0 <= replay < 1:
+            raise ConfigError("params.replay must be a number from 0 to below 1 (the share of samples from the "
+                              "datalists the version was trained on)")
+        if replay and not own_datalists(model_config_path):
+            raise ConfigError("params.replay: this version lists no datalists it was trained on (no 'datasets' in "
+                              "the train_config.json beside its weights)")
+    if others is not None and (not isinstance(others, int) or isinstance(others, bool) or others < 1):
+        raise ConfigError("params.others_max_objects must be an integer of at least 1")
     train_configs(kind, params, model_config_path)
     drop = params.get("max_dice_drop")
     if drop is not None and (not isinstance(drop, (int, float)) or isinstance(drop, bool) or not 0 <= drop <= 1):
@@ -178,7 +226,7 @@ def _plan_training(kind: str, params: dict[str, Any], datalist: str | None, mode
                    resume: bool) -> list[Step]:
     device = str(params.get("device", "auto"))
     gpus = int(params.get("gpus", 1))
-    configs = train_configs(kind, params, model_config_path)
+    configs = train_configs(kind, params, model_config_path, datalist)
     ensemble = len(configs) > 1
     steps = []
     for index, cfg in enumerate(configs, start=1):
@@ -186,7 +234,9 @@ def _plan_training(kind: str, params: dict[str, Any], datalist: str | None, mode
         train_config = work / f"train_config{suffix}.json"
         train_config.write_text(json.dumps(cfg, indent=2))
         output = work / "out" / (f"member{index}" if ensemble else "model")
-        argv = [*_python(gpus), "train", "--config", str(model_config_path), "--datalist", str(datalist),
+        # With replay the train config lists the datalists (a --datalist would replace them).
+        source = [] if cfg.get("datasets") else ["--datalist", str(datalist)]
+        argv = [*_python(gpus), "train", "--config", str(model_config_path), *source,
                 "--train-config", str(train_config), "--output", str(output), "--device", device,
                 *_progress(work), "--stop-file", str(work / "STOP")]
         if ensemble:
@@ -237,7 +287,8 @@ def served_export(model_config_path: Path) -> tuple[str, str] | None:
 def _plan_checks(params: dict[str, Any], datalist: str | None, model_config_path: Path, work: Path,
                  trained: list[Step]) -> list[Step]:
     """After a training: the new weights and the base version through ``aiaa evaluate`` on the job's
-    validation cases (the quality gate compares them), and the new weights through the same verified
+    validation cases (the quality gate compares them; for an interactive model also on the first
+    ``others_max_objects`` validation objects of each datalist the version was trained on), and the new weights through the same verified
     export the base version serves (so the new version serves as fast as the old one)."""
     config = trained_config(model_config_path, [s.output for s in trained], work)
     device = str(params.get("device", "auto"))
@@ -247,6 +298,14 @@ def _plan_checks(params: dict[str, Any], datalist: str | None, model_config_path
         output = work / role
         argv = _evaluate_argv(model, datalist, output, work, interactive)
         steps.append(Step(argv if interactive else [*argv, "--device", device], output, None, {"role": role}))
+    others = _checked_datalists(model_config_path) if interactive else []
+    if others:  # and on what the version was trained on: a fine-tune must not forget it
+        limit = ["--max-objects", str(params.get("others_max_objects", OTHERS_MAX_OBJECTS))]
+        for role, model in (("evaluate_base_others", model_config_path), ("evaluate_new_others", config)):
+            output = work / role
+            argv = [*_evaluate_argv(model, others[0], output, work, interactive),
+                    *[a for d in others[1:] for a in ("--datalist", d)], *limit]
+            steps.append(Step(argv, output, None, {"role": role}))
     export = served_export(model_config_path)
     if export is not None:
         fmt, precision = export

@@ -439,8 +439,7 @@ class Supervisor:
             metrics=summary)
         if gate is not None and not gate["passed"]:
             return {"version": version, "base_version": base, "metrics": summary, "deployed": False,
-                    "not_deployed": f"validation Dice {gate['dice']} is more than {gate['max_dice_drop']} below the "
-                                    f"serving version's {gate['base_dice']} (quality gate)"}
+                    "not_deployed": _gate_failure(gate)}
         return self._deploy(row, version, base, {"metrics": summary})
 
     def _register_bundle(self, row: dict, trained: dict[str, Any]) -> dict[str, Any]:
@@ -454,13 +453,20 @@ class Supervisor:
         return self._deploy(row, version, str(base), {k: v for k, v in trained.items() if k == "metrics"})
 
     def _quality_gate(self, row: dict, checks: dict[str, Step]) -> dict[str, Any] | None:
+        """New against base Dice on the job's validation cases and, where checked, on the version's own
+        datalists (``others_``): each may drop at most ``max_dice_drop``."""
         if "evaluate_new" not in checks or "evaluate_base" not in checks:
             return None
-        new = evaluation_result(checks["evaluate_new"].output)["mean_dice"]
-        base = evaluation_result(checks["evaluate_base"].output)["mean_dice"]
         drop = float(row["params"].get("max_dice_drop", self.settings.max_dice_drop))
-        passed = new is not None and (base is None or new >= base - drop)
-        return {"dice": new, "base_dice": base, "max_dice_drop": drop, "passed": passed}
+        gate: dict[str, Any] = {"max_dice_drop": drop, "passed": True}
+        for prefix, suffix in (("", ""), ("others_", "_others")):
+            if f"evaluate_new{suffix}" not in checks:
+                continue
+            new = evaluation_result(checks[f"evaluate_new{suffix}"].output)["mean_dice"]
+            base = evaluation_result(checks[f"evaluate_base{suffix}"].output)["mean_dice"]
+            gate.update({f"{prefix}dice": new, f"{prefix}base_dice": base})
+            gate["passed"] &= new is not None and (base is None or new >= base - drop)
+        return gate
 
     def _register_export(self, row: dict, output: Path, report: dict[str, Any]) -> dict[str, Any]:
         """A new version with the same weights and the verified export (which ``auto`` then serves)."""
@@ -497,6 +503,17 @@ class Supervisor:
                 log.error("job %s: version %s of %s failed to load, %s still serves: %s", row["id"], version, name,
                           base, exc)
         return result
+
+
+def _gate_failure(gate: dict[str, Any]) -> str:
+    """Why a quality gate did not pass, for the job's result."""
+    reasons = []
+    for prefix, where in (("", "validation Dice"), ("others_", "Dice on the datalists the serving version was "
+                                                                "trained on")):
+        new, base = gate.get(f"{prefix}dice"), gate.get(f"{prefix}base_dice")
+        if f"{prefix}dice" in gate and (new is None or (base is not None and new < base - gate["max_dice_drop"])):
+            reasons.append(f"{where} {new} is more than {gate['max_dice_drop']} below the serving version's {base}")
+    return "; ".join(reasons) + " (quality gate)"
 
 
 def evaluation_result(folder: Path) -> dict[str, Any]:

@@ -121,3 +121,68 @@ def test_a_finetune_job_of_an_interactive_model_through_the_api_registers_a_gate
         assert gate["passed"] and 0 <= gate["dice"] <= 1 and 0 <= gate["base_dice"] <= 1
         assert job["result"]["version"] == "2" and job["result"]["deployed"] is True
         assert client.get("/v1/models").json()[0]["version"] == "2"
+
+
+def with_own_datalist(tmp):
+    """The interactive setup, its model trained (per its train config) on another phantom datalist."""
+    settings, config, datalist = interactive_setup(tmp)
+    own = write_phantom_datalist(tmp / "own", n=2)
+    (tmp / "model" / "train_config.json").write_text(json.dumps({
+        "interactive": True, "datasets": [{"datalist": "../own/datalist.json", "weight": 2.0}], "max_minutes": 75}))
+    return settings, config, datalist, own
+
+
+def test_a_finetune_with_replay_mixes_in_the_datalists_the_version_was_trained_on_and_checks_them(tmp_path):
+    _, config, datalist, own = with_own_datalist(tmp_path)
+    (tmp_path / "job").mkdir()
+    steps = plan("finetune", {"max_steps": 2, "replay": 0.25, "others_max_objects": 2}, str(datalist), config,
+                 tmp_path / "job", resume=False)
+    written = json.loads((tmp_path / "job" / "train_config.json").read_text())
+    # a quarter of the samples from the version's own datalist (weight 2), three quarters from the job's
+    assert written["datasets"] == [{"datalist": str(own), "weight": 2.0}, {"datalist": str(datalist), "weight": 6.0}]
+    assert "--datalist" not in steps[0].argv  # it would replace the train config's datasets
+    roles = [s.extra["role"] for s in steps]
+    assert roles == ["train", "evaluate_base", "evaluate_new", "evaluate_base_others", "evaluate_new_others"]
+    for check in steps[3:]:
+        argv = check.argv
+        assert argv[argv.index("--datalist") + 1] == str(own) and argv[argv.index("--max-objects") + 1] == "2"
+
+    # without replay the job's datalist alone is trained on, but the version's own datalists are still checked
+    steps = plan("finetune", {"max_steps": 2}, str(datalist), config, tmp_path / "job", resume=False)
+    assert "datasets" not in json.loads((tmp_path / "job" / "train_config.json").read_text())
+    assert steps[0].argv[steps[0].argv.index("--datalist") + 1] == str(datalist)
+    assert [s.extra["role"] for s in steps][-2:] == ["evaluate_base_others", "evaluate_new_others"]
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"replay": 1.0}, "params.replay must be a number from 0 to below 1"),
+    ({"replay": "half"}, "params.replay must be a number"),
+    ({"others_max_objects": 0}, "params.others_max_objects must be an integer of at least 1"),
+])
+def test_replay_parameters_are_checked(tmp_path, params, message):
+    _, config, _, _ = with_own_datalist(tmp_path)
+    with pytest.raises(ConfigError, match=message):
+        check_params("finetune", {"max_steps": 2, **params}, config)
+
+
+def test_replay_needs_datalists_the_version_was_trained_on(tmp_path):
+    _, config, _ = interactive_setup(tmp_path)  # no train_config.json beside the weights
+    with pytest.raises(ConfigError, match="lists no datalists it was trained on"):
+        check_params("finetune", {"max_steps": 2, "replay": 0.5}, config)
+
+
+def test_a_finetune_job_with_replay_through_the_api_is_gated_on_both_datalists(tmp_path):
+    settings, _, datalist, _ = with_own_datalist(tmp_path)
+    with TestClient(create_app(settings)) as client:
+        reply = client.post("/admin/jobs", headers=AUTH, json={
+            "kind": "finetune", "model": "tiny_interactive", "datalist": str(datalist),
+            "params": {"max_steps": 2, "batch_size": 1, "max_rounds": 1, "val_objects_per_dataset": 1,
+                       "num_threads": 1, "max_dice_drop": 1.0, "replay": 0.5, "others_max_objects": 1}})
+        assert reply.status_code == 202, reply.text
+        job = wait_for(client, reply.json()["job_id"], lambda j: j["state"] not in ("queued", "running"),
+                       timeout=300)
+        assert job["state"] == "succeeded", client.get(f"/admin/jobs/{job['id']}/logs", headers=AUTH).text
+    gate = job["result"]["metrics"]["quality_gate"]
+    assert gate["passed"] and job["result"]["deployed"] is True
+    for key in ("dice", "base_dice", "others_dice", "others_base_dice"):
+        assert 0 <= gate[key] <= 1
