@@ -24,7 +24,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +145,17 @@ class Source:
         if structure not in self._masks:
             self._masks[structure] = np.isin(self.label, self.structures[structure])
         return self._masks[structure]
+
+
+def _distinct_names(lists: Sequence[InteractiveDatalist]) -> list[InteractiveDatalist]:
+    """The datalists, a repeated dataset name numbered (``acdc``, ``acdc_2``): each keeps its own sampling weight
+    (a fine-tune's datalist beside the ones the model was trained on often shares their name)."""
+    seen: dict[str, int] = {}
+    out = []
+    for dl in lists:
+        seen[dl.dataset] = seen.get(dl.dataset, 0) + 1
+        out.append(dl if seen[dl.dataset] == 1 else replace(dl, dataset=f"{dl.dataset}_{seen[dl.dataset]}"))
+    return out
 
 
 def load_sources(datalists: Sequence[InteractiveDatalist], min_voxels: int = 20, max_cases: int | None = None,
@@ -326,7 +337,7 @@ def make_example(network: Callable[[np.ndarray], np.ndarray], source: Source, tr
     kind = first_prompts[int(rng.integers(len(first_prompts)))]
     prompts = [simulate_first_prompt(kind, truth, rng)]
     mask = None
-    rounds = 0 if rng.random() < 0.35 else int(rng.integers(1, max_rounds + 1))
+    rounds = 0 if rng.random() < 0.35 or max_rounds < 1 else int(rng.integers(1, max_rounds + 1))
     done = 0
     # Simulated rounds skip the zoom-out (one forward pass each); the training crop zooms at random instead.
     simulate = {**settings, "max_zooms": 0}
@@ -426,8 +437,9 @@ def train_interactive(
         raise ConfigError(f"{train_config_path}: no 'datasets' to train on (and no datalist given)")
     lists = [load_interactive_datalist(Path(r.datalist) if Path(r.datalist).is_absolute() else base / r.datalist)
              for r in refs]
-    weights = {dl.dataset: r.weight for dl, r in zip(lists, refs)}
-    lists = [dl for dl in lists if dl.dataset not in cfg.exclude_datasets]
+    kept = [(dl, r.weight) for dl, r in zip(lists, refs) if dl.dataset not in cfg.exclude_datasets]
+    lists = _distinct_names([dl for dl, _ in kept])
+    weights = {dl.dataset: w for dl, (_, w) in zip(lists, kept)}
     weights_path = (config_path.parent / config.model_path).resolve()
     out_dir = Path(output_dir) if output_dir else weights_path.parent
     out_dir.mkdir(parents=True, exist_ok=True)

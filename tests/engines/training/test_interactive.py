@@ -24,6 +24,7 @@ from engines.training.interactive import (
     load_interactive_train_config,
     make_example,
     simulate_first_prompt,
+    train_interactive,
     training_click,
 )
 from engines.transforms.prompts import CHANNELS, crop_box, encode
@@ -192,6 +193,24 @@ def test_tiny_train_then_evaluate_through_the_cli(tmp_path):
 
     only_a = evaluate_interactive(config, [datalist], tmp_path / "only_a", n_clicks=1, structures=["a"])
     assert set(only_a["box"]["structures"]) == {"phantom/a"} and only_a["protocol"]["structures"] == ["a"]
+
+
+def test_datalists_of_one_dataset_name_keep_their_own_weights(tmp_path):
+    # A fine-tune with replay trains on its datalist beside the ones the model was trained on, often of the
+    # same dataset: each must keep its weight (not one merged dataset sampled by the last weight).
+    config = deepgrow_config(tmp_path)
+    datalist = phantom_datalist(tmp_path / "data")
+    train_cfg = tmp_path / "train.json"
+    train_cfg.write_text(json.dumps({
+        "interactive": True, "batch_size": 1, "max_steps": 1, "max_rounds": 0, "val_objects_per_dataset": 1,
+        "val_clicks": 0, "num_threads": 1, "min_object_voxels": 5,
+        "datasets": [{"datalist": str(datalist), "weight": 1.0}, {"datalist": str(datalist), "weight": 3.0}]}))
+    messages: list[str] = []
+    train_interactive(config, train_cfg, None, tmp_path / "run", progress=messages.append)
+    summary = next(m for m in messages if m.endswith(")") and "datasets" in m)
+    assert "phantom (6 objects, p=0.25)" in summary and "phantom_2 (6 objects, p=0.75)" in summary
+    history = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
+    assert {"phantom_final", "phantom_2_final"} <= set(history[-1])
 
 
 def test_schedule_steps_anneals_by_steps_whatever_the_minutes():
