@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -508,8 +509,8 @@ class Supervisor:
 def _gate_failure(gate: dict[str, Any]) -> str:
     """Why a quality gate did not pass, for the job's result."""
     reasons = []
-    for prefix, where in (("", "validation Dice"), ("others_", "Dice on the datalists the serving version was "
-                                                                "trained on")):
+    others = "Dice on the datalists the serving version was trained on"
+    for prefix, where in (("", "validation Dice"), ("others_", others)):
         new, base = gate.get(f"{prefix}dice"), gate.get(f"{prefix}base_dice")
         if f"{prefix}dice" in gate and (new is None or (base is not None and new < base - gate["max_dice_drop"])):
             reasons.append(f"{where} {new} is more than {gate['max_dice_drop']} below the serving version's {base}")
@@ -527,7 +528,7 @@ def evaluation_result(folder: Path) -> dict[str, Any]:
         for row in csv.DictReader(fh):
             dice = float(row["dice"])
             cases.setdefault(row["case"], {"case": row["case"], "dice": {}})["dice"][row["label"]] = (
-                None if dice != dice else round(dice, 4))  # NaN: the label is in neither mask (not scored)
+                None if math.isnan(dice) else round(dice, 4))  # NaN: the label is in neither mask (not scored)
     scored = [s["dice"] for s in summary.values() if s.get("dice") is not None]
     return {"mean_dice": round(sum(scored) / len(scored), 4) if scored else None, "summary": summary,
             "cases": list(cases.values()), "report": str(folder)}
