@@ -8,7 +8,7 @@ from typing import Any
 from engines.config.model import load_json
 from engines.errors import ConfigError
 
-__all__ = ["load_datalist"]
+__all__ = ["load_datalist", "resolve_dataset_refs"]
 
 
 def load_datalist(path: str | Path) -> dict[str, list[dict[str, Any]]]:
@@ -37,3 +37,12 @@ def load_datalist(path: str | Path) -> dict[str, list[dict[str, Any]]]:
             items.append({"image": image, "label": resolve(item["label"])})
         resolved[split] = items
     return resolved
+
+
+def resolve_dataset_refs(datasets: Any, folder: Path) -> list[Any]:
+    """The ``datasets`` of an interactive train config (``[{"datalist": path, "weight": w}, ...]``) with each
+    datalist path resolved against ``folder``, where the train config lives; other entries as they are."""
+    if not isinstance(datasets, list):
+        return []
+    return [{**d, "datalist": str((folder / d["datalist"]).resolve())}
+            if isinstance(d, dict) and isinstance(d.get("datalist"), str) else d for d in datasets]

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.config.model import ModelConfig, load_json, load_model_config
+from engines.data.datalist import resolve_dataset_refs
 from engines.data.io import write_atomically
 from engines.errors import ConfigError, InvalidNameError, ModelNotFoundError, VersionExistsError
 
@@ -231,11 +232,8 @@ def _copy_train_config(source: Path, target: Path) -> None:
     except ValueError:  # not ours to fix here: kept as it was
         shutil.copy2(source, target)
         return
-    datasets = data.get("datasets") if isinstance(data, dict) else None
-    if isinstance(datasets, list):
-        for entry in datasets:
-            if isinstance(entry, dict) and isinstance(entry.get("datalist"), str):
-                entry["datalist"] = str((source.parent / entry["datalist"]).resolve())
+    if isinstance(data, dict) and isinstance(data.get("datasets"), list):
+        data["datasets"] = resolve_dataset_refs(data["datasets"], source.parent)
     target.write_text(json.dumps(data, indent=2))
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from engines.config.model import describe_validation_error, load_json, load_model_config
+from engines.data.datalist import resolve_dataset_refs
 from engines.errors import ConfigError
 from engines.training.interactive import InteractiveTrainConfig
 from engines.training.trainer import LAST_CHECKPOINT, TrainConfig
@@ -70,12 +71,12 @@ def train_configs(kind: str, params: dict[str, Any], model_config_path: Path,
     interactive = config.type == "deepgrow"
     overrides = {k: v for k, v in params.items() if k not in TRAIN_PARAMS}
     replay = float(params.get("replay") or 0.0)
-    own = own_datalists(model_config_path) if interactive else []
     result = []
     for index, member in enumerate(config.members()):
         weights = (model_config_path.parent / str(member.model_path)).resolve()
         saved = weights.parent / "train_config.json"
         base = load_json(saved) if saved.is_file() else {}
+        own = _dataset_refs(base, saved.parent)
         base.pop("init_weights", None)
         base.pop("max_minutes", None)
         if interactive:  # the job's datalist replaces the datalists it was trained on
@@ -105,11 +106,14 @@ def own_datalists(model_config_path: Path) -> list[dict[str, Any]]:
     config = load_model_config(model_config_path)
     weights = (model_config_path.parent / str(config.members()[0].model_path)).resolve()
     saved = weights.parent / "train_config.json"
-    if not saved.is_file():
-        return []
-    datasets = load_json(saved).get("datasets") or []
-    return [{"datalist": str((saved.parent / d["datalist"]).resolve()), "weight": float(d.get("weight", 1.0))}
-            for d in datasets if isinstance(d, dict) and d.get("datalist")]
+    return _dataset_refs(load_json(saved), saved.parent) if saved.is_file() else []
+
+
+def _dataset_refs(train_config: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
+    """The well-formed ``datasets`` of a train config read from ``folder``, datalist paths absolute."""
+    return [{"datalist": d["datalist"], "weight": float(d.get("weight", 1.0))}
+            for d in resolve_dataset_refs(train_config.get("datasets"), folder)
+            if isinstance(d, dict) and isinstance(d.get("datalist"), str)]
 
 
 def _replay_datasets(own: list[dict[str, Any]], datalist: str, replay: float) -> list[dict[str, Any]]:

@@ -420,7 +420,7 @@ class Supervisor:
             finals.append(load_json(metrics[-1]).get("final", {}))
         summary: dict[str, Any] = {"val_mean_dice": [f.get("val_mean_dice") for f in finals],
                                    "val_dice": [f.get("val_dice") for f in finals], "labels": config.labels}
-        gate = self._quality_gate(row, checks)
+        gate, failure = self._quality_gate(row, checks)
         if gate is not None:
             summary["quality_gate"] = gate
         exports: dict[str, Path] = {}
@@ -438,9 +438,9 @@ class Supervisor:
                                exports=exports),
             source={"job_id": row["id"], "kind": row["kind"], "datalist": row["datalist"], "base_version": base},
             metrics=summary)
-        if gate is not None and not gate["passed"]:
+        if failure is not None:
             return {"version": version, "base_version": base, "metrics": summary, "deployed": False,
-                    "not_deployed": _gate_failure(gate)}
+                    "not_deployed": failure}
         return self._deploy(row, version, base, {"metrics": summary})
 
     def _register_bundle(self, row: dict, trained: dict[str, Any]) -> dict[str, Any]:
@@ -453,21 +453,26 @@ class Supervisor:
             metrics=trained.get("metrics") or {})
         return self._deploy(row, version, str(base), {k: v for k, v in trained.items() if k == "metrics"})
 
-    def _quality_gate(self, row: dict, checks: dict[str, Step]) -> dict[str, Any] | None:
+    def _quality_gate(self, row: dict, checks: dict[str, Step]) -> tuple[dict[str, Any] | None, str | None]:
         """New against base Dice on the job's validation cases and, where checked, on the version's own
-        datalists (``others_``): each may drop at most ``max_dice_drop``."""
+        datalists (``others_``): each may drop at most ``max_dice_drop``. Returns the gate (None without
+        checks) and why it failed (None when it passed)."""
         if "evaluate_new" not in checks or "evaluate_base" not in checks:
-            return None
+            return None, None
         drop = float(row["params"].get("max_dice_drop", self.settings.max_dice_drop))
-        gate: dict[str, Any] = {"max_dice_drop": drop, "passed": True}
-        for prefix, suffix in (("", ""), ("others_", "_others")):
+        gate: dict[str, Any] = {"max_dice_drop": drop}
+        reasons = []
+        for prefix, suffix, what in (("", "", "validation Dice"),
+                                     ("others_", "_others", "Dice on the datalists the serving version was trained on")):
             if f"evaluate_new{suffix}" not in checks:
                 continue
             new = evaluation_result(checks[f"evaluate_new{suffix}"].output)["mean_dice"]
             base = evaluation_result(checks[f"evaluate_base{suffix}"].output)["mean_dice"]
             gate.update({f"{prefix}dice": new, f"{prefix}base_dice": base})
-            gate["passed"] &= new is not None and (base is None or new >= base - drop)
-        return gate
+            if new is None or (base is not None and new < base - drop):
+                reasons.append(f"{what} {new} is more than {drop} below the serving version's {base}")
+        gate["passed"] = not reasons
+        return gate, "; ".join(reasons) + " (quality gate)" if reasons else None
 
     def _register_export(self, row: dict, output: Path, report: dict[str, Any]) -> dict[str, Any]:
         """A new version with the same weights and the verified export (which ``auto`` then serves)."""
@@ -504,17 +509,6 @@ class Supervisor:
                 log.error("job %s: version %s of %s failed to load, %s still serves: %s", row["id"], version, name,
                           base, exc)
         return result
-
-
-def _gate_failure(gate: dict[str, Any]) -> str:
-    """Why a quality gate did not pass, for the job's result."""
-    reasons = []
-    others = "Dice on the datalists the serving version was trained on"
-    for prefix, where in (("", "validation Dice"), ("others_", others)):
-        new, base = gate.get(f"{prefix}dice"), gate.get(f"{prefix}base_dice")
-        if f"{prefix}dice" in gate and (new is None or (base is not None and new < base - gate["max_dice_drop"])):
-            reasons.append(f"{where} {new} is more than {gate['max_dice_drop']} below the serving version's {base}")
-    return "; ".join(reasons) + " (quality gate)"
 
 
 def evaluation_result(folder: Path) -> dict[str, Any]:
