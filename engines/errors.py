@@ -16,7 +16,8 @@
     ├── BackendUnavailableError     an optional runtime is missing
     ├── ResourceExhaustedError      the device ran out of memory: retry later
     ├── InferenceError              the model failed on valid input (a server fault)
-    └── TrainingStopped             a training stopped on request (a checkpoint was kept)
+    ├── TrainingStopped             a training stopped on request (a checkpoint was kept)
+    └── TrainingError               a training run failed on the way (its last checkpoint is kept)
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = [
     "BackendUnavailableError",
     "InferenceError",
     "TrainingStopped",
+    "TrainingError",
 ]
 
 
@@ -108,3 +110,7 @@ class InferenceError(EngineError):
 
 class TrainingStopped(EngineError):
     """A training run stopped at a batch boundary because it was asked to; its last checkpoint is kept."""
+
+
+class TrainingError(EngineError):
+    """A training run failed on the way (a helper process died, say); its last checkpoint is kept."""

@@ -259,3 +259,36 @@ async def opened(session):
     else:
         with session as s:
             yield s
+
+
+def deepgrow_config(folder: Path) -> Path:
+    """A tiny deepgrow model config (UNet of 4 and 8 channels, ROI 16^3) written to ``folder``."""
+    cfg = {
+        "type": "deepgrow", "labels": ["object"], "model_format": "pytorch", "model_path": "model.pt",
+        "network": {"name": "UNet", "args": {"spatial_dims": 3, "in_channels": 5, "out_channels": 1,
+                                             "channels": [4, 8], "strides": [2], "num_res_units": 0}},
+        "roi": [16, 16, 16], "interactive": {"margin": 0.25, "min_size_mm": 20.0, "max_zooms": 1},
+    }
+    path = folder / "deepgrow.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def phantom_datalist(folder: Path) -> Path:
+    """An interactive datalist of three phantom cases (structures a, b and both): two training, one validation."""
+    from engines.data.io import write_volume
+
+    (folder / "images").mkdir(parents=True)
+    (folder / "labels").mkdir()
+    items = []
+    for i in range(3):
+        volume, mask = phantom(shape=(24, 24, 16), center=(11 + i, 12, 8), radii=(5, 6, 4))
+        label = mask.astype(np.uint8)
+        label[:11 + i] *= 2
+        (folder / f"images/c{i}.nii.gz").write_bytes(write_volume(volume.array, volume.geometry, dtype="float32"))
+        (folder / f"labels/c{i}.nii.gz").write_bytes(write_volume(label, volume.geometry))
+        items.append({"image": f"images/c{i}.nii.gz", "label": f"labels/c{i}.nii.gz"})
+    path = folder / "phantom.json"
+    path.write_text(json.dumps({"dataset": "phantom", "structures": {"a": [1], "b": [2], "both": [1, 2]},
+                                "training": items[:2], "validation": items[2:]}))
+    return path

@@ -13,13 +13,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from engines.errors import InvalidInputError
 from engines.transforms.prompts import Prompt, crop_box, encode, to_crop, touches_border
 
-__all__ = ["InteractionState", "StepResult", "predict_step"]
+__all__ = ["InteractionState", "StepResult", "network_callable", "predict_step"]
 
 Network = Callable[[np.ndarray], np.ndarray]
+
+
+def network_callable(module: torch.nn.Module, device: torch.device | str = "cpu") -> Network:
+    """A torch module as :func:`predict_step`'s network: ``(C, *roi)`` float32 -> logits ``(*roi)``, without autograd."""
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.from_numpy(np.ascontiguousarray(x))[None].to(device))[0, 0].float().cpu().numpy()
+
+    return run
 
 
 @dataclass

@@ -35,12 +35,12 @@ from monai.losses import DiceCELoss
 from pydantic import Field, ValidationError
 from scipy import ndimage
 
+from engines.backends.base import select_device
 from engines.config.model import ModelConfig, _Strict, describe_validation_error, load_json, load_model_config
 from engines.errors import ConfigError, TrainingStopped
 from engines.evaluation.interactive import (
     InteractiveDatalist,
     ObjectSpec,
-    case_name,
     centre_voxel,
     extreme_points,
     largest_error,
@@ -48,11 +48,12 @@ from engines.evaluation.interactive import (
     load_interactive_datalist,
     read_case,
     run_protocol,
-    structures_of,
     validation_objects,
 )
 from engines.networks import build_network
-from engines.tasks.interaction import predict_step
+from engines.tasks.interaction import network_callable, predict_step
+from engines.training.simulation_workers import SimulationWorkers
+from engines.training.sources import Source, load_sources
 from engines.transforms.prompts import Prompt, crop_box, encode, mask_extent
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "simulate_first_prompt",
     "train_interactive",
     "training_click",
+    "training_datalists",
 ]
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,14 @@ class InteractiveTrainConfig(_Strict):
     seed: int = 0
     save_half: bool = True
     init_weights: str | None = None  # fine-tuning: start from these weights (relative to the train config)
+    # The training volumes from a sources pack (engines.training.sources_pack) instead of the datalists'
+    # files: training where the datasets aren't (relative to the train config). Validation still reads files.
+    sources_pack: str | None = None
+    device: str = "auto"  # where the gradient steps run: auto (CUDA when present), cpu or cuda
+    # Processes simulating the interactions (0: in the training process). Each holds a copy of the network,
+    # refreshed every weights_sync_seconds, on the training device when it can reach it.
+    workers: int = Field(0, ge=0)
+    weights_sync_seconds: float = Field(5.0, gt=0)
 
 
 def is_interactive_train_config(path: str | Path) -> bool:
@@ -128,25 +138,6 @@ def load_interactive_train_config(path: str | Path) -> InteractiveTrainConfig:
         raise ConfigError(describe_validation_error(str(path), exc)) from None
 
 
-@dataclass
-class Source:
-    """One training volume in memory: the normalised image, the labels and the structures present."""
-
-    dataset: str
-    case: str
-    image: np.ndarray
-    label: np.ndarray
-    spacing: tuple[float, float, float]
-    structures: dict[str, tuple[int, ...]]
-    _masks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
-
-    def mask(self, structure: str) -> np.ndarray:
-        """The structure's mask (cached)."""
-        if structure not in self._masks:
-            self._masks[structure] = np.isin(self.label, self.structures[structure])
-        return self._masks[structure]
-
-
 def _distinct_names(lists: Sequence[InteractiveDatalist]) -> list[InteractiveDatalist]:
     """The datalists, a repeated dataset name numbered (``acdc``, ``acdc_2``): each keeps its own sampling weight
     (a fine-tune's datalist beside the ones the model was trained on often shares their name)."""
@@ -158,21 +149,18 @@ def _distinct_names(lists: Sequence[InteractiveDatalist]) -> list[InteractiveDat
     return out
 
 
-def load_sources(datalists: Sequence[InteractiveDatalist], min_voxels: int = 20, max_cases: int | None = None,
-                 progress: Callable[[str], None] = print) -> list[Source]:
-    """Read every training case of the datalists (images given as lists: one source per modality)."""
-    sources = []
-    for dl in datalists:
-        start = time.time()
-        for case in dl.training[:max_cases]:
-            images = case["image"] if isinstance(case["image"], list) else [case["image"]]
-            for path in images:
-                image, label, spacing = read_case(path, case["label"])
-                structures = structures_of(label, dl.structures, min_voxels)
-                if structures:
-                    sources.append(Source(dl.dataset, case_name({"image": path}), image, label, spacing, structures))
-        progress(f"{dl.dataset}: {sum(s.dataset == dl.dataset for s in sources)} volumes in {time.time() - start:.0f} s")
-    return sources
+def training_datalists(cfg: InteractiveTrainConfig, base: Path,
+                       datalists: Sequence[str | Path] | None = None) -> tuple[list[InteractiveDatalist], dict[str, float]]:
+    """The datalists a run trains on (``datalists``, else the config's ``datasets`` relative to ``base``), without
+    the excluded families, repeated names numbered, and each dataset's sampling weight."""
+    refs = [DatasetRef(datalist=str(p)) for p in datalists] if datalists else cfg.datasets
+    if not refs:
+        raise ConfigError("no 'datasets' to train on (and no datalist given)")
+    lists = [load_interactive_datalist(Path(r.datalist) if Path(r.datalist).is_absolute() else base / r.datalist)
+             for r in refs]
+    kept = [(dl, r.weight) for dl, r in zip(lists, refs) if dl.dataset not in cfg.exclude_datasets]
+    lists = _distinct_names([dl for dl, _ in kept])
+    return lists, {dl.dataset: w for dl, (_, w) in zip(lists, kept)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,16 +263,6 @@ def training_click(prediction: np.ndarray | None, truth: np.ndarray, spacing: Se
 
 # ---------------------------------------------------------------------------------------------
 # Training
-
-
-def network_callable(module: torch.nn.Module, device: torch.device | str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
-    """``predict_step``'s network: ``(C, *roi)`` float32 -> logits ``(*roi)``, without autograd."""
-
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return module(torch.from_numpy(np.ascontiguousarray(x))[None].to(device))[0, 0].float().cpu().numpy()
-
-    return run
 
 
 def _target(truth: np.ndarray, lo: np.ndarray, hi: np.ndarray, roi: Sequence[int]) -> np.ndarray:
@@ -403,6 +381,8 @@ def validate(network: Callable[[np.ndarray], np.ndarray], objects: Sequence[Obje
 
 def held_out_objects(datalist: InteractiveDatalist, count: int, min_voxels: int) -> list[ObjectSpec]:
     """The ``count`` validation objects of a datalist that training checks itself on (the same every run)."""
+    if count == 0:  # without reading the validation labels (a run from a sources pack may not have them)
+        return []
     objects = validation_objects(datalist, min_voxels)
     picked = np.random.default_rng(0).permutation(len(objects))[:count]
     return [objects[i] for i in sorted(picked)]
@@ -418,8 +398,12 @@ def train_interactive(
     on_progress: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     resume: bool = False,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Train an interactive model; keep the weights with the best held-out Dice after box + clicks.
+
+    ``device`` (auto, cpu or cuda) replaces the train config's ``device``; with ``workers`` the
+    interactions are simulated in that many processes beside the gradient steps.
 
     ``datalists`` (interactive datalists) replace the train config's ``datasets``. Writes
     ``<output_dir>/<basename of model_path>`` (best weights), ``metrics.json`` and
@@ -432,14 +416,10 @@ def train_interactive(
         raise ConfigError(f"{config_path}: interactive training needs 'network', 'roi' and 'model_path'")
     cfg = load_interactive_train_config(train_config_path)
     base = Path(train_config_path).parent
-    refs = [DatasetRef(datalist=str(p)) for p in datalists] if datalists else cfg.datasets
-    if not refs:
-        raise ConfigError(f"{train_config_path}: no 'datasets' to train on (and no datalist given)")
-    lists = [load_interactive_datalist(Path(r.datalist) if Path(r.datalist).is_absolute() else base / r.datalist)
-             for r in refs]
-    kept = [(dl, r.weight) for dl, r in zip(lists, refs) if dl.dataset not in cfg.exclude_datasets]
-    lists = _distinct_names([dl for dl, _ in kept])
-    weights = {dl.dataset: w for dl, (_, w) in zip(lists, kept)}
+    try:
+        lists, weights = training_datalists(cfg, base, datalists)
+    except ConfigError as exc:
+        raise ConfigError(f"{train_config_path}: {exc}") from None
     weights_path = (config_path.parent / config.model_path).resolve()
     out_dir = Path(output_dir) if output_dir else weights_path.parent
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -453,7 +433,13 @@ def train_interactive(
     roi = tuple(config.roi)
     settings = _interactive_settings(config)
 
-    sources = load_sources(lists, cfg.min_object_voxels, cfg.max_cases_per_dataset, progress)
+    if cfg.sources_pack:
+        from engines.training.sources import load_sources_pack
+
+        sources = load_sources_pack(base / cfg.sources_pack, [dl.dataset for dl in lists])
+        progress(f"{len(sources)} volumes from the sources pack {base / cfg.sources_pack}")
+    else:
+        sources = load_sources(lists, cfg.min_object_voxels, cfg.max_cases_per_dataset, progress)
     if not sources:
         raise ConfigError("no training volume has a structure to train on")
     sampler = Sampler(sources, weights, rng, cfg.component_probability, cfg.min_object_voxels)
@@ -468,32 +454,70 @@ def train_interactive(
 
         network.load_state_dict(load_state_dict(base / cfg.init_weights))
         progress(f"initialised from {base / cfg.init_weights}")
-    optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    loss_fn = DiceCELoss(sigmoid=True)
     metrics: dict[str, Any] = {"model_config": str(config_path), "train_config": cfg.model_dump(),
                                "datasets": {d: round(float(p), 3) for d, p in zip(sampler.datasets, sampler.p)},
                                "train_volumes": len(sources), "validation_objects": len(val_objects),
-                               "hardware": f"cpu x {torch.get_num_threads()} threads", "history": [], "best": None,
-                               "steps": 0, "train_minutes": 0.0, "samples": 0}
+                               "history": [], "best": None, "steps": 0, "train_minutes": 0.0, "samples": 0}
     best = -1.0
+    state = None
     if resume:
         state = torch.load(last_out, map_location="cpu", weights_only=False)
         network.load_state_dict(state["network"])
-        optimizer.load_state_dict(state["optimizer"])
         metrics, best = state["metrics"], state["best"]
         metrics["train_config"] = cfg.model_dump()
         progress(f"resumed from {last_out} at step {metrics['steps']} ({metrics['train_minutes']:.1f} min trained)")
 
+    def pair_maker(generator: np.random.Generator) -> Callable[[Callable], tuple[np.ndarray, np.ndarray]]:
+        """A maker of augmented training pairs with its own sampler, for one process's random stream."""
+        local = Sampler(sources, weights, generator, cfg.component_probability, cfg.min_object_voxels)
+
+        def make(net: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+            source, _, truth = local.sample()
+            x, y, _ = make_example(net, source, truth, generator, roi, settings, cfg.first_prompts, cfg.max_rounds)
+            return _augment(x, y, generator)
+
+        return make
+
+    # Workers are forked before this process touches CUDA (a forked CUDA context is unusable).
+    workers = SimulationWorkers(cfg.workers, pair_maker, lambda: build_network(config.network), network, out_dir,
+                                device=device or cfg.device, seed=int(rng.integers(2**31))) if cfg.workers else None
+    try:
+        return _train_loop(cfg, network, workers, pair_maker(rng), metrics, best, state, val_objects, roi, settings,
+                           device or cfg.device, weights_out, last_out, out_dir, progress, on_progress, should_stop)
+    finally:
+        if workers is not None:
+            workers.close()
+
+
+def _train_loop(cfg: InteractiveTrainConfig, network: torch.nn.Module, workers: SimulationWorkers | None,
+                make_pair: Callable[[Callable], tuple[np.ndarray, np.ndarray]], metrics: dict[str, Any], best: float,
+                state: dict | None, val_objects: Sequence[ObjectSpec], roi: tuple[int, ...], settings: dict[str, Any],
+                device_name: str, weights_out: Path, last_out: Path, out_dir: Path, progress: Callable[[str], None],
+                on_progress: Callable[[dict], None] | None, should_stop: Callable[[], bool] | None) -> dict[str, Any]:
+    device = select_device(device_name)
+    network.to(device)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])  # after the move: its moments follow the parameters' device
+    loss_fn = DiceCELoss(sigmoid=True)
+    metrics["hardware"] = (torch.cuda.get_device_name(device) if device.type == "cuda"
+                           else f"cpu x {torch.get_num_threads()} threads") + \
+        (f", {cfg.workers} simulation workers" if workers is not None else "")
+    progress(f"training on {metrics['hardware']}")
+
+    def cpu_state() -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu() for k, v in network.state_dict().items()}
+
     def save_last() -> None:
-        torch.save({"network": network.state_dict(), "optimizer": optimizer.state_dict(), "metrics": metrics,
-                    "best": best}, last_out)
+        torch.save({"network": cpu_state(), "optimizer": optimizer.state_dict(), "metrics": metrics, "best": best},
+                   last_out)
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
 
-    run = network_callable(network)
+    run = network_callable(network, device)
     val_cache: dict[str, tuple] = {}
     session_start = time.time()
     minutes_before = metrics["train_minutes"]
-    last_checkpoint = time.time()
+    last_checkpoint = last_sync = time.time()
     losses: list[float] = []
     while True:
         elapsed = (time.time() - session_start) / 60
@@ -511,9 +535,8 @@ def train_interactive(
             score = entry.get("mean_final", -entry["loss"] if entry["loss"] is not None else -1e9)
             if score > best:
                 best = score
-                state = network.state_dict()
-                torch.save({k: v.half() if cfg.save_half and v.is_floating_point() else v for k, v in state.items()},
-                           weights_out)
+                torch.save({k: v.half() if cfg.save_half and v.is_floating_point() else v
+                            for k, v in cpu_state().items()}, weights_out)
                 metrics["best"] = entry
             metrics["history"].append(entry)
             losses = []
@@ -528,22 +551,23 @@ def train_interactive(
                 break
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, metrics["train_minutes"], metrics["steps"])
-        network.eval()
-        xs, ys = [], []
-        for _ in range(cfg.batch_size):
-            source, _, truth = sampler.sample()
-            x, y, _ = make_example(run, source, truth, rng, roi, settings, cfg.first_prompts, cfg.max_rounds)
-            x, y = _augment(x, y, rng)
-            xs.append(x)
-            ys.append(y[None])
+        if workers is not None:
+            x, y = workers.batch(cfg.batch_size)
+        else:
+            network.eval()
+            pairs = [make_pair(run) for _ in range(cfg.batch_size)]
+            x, y = np.stack([p[0] for p in pairs]), np.stack([p[1][None] for p in pairs])
         network.train()
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(network(torch.from_numpy(np.stack(xs))), torch.from_numpy(np.stack(ys)))
+        loss = loss_fn(network(torch.from_numpy(x).to(device)), torch.from_numpy(y).to(device))
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
         metrics["steps"] += 1
         metrics["samples"] += cfg.batch_size
+        if workers is not None and time.time() - last_sync >= cfg.weights_sync_seconds:
+            workers.publish(network)
+            last_sync = time.time()
         if metrics["steps"] % 20 == 0:
             progress(f"step {metrics['steps']} loss {np.mean(losses[-20:]):.4f} "
                      f"({metrics['train_minutes']:.1f} min, lr {optimizer.param_groups[0]['lr']:.2e})")

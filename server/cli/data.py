@@ -196,6 +196,21 @@ def _snapshot(args: argparse.Namespace) -> int:
     return _run("snapshot", work)
 
 
+def _pack_sources(args: argparse.Namespace) -> int:
+    def work() -> int:
+        from engines.training.interactive import load_interactive_train_config, training_datalists
+        from engines.training.sources import load_sources, save_sources_pack
+
+        cfg = load_interactive_train_config(args.train_config)
+        lists, _ = training_datalists(cfg, Path(args.train_config).parent)
+        sources = load_sources(lists, cfg.min_object_voxels, cfg.max_cases_per_dataset)
+        index = save_sources_pack(args.output, sources, args.fraction, args.margin_mm)
+        print(f"{args.output}: {len(index['sources'])} volumes, {Path(args.output).stat().st_size / 1e6:.1f} MB")
+        return 0
+
+    return _run("pack-sources", work)
+
+
 def add_data_commands(sub: argparse._SubParsersAction) -> None:
     """Register the data subcommands on the ``aiaa`` parser's subparsers."""
     merge = sub.add_parser(
@@ -286,3 +301,16 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--progress-file", default=None,
                           help="append progress as JSON lines, with a heartbeat (for a job supervisor)")
     evaluate.set_defaults(func=_evaluate)
+
+    pack = sub.add_parser(
+        "pack-sources", help="pack an interactive train config's training volumes into one file (to train elsewhere)",
+        description="Read the training volumes of an interactive train config's datasets as training does, crop each "
+                    "around its labels, quantise its normalised intensities to 8 bits and compress: one file a "
+                    "train config names as \"sources_pack\" on a machine without the datasets (a rented GPU).")
+    pack.add_argument("--train-config", required=True, help="interactive train config whose datasets to pack")
+    pack.add_argument("-o", "--output", required=True, help="the pack to write (.npz)")
+    pack.add_argument("--fraction", type=float, default=0.5,
+                      help="crop: fraction of the labels' extent kept on each side (default 0.5)")
+    pack.add_argument("--margin-mm", type=float, default=30.0,
+                      help="crop: millimetres kept on each side beyond that (default 30)")
+    pack.set_defaults(func=_pack_sources)

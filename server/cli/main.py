@@ -80,7 +80,8 @@ def _train(args: argparse.Namespace) -> int:
     try:
         if interactive:
             train_interactive(args.config, args.train_config, datalists or None, output, progress=reporter.message,
-                              on_progress=reporter, should_stop=reporter.should_stop, resume=args.resume)
+                              on_progress=reporter, should_stop=reporter.should_stop, resume=args.resume,
+                              device=None if args.device == "auto" else args.device)
         else:
             train(args.config, datalists[0], args.train_config, output, device=args.device, member=args.member,
                   progress=reporter.message, on_progress=reporter, should_stop=reporter.should_stop,

@@ -5,12 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, phantom
+from helpers import REPO, deepgrow_config, phantom, phantom_datalist
 
 from engines.config.model import load_model_config
 from engines.evaluation.interactive import error_click, load_interactive_datalist
@@ -121,37 +120,6 @@ def test_make_example_runs_corrective_rounds_through_predict_step():
         if rounds:
             assert x[CHANNELS.index("positive")].max() > 0  # the clicks from the model's own misses
     assert calls  # the simulation asked the network
-
-
-def deepgrow_config(folder: Path) -> Path:
-    cfg = {
-        "type": "deepgrow", "labels": ["object"], "model_format": "pytorch", "model_path": "model.pt",
-        "network": {"name": "UNet", "args": {"spatial_dims": 3, "in_channels": 5, "out_channels": 1,
-                                             "channels": [4, 8], "strides": [2], "num_res_units": 0}},
-        "roi": [16, 16, 16], "interactive": {"margin": 0.25, "min_size_mm": 20.0, "max_zooms": 1},
-    }
-    path = folder / "deepgrow.json"
-    path.write_text(json.dumps(cfg))
-    return path
-
-
-def phantom_datalist(folder: Path) -> Path:
-    from engines.data.io import write_volume
-
-    (folder / "images").mkdir(parents=True)
-    (folder / "labels").mkdir()
-    items = []
-    for i in range(3):
-        volume, mask = phantom(shape=(24, 24, 16), center=(11 + i, 12, 8), radii=(5, 6, 4))
-        label = mask.astype(np.uint8)
-        label[:11 + i] *= 2
-        (folder / f"images/c{i}.nii.gz").write_bytes(write_volume(volume.array, volume.geometry, dtype="float32"))
-        (folder / f"labels/c{i}.nii.gz").write_bytes(write_volume(label, volume.geometry))
-        items.append({"image": f"images/c{i}.nii.gz", "label": f"labels/c{i}.nii.gz"})
-    path = folder / "phantom.json"
-    path.write_text(json.dumps({"dataset": "phantom", "structures": {"a": [1], "b": [2], "both": [1, 2]},
-                                "training": items[:2], "validation": items[2:]}))
-    return path
 
 
 def test_tiny_train_then_evaluate_through_the_cli(tmp_path):

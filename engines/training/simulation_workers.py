@@ -1,0 +1,115 @@
+"""Interaction simulation in worker processes, so a GPU trains while the CPU cores place the clicks.
+
+A training pair of an interactive model costs a few forward passes (the simulated corrective
+rounds) and some array work (error components, distance transforms, crops); the gradient step
+itself is cheap on a GPU. :class:`SimulationWorkers` forks ``workers`` processes that each make
+training pairs with :func:`engines.training.interactive.make_example` and a copy of the network,
+which they reload whenever the trainer publishes new weights (every few seconds: the rounds
+simulate a model a few seconds old, which is what they need). The processes are forked before the
+trainer touches CUDA, and each picks its own device, so the network's passes run on the GPU too
+when there is one.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue as queue_module
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import torch
+
+from engines.backends.base import select_device
+from engines.errors import BackendUnavailableError, TrainingError
+from engines.tasks.interaction import network_callable
+
+__all__ = ["SimulationWorkers"]
+
+
+PairMaker = Callable[[np.random.Generator], Callable[[Callable], tuple[np.ndarray, np.ndarray]]]
+
+
+def _work(pair_maker: PairMaker, network_factory: Callable[[], torch.nn.Module], weights_file: str, device_name: str, seed: int,
+          out: Any) -> None:
+    torch.set_num_threads(1)
+    try:
+        device = select_device(device_name)
+        network = network_factory().to(device).eval()
+    except (RuntimeError, BackendUnavailableError):  # this process cannot reach the accelerator: simulate on the CPU
+        device = torch.device("cpu")
+        network = network_factory().eval()
+    run = network_callable(network, device)
+    make_pair = pair_maker(np.random.default_rng(seed))
+    loaded = None
+    while True:
+        stamp = os.stat(weights_file).st_mtime_ns
+        if stamp != loaded:
+            network.load_state_dict(torch.load(weights_file, map_location=device, weights_only=True))
+            loaded = stamp
+        x, y = make_pair(run)
+        out.put((x.astype(np.float16), y.astype(np.float16)))
+
+
+class SimulationWorkers:
+    """``count`` forked processes filling a queue with training pairs ``(input, target)``.
+
+    ``pair_maker(rng)`` gives each process its maker of pairs, ``make(network) -> (x, y)``, on its
+    own random stream; ``network_factory()`` builds the (untrained) network, whose weights come
+    from :meth:`publish`. Call :meth:`close` when done (or use as a
+    context manager).
+    """
+
+    def __init__(self, count: int, pair_maker: PairMaker, network_factory: Callable[[], torch.nn.Module], network: torch.nn.Module, scratch: str | Path,
+                 device: str = "auto", seed: int = 0, queue_size: int = 256) -> None:
+        self.weights_file = str(Path(scratch) / "simulation_weights.pt")
+        self.publish(network)
+        context = mp.get_context("fork")  # the volumes are shared with the workers, not copied
+        self.queue = context.Queue(maxsize=queue_size)
+        self.processes = [
+            context.Process(target=_work, name=f"simulation-{n}", daemon=True,
+                            args=(pair_maker, network_factory, self.weights_file, device, seed * 1000 + n, self.queue))
+            for n in range(count)]
+        for process in self.processes:
+            process.start()
+
+    def publish(self, network: torch.nn.Module) -> None:
+        """Hand the network's current weights to the workers (atomically: a worker never reads half a file)."""
+        tmp = self.weights_file + ".tmp"
+        torch.save({k: v.detach().cpu() for k, v in network.state_dict().items()}, tmp)
+        os.replace(tmp, self.weights_file)
+
+    def batch(self, size: int, timeout: float = 300.0) -> tuple[np.ndarray, np.ndarray]:
+        """``size`` pairs stacked: inputs ``(B, C, *roi)`` and targets ``(B, 1, *roi)``, float32."""
+        xs, ys = [], []
+        deadline = time.monotonic() + timeout
+        while len(xs) < size:
+            try:
+                x, y = self.queue.get(timeout=5.0)
+            except queue_module.Empty:
+                dead = [p.name for p in self.processes if not p.is_alive()]
+                if dead or time.monotonic() > deadline:
+                    raise TrainingError(f"simulation workers stopped delivering ({', '.join(dead) or 'timeout'})") from None
+                continue
+            xs.append(x)
+            ys.append(y[None])
+        return np.stack(xs).astype(np.float32), np.stack(ys).astype(np.float32)
+
+    def close(self) -> None:
+        """Stop the workers."""
+        for process in self.processes:
+            if process.is_alive():
+                process.terminate()
+        for process in self.processes:
+            process.join(timeout=10)
+        self.queue.cancel_join_thread()
+        self.queue.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,75 @@
+"""Interaction simulation in worker processes: pairs arrive from the workers, which follow the published weights."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from helpers import deepgrow_config, phantom_datalist
+
+from engines.errors import TrainingError
+from engines.training.interactive import train_interactive
+from engines.training.simulation_workers import SimulationWorkers
+
+
+def tiny_network() -> torch.nn.Module:
+    return torch.nn.Conv3d(1, 1, 1, bias=False)
+
+
+def pair_maker(rng: np.random.Generator):
+    """Pairs whose target is what the worker's network makes of a constant input: it shows the weights it used."""
+
+    def make(run):
+        x = np.ones((1, 2, 2, 2), np.float32)
+        return x, run(x)
+
+    return make
+
+
+def test_pairs_come_from_the_workers_and_follow_the_published_weights(tmp_path):
+    network = tiny_network()
+    with torch.no_grad():
+        network.weight.fill_(2.0)
+    with SimulationWorkers(2, pair_maker, tiny_network, network, tmp_path, device="cpu", queue_size=4) as workers:
+        x, y = workers.batch(3)
+        assert x.shape == (3, 1, 2, 2, 2) and y.shape == (3, 1, 2, 2, 2) and x.dtype == np.float32
+        assert np.allclose(y, 2.0)
+        with torch.no_grad():
+            network.weight.fill_(-3.0)
+        workers.publish(network)
+        for _ in range(500):  # pairs made before the workers saw the new weights drain first
+            _, y = workers.batch(1)
+            if np.allclose(y, -3.0):
+                break
+        assert np.allclose(y, -3.0)
+    assert not any(p.is_alive() for p in workers.processes)
+
+
+def broken_maker(rng):
+    def make(run):
+        raise ValueError("broken simulation")
+
+    return make
+
+
+def test_a_dead_worker_is_reported_not_waited_for(tmp_path):
+    with (SimulationWorkers(1, broken_maker, tiny_network, tiny_network(), tmp_path, device="cpu") as workers,
+          pytest.raises(TrainingError, match="simulation-0")):
+        workers.batch(1, timeout=60)
+
+
+def test_interactive_training_with_simulation_workers(tmp_path):
+    config = deepgrow_config(tmp_path)
+    datalist = phantom_datalist(tmp_path / "data")
+    (tmp_path / "train.json").write_text(json.dumps({
+        "interactive": True, "batch_size": 2, "max_steps": 3, "max_rounds": 2, "num_threads": 1, "workers": 2,
+        "min_object_voxels": 5, "val_objects_per_dataset": 1, "val_clicks": 1, "weights_sync_seconds": 0.01,
+        "datasets": [{"datalist": str(datalist)}]}))
+    metrics = train_interactive(config, tmp_path / "train.json", None, tmp_path / "run", progress=lambda m: None,
+                                device="cpu")
+    assert metrics["steps"] == 3 and metrics["samples"] == 6
+    assert metrics["hardware"].endswith("2 simulation workers")
+    assert "phantom_final" in metrics["history"][-1]
+    assert (tmp_path / "run" / "model.pt").is_file()
