@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -221,6 +222,12 @@ def test_shipped_config_train_config_and_datalists_load():
     assert without_acdc.exclude_datasets == ["acdc"] and without_acdc.max_steps == without_acdc.schedule_steps == 1702
     assert without_acdc.model_dump(exclude={"exclude_datasets", "schedule_steps", "max_steps", "max_minutes"}) == \
         train_cfg.model_dump(exclude={"exclude_datasets", "schedule_steps", "max_steps", "max_minutes"})
+    # the GPU recipe trains the same datasets, with the same weights, from a sources pack
+    gpu = load_interactive_train_config(folder / "gpu" / "train_config_gpu.json")
+    assert gpu.sources_pack and gpu.workers > 0 and gpu.device == "cuda"
+    assert [(Path(r.datalist).name, r.weight) for r in gpu.datasets] == \
+        [(Path(r.datalist).name, r.weight) for r in train_cfg.datasets]
+    assert (folder / "gpu" / gpu.init_weights).resolve() == (folder / "model.pt").resolve()
     hippocampus = load_interactive_datalist(folder / "datalists" / "hippocampus.json")
     assert len(hippocampus.training) == 200 and len(hippocampus.validation) == 30
     training = {c["image"] for c in hippocampus.training}

@@ -73,3 +73,18 @@ def test_interactive_training_with_simulation_workers(tmp_path):
     assert metrics["hardware"].endswith("2 simulation workers")
     assert "phantom_final" in metrics["history"][-1]
     assert (tmp_path / "run" / "model.pt").is_file()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_interactive_training_on_cuda_with_workers_simulating_on_the_gpu_too(tmp_path):
+    config = deepgrow_config(tmp_path)
+    datalist = phantom_datalist(tmp_path / "data")
+    (tmp_path / "train.json").write_text(json.dumps({
+        "interactive": True, "batch_size": 4, "max_steps": 3, "max_rounds": 2, "workers": 2, "device": "cuda",
+        "min_object_voxels": 5, "val_objects_per_dataset": 1, "val_clicks": 1,
+        "datasets": [{"datalist": str(datalist)}]}))
+    metrics = train_interactive(config, tmp_path / "train.json", None, tmp_path / "run", progress=lambda m: None)
+    assert metrics["steps"] == 3 and metrics["hardware"].startswith(torch.cuda.get_device_name(0))
+    state = torch.load(tmp_path / "run" / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    assert all(v.device.type == "cpu" for v in state["network"].values())  # loads anywhere
