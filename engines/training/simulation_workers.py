@@ -33,8 +33,8 @@ __all__ = ["SimulationWorkers"]
 PairMaker = Callable[[np.random.Generator], Callable[[Callable], tuple[np.ndarray, np.ndarray]]]
 
 
-def _work(pair_maker: PairMaker, network_factory: Callable[[], torch.nn.Module], weights_file: str, device_name: str, seed: int,
-          out: Any) -> None:
+def _work(pair_maker: PairMaker, network_factory: Callable[[], torch.nn.Module], weights_file: str, device_name: str,
+          seed: int, out: Any, trainer: int) -> None:
     torch.set_num_threads(1)
     try:
         device = select_device(device_name)
@@ -45,13 +45,20 @@ def _work(pair_maker: PairMaker, network_factory: Callable[[], torch.nn.Module],
     run = network_callable(network, device)
     make_pair = pair_maker(np.random.default_rng(seed))
     loaded = None
-    while True:
+    # A trainer killed outright (kill -9, a job runner's stop) cannot stop its workers: they stop when it is gone.
+    while os.getppid() == trainer:
         stamp = os.stat(weights_file).st_mtime_ns
         if stamp != loaded:
             network.load_state_dict(torch.load(weights_file, map_location=device, weights_only=True))
             loaded = stamp
         x, y = make_pair(run)
-        out.put((x.astype(np.float16), y.astype(np.float16)))
+        pair = (x.astype(np.float16), y.astype(np.float16))
+        while os.getppid() == trainer:
+            try:
+                out.put(pair, timeout=2.0)
+                break
+            except queue_module.Full:
+                continue
 
 
 class SimulationWorkers:
@@ -71,7 +78,8 @@ class SimulationWorkers:
         self.queue = context.Queue(maxsize=queue_size)
         self.processes = [
             context.Process(target=_work, name=f"simulation-{n}", daemon=True,
-                            args=(pair_maker, network_factory, self.weights_file, device, seed * 1000 + n, self.queue))
+                            args=(pair_maker, network_factory, self.weights_file, device, seed * 1000 + n, self.queue,
+                                  os.getpid()))
             for n in range(count)]
         for process in self.processes:
             process.start()
@@ -99,7 +107,7 @@ class SimulationWorkers:
         return np.stack(xs).astype(np.float32), np.stack(ys).astype(np.float32)
 
     def close(self) -> None:
-        """Stop the workers."""
+        """Stop the workers and remove the weights handed to them."""
         for process in self.processes:
             if process.is_alive():
                 process.terminate()
@@ -107,6 +115,7 @@ class SimulationWorkers:
             process.join(timeout=10)
         self.queue.cancel_join_thread()
         self.queue.close()
+        Path(self.weights_file).unlink(missing_ok=True)
 
     def __enter__(self) -> Self:
         return self

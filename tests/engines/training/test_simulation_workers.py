@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import deepgrow_config, phantom_datalist
+from helpers import REPO, deepgrow_config, phantom_datalist
 
 from engines.errors import TrainingError
 from engines.training.interactive import train_interactive
@@ -45,6 +49,7 @@ def test_pairs_come_from_the_workers_and_follow_the_published_weights(tmp_path):
                 break
         assert np.allclose(y, -3.0)
     assert not any(p.is_alive() for p in workers.processes)
+    assert not Path(workers.weights_file).exists()  # nothing left in the run's folder
 
 
 def broken_maker(rng):
@@ -58,6 +63,44 @@ def test_a_dead_worker_is_reported_not_waited_for(tmp_path):
     with (SimulationWorkers(1, broken_maker, tiny_network, tiny_network(), tmp_path, device="cpu") as workers,
           pytest.raises(TrainingError, match="simulation-0")):
         workers.batch(1, timeout=60)
+
+
+TRAINER_KILLED_OUTRIGHT = """
+import os, sys
+import numpy as np, torch
+from engines.training.simulation_workers import SimulationWorkers
+
+def maker(rng):
+    def make(run):
+        x = np.ones((1, 2, 2, 2), np.float32)
+        return x, run(x)
+    return make
+
+workers = SimulationWorkers(2, maker, lambda: torch.nn.Conv3d(1, 1, 1), torch.nn.Conv3d(1, 1, 1), sys.argv[1],
+                            device="cpu", queue_size=2)
+workers.batch(1)
+print(" ".join(str(p.pid) for p in workers.processes), flush=True)
+os._exit(0)  # as kill -9 would: no close(), no finally
+"""
+
+
+def _running(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "\nState:\tZ" not in status.read_text()  # a zombie has exited
+    except OSError:
+        return False
+
+
+def test_workers_stop_when_the_trainer_is_killed_outright(tmp_path):
+    done = subprocess.run([sys.executable, "-c", TRAINER_KILLED_OUTRIGHT, str(tmp_path)], capture_output=True,
+                          text=True, timeout=120, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    pids = [int(p) for p in done.stdout.split()]
+    assert len(pids) == 2, done.stderr
+    deadline = time.monotonic() + 60
+    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not any(_running(pid) for pid in pids)
 
 
 def test_interactive_training_with_simulation_workers(tmp_path):
