@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Hardware", "detect"]
+__all__ = ["Hardware", "describe_device", "detect"]
 
 
 @dataclass(frozen=True)
@@ -73,3 +73,10 @@ def detect() -> Hardware:
         gpu = torch.cuda.get_device_name(0)
         capability = tuple(torch.cuda.get_device_capability(0))
     return Hardware(model, flags, os.cpu_count() or 1, gpu, capability)
+
+
+def describe_device(device: torch.device) -> str:
+    """Where a training runs, for its metrics: the GPU's name, or the CPU and its torch threads."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"

@@ -15,7 +15,7 @@ from engines.config.model import ModelConfig
 from engines.errors import BackendUnavailableError, ConfigError
 from engines.networks import build_network
 
-__all__ = ["TorchBackend", "load_state_dict"]
+__all__ = ["TorchBackend", "load_state_dict", "saved_state_dict"]
 
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -26,6 +26,12 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+
+
+def saved_state_dict(state: dict[str, torch.Tensor], half: bool = True) -> dict[str, torch.Tensor]:
+    """Weights as they are written to disk: on the CPU, floating point as fp16 when ``half`` (what
+    :func:`load_state_dict` reads back as float32)."""
+    return {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu()) for k, v in state.items()}
 
 
 class TorchBackend:

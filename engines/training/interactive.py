@@ -36,6 +36,7 @@ from pydantic import Field, ValidationError
 from scipy import ndimage
 
 from engines.backends.base import select_device
+from engines.backends.pytorch import load_state_dict, saved_state_dict
 from engines.config.model import ModelConfig, _Strict, describe_validation_error, load_json, load_model_config
 from engines.errors import ConfigError, TrainingStopped
 from engines.evaluation.interactive import (
@@ -50,10 +51,11 @@ from engines.evaluation.interactive import (
     run_protocol,
     validation_objects,
 )
+from engines.hardware import describe_device
 from engines.networks import build_network
 from engines.tasks.interaction import network_callable, predict_step
 from engines.training.simulation_workers import SimulationWorkers
-from engines.training.sources import Source, load_sources
+from engines.training.sources import Source, load_sources, load_sources_pack
 from engines.transforms.prompts import Prompt, crop_box, encode, mask_extent
 
 __all__ = [
@@ -114,7 +116,7 @@ class InteractiveTrainConfig(_Strict):
     seed: int = 0
     save_half: bool = True
     init_weights: str | None = None  # fine-tuning: start from these weights (relative to the train config)
-    # The training volumes from a sources pack (engines.training.sources_pack) instead of the datalists'
+    # The training volumes from a sources pack (engines.training.sources) instead of the datalists'
     # files: training where the datasets aren't (relative to the train config). Validation still reads files.
     sources_pack: str | None = None
     device: str = "auto"  # where the gradient steps run: auto (CUDA when present), cpu or cuda
@@ -434,8 +436,6 @@ def train_interactive(
     settings = _interactive_settings(config)
 
     if cfg.sources_pack:
-        from engines.training.sources import load_sources_pack
-
         sources = load_sources_pack(base / cfg.sources_pack, [dl.dataset for dl in lists])
         progress(f"{len(sources)} volumes from the sources pack {base / cfg.sources_pack}")
     else:
@@ -450,8 +450,6 @@ def train_interactive(
 
     network = build_network(config.network)
     if cfg.init_weights and not resume:
-        from engines.backends.pytorch import load_state_dict
-
         network.load_state_dict(load_state_dict(base / cfg.init_weights))
         progress(f"initialised from {base / cfg.init_weights}")
     metrics: dict[str, Any] = {"model_config": str(config_path), "train_config": cfg.model_dump(),
@@ -500,16 +498,11 @@ def _train_loop(cfg: InteractiveTrainConfig, network: torch.nn.Module, workers: 
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])  # after the move: its moments follow the parameters' device
     loss_fn = DiceCELoss(sigmoid=True)
-    metrics["hardware"] = (torch.cuda.get_device_name(device) if device.type == "cuda"
-                           else f"cpu x {torch.get_num_threads()} threads") + \
-        (f", {cfg.workers} simulation workers" if workers is not None else "")
+    metrics["hardware"] = describe_device(device) + (f", {cfg.workers} simulation workers" if workers else "")
     progress(f"training on {metrics['hardware']}")
 
-    def cpu_state() -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu() for k, v in network.state_dict().items()}
-
     def save_last() -> None:
-        torch.save({"network": cpu_state(), "optimizer": optimizer.state_dict(), "metrics": metrics, "best": best},
+        torch.save({"network": saved_state_dict(network.state_dict(), half=False), "optimizer": optimizer.state_dict(), "metrics": metrics, "best": best},
                    last_out)
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
 
@@ -535,8 +528,7 @@ def _train_loop(cfg: InteractiveTrainConfig, network: torch.nn.Module, workers: 
             score = entry.get("mean_final", -entry["loss"] if entry["loss"] is not None else -1e9)
             if score > best:
                 best = score
-                torch.save({k: v.half() if cfg.save_half and v.is_floating_point() else v
-                            for k, v in cpu_state().items()}, weights_out)
+                torch.save(saved_state_dict(network.state_dict(), cfg.save_half), weights_out)
                 metrics["best"] = entry
             metrics["history"].append(entry)
             losses = []

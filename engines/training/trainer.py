@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
 from engines.backends import TorchBackend, select_device
+from engines.backends.pytorch import saved_state_dict
 from engines.config.clara_train import clara_to_train_config, is_clara_train_config
 from engines.config.model import (
     ComponentSpec,
@@ -38,6 +38,7 @@ from engines.config.model import (
 from engines.data.datalist import load_datalist
 from engines.errors import ConfigError, TrainingStopped
 from engines.evaluation.scoring import score_cases
+from engines.hardware import describe_device
 from engines.networks import build_network
 from engines.tasks.base import Engine
 from engines.tasks.registry import engine_for_type
@@ -137,12 +138,6 @@ def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.opti
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=length)
 
 
-def _hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-
-
 class _Progress:
     """Work done (epochs and batches) and the time it took: the fraction, ETA and event payloads."""
 
@@ -176,10 +171,6 @@ def _tensorboard(out_dir: Path, progress: Callable[[str], None]):
         progress("tensorboard is not installed: no event files (pip install 'aiaa-server[train]')")
         return None
     return SummaryWriter(str(out_dir / "tensorboard"))
-
-
-def _half(state: dict[str, torch.Tensor], half: bool) -> dict[str, torch.Tensor]:
-    return {k: (v.half() if half and v.is_floating_point() else v) for k, v in state.items()}
 
 
 def train(
@@ -271,7 +262,7 @@ def train(
         "train_cases": len(train_cases),
         "validation_cases": len(val_cases),
         "labels": config.labels,
-        "hardware": _hardware(dev) + (f" x {dist.world_size} processes" if dist.enabled else ""),
+        "hardware": describe_device(dev) + (f" x {dist.world_size} processes" if dist.enabled else ""),
         "train_config": cfg.model_dump(),
         "history": [],
         "best": None,
@@ -328,7 +319,7 @@ def train(
             if entry["val_mean_dice"] > best:
                 best = entry["val_mean_dice"]
                 if dist.is_main:
-                    torch.save(_half(network.state_dict(), cfg.save_half), weights_out)
+                    torch.save(saved_state_dict(network.state_dict(), cfg.save_half), weights_out)
                 metrics["best"] = {"epoch": epoch, "val_dice": entry["val_dice"], "val_mean_dice": best}
         metrics["history"].append(entry)
         metrics["wall_time_s"] = round(time.time() - start, 1)

@@ -33,6 +33,7 @@ if importlib.util.find_spec("SimpleITK") is None:
 import numpy as np
 import torch
 
+from engines.backends.pytorch import load_state_dict, saved_state_dict
 from engines.config.model import load_model_config
 from engines.evaluation.interactive import run_protocol
 from engines.networks import build_network
@@ -46,7 +47,7 @@ MODEL_CONFIG = REPO / "model_configs" / "interactive_any.json"
 def save_last(run_dir: Path, out: Path) -> dict:
     """The last checkpoint's weights (fp16) and metrics into ``out``."""
     state = torch.load(run_dir / "checkpoint_last.pt", map_location="cpu", weights_only=False)
-    torch.save({k: v.half() if v.is_floating_point() else v for k, v in state["network"].items()}, out / "last_fp16.pt")
+    torch.save(saved_state_dict(state["network"]), out / "last_fp16.pt")
     (out / "metrics.json").write_text(json.dumps(state["metrics"], indent=1))
     return state["metrics"]
 
@@ -55,7 +56,7 @@ def latency(weights: Path, pack: Path, device: torch.device, objects: int = 12) 
     """The protocol (2D box + 5 clicks) on the first object of each dataset/structure in the pack: ms per step."""
     config = load_model_config(MODEL_CONFIG)
     network = build_network(config.network)
-    network.load_state_dict({k: v.float() for k, v in torch.load(weights, map_location="cpu").items()})
+    network.load_state_dict(load_state_dict(weights))
     run = network_callable(network.to(device).eval(), device)
     first = {}
     for source in load_sources_pack(pack):
