@@ -8,7 +8,7 @@ empty module when it is missing. Writes to ``$OUT``: ``last_fp16.pt`` (the last 
 refreshed at every checkpoint so a run cut short still returns weights), ``metrics.json``,
 ``latency.json`` (ms per protocol step on this device) and prints the training log.
 
-    python3 models/interactive_any/gpu/run_on_device.py [--minutes 7] [--workers 14] [--device cuda]
+    python3 models/interactive_any/gpu/run_on_device.py [--minutes 7] [--workers 14] [--device cuda] [--init-weights W]
 """
 
 from __future__ import annotations
@@ -81,6 +81,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=None, help="simulation processes")
     parser.add_argument("--device", default=None, help="cuda or cpu (a dry run here)")
     parser.add_argument("--checkpoint-minutes", type=float, default=None)
+    parser.add_argument("--init-weights", default=None,
+                        help="start from these weights (e.g. an earlier run's last_fp16.pt) instead of the config's")
     args = parser.parse_args()
     out = Path(os.environ.get("OUT", "runs/device_out"))
     out.mkdir(parents=True, exist_ok=True)
@@ -90,6 +92,8 @@ def main() -> int:
                        ("device", args.device), ("checkpoint_minutes", args.checkpoint_minutes)):
         if value is not None:
             cfg[key] = value
+    if args.init_weights is not None:
+        cfg["init_weights"] = str(Path(args.init_weights).resolve())  # absolute: joined to the config's folder as is
     run_config = base / "train_config_run.json"  # beside the original: its relative paths hold
     run_config.write_text(json.dumps(cfg, indent=1))
     run_dir = Path(tempfile.mkdtemp()) / "run"
