@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -65,6 +68,37 @@ def test_a_dead_worker_is_reported_not_waited_for(tmp_path):
         workers.batch(1, timeout=60)
 
 
+def full_size_maker(rng):
+    """Pairs the size of interactive_any's (5 × 64 × 64 × 32): each is many pipe buffers long."""
+
+    def make(run):
+        return np.ones((5, 64, 64, 32), np.float32), np.ones((64, 64, 32), np.float32)
+
+    return make
+
+
+def test_a_worker_killed_mid_message_is_reported_not_waited_for(tmp_path):
+    """kill -9 (the OOM killer) lands while a worker is writing a pair: the trainer hears of it, it does not hang."""
+    with SimulationWorkers(1, full_size_maker, tiny_network, tiny_network(), tmp_path, device="cpu",
+                           queue_size=2) as workers:
+        workers.batch(1)
+        time.sleep(1.0)  # the buffer is full, so the worker is blocked half-way through writing its next pair
+        os.kill(workers.processes[0].pid, signal.SIGKILL)
+        outcome: list = []
+
+        def take() -> None:
+            try:
+                workers.batch(50, timeout=30)
+                outcome.append("returned")
+            except TrainingError as error:
+                outcome.append(str(error))
+
+        taker = threading.Thread(target=take, daemon=True)
+        taker.start()
+        taker.join(60)
+        assert outcome and "simulation-0 died" in outcome[0]
+
+
 TRAINER_KILLED_OUTRIGHT = """
 import os, sys
 import numpy as np, torch
@@ -93,7 +127,7 @@ def _running(pid: int) -> bool:
 
 
 def test_workers_stop_when_the_trainer_is_killed_outright(tmp_path):
-    done = subprocess.run([sys.executable, "-c", TRAINER_KILLED_OUTRIGHT, str(tmp_path)], capture_output=True,
+    done = subprocess.run([sys.executable, "-c", TRAINER_KILLED_OUTRIGHT, str(tmp_path)], check=False, capture_output=True,
                           text=True, timeout=120, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     pids = [int(p) for p in done.stdout.split()]
     assert len(pids) == 2, done.stderr
