@@ -100,19 +100,22 @@ def test_a_worker_killed_mid_message_is_reported_not_waited_for(tmp_path):
 
 
 TRAINER_KILLED_OUTRIGHT = """
-import os, sys
+import os, sys, time
 import numpy as np, torch
 from engines.training.simulation_workers import SimulationWorkers
 
+shape = tuple(int(n) for n in sys.argv[2].split("x"))
+
 def maker(rng):
     def make(run):
-        x = np.ones((1, 2, 2, 2), np.float32)
+        x = np.ones((1, *shape), np.float32)
         return x, run(x)
     return make
 
 workers = SimulationWorkers(2, maker, lambda: torch.nn.Conv3d(1, 1, 1), torch.nn.Conv3d(1, 1, 1), sys.argv[1],
                             device="cpu", queue_size=2)
 workers.batch(1)
+time.sleep(1.0)  # the buffer fills: large pairs leave the workers half-way through writing the next one
 print(" ".join(str(p.pid) for p in workers.processes), flush=True)
 os._exit(0)  # as kill -9 would: no close(), no finally
 """
@@ -126,8 +129,10 @@ def _running(pid: int) -> bool:
         return False
 
 
-def test_workers_stop_when_the_trainer_is_killed_outright(tmp_path):
-    done = subprocess.run([sys.executable, "-c", TRAINER_KILLED_OUTRIGHT, str(tmp_path)], check=False, capture_output=True,
+@pytest.mark.parametrize("shape", ["2x2x2", "64x64x32"], ids=["small pairs", "full-size pairs"])
+def test_workers_stop_when_the_trainer_is_killed_outright(tmp_path, shape):
+    done = subprocess.run([sys.executable, "-c", TRAINER_KILLED_OUTRIGHT, str(tmp_path), shape], check=False,
+                          capture_output=True,
                           text=True, timeout=120, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     pids = [int(p) for p in done.stdout.split()]
     assert len(pids) == 2, done.stderr
