@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from engines.backends.base import select_device
+from engines.backends.pytorch import saved_state_dict
 from engines.errors import BackendUnavailableError, TrainingError
 from engines.tasks.interaction import network_callable
 
@@ -59,7 +60,7 @@ def _work(pair_maker: PairMaker, network_factory: Callable[[], torch.nn.Module],
         x, y = make_pair(run)
         try:
             out.send((x.astype(np.float16), y.astype(np.float16)))
-        except (BrokenPipeError, OSError):
+        except OSError:  # a broken pipe: the trainer is gone
             return
 
 
@@ -117,7 +118,7 @@ class SimulationWorkers:
     def publish(self, network: torch.nn.Module) -> None:
         """Hand the network's current weights to the workers (atomically: a worker never reads half a file)."""
         tmp = self.weights_file + ".tmp"
-        torch.save({k: v.detach().cpu() for k, v in network.state_dict().items()}, tmp)
+        torch.save(saved_state_dict(network.state_dict(), half=False), tmp)
         os.replace(tmp, self.weights_file)
 
     def batch(self, size: int, timeout: float = 300.0) -> tuple[np.ndarray, np.ndarray]:
