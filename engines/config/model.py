@@ -134,6 +134,18 @@ class InteractiveSpec(_Strict):
     min_size_mm: float = Field(40.0, gt=0.0, le=2000.0)  # smallest crop per axis
     max_zooms: int = Field(2, ge=0, le=8)  # widen and predict again while the object reaches the crop's border
     zoom_factor: float = Field(1.6, gt=1.0, le=4.0)
+    # Test-time flips: each entry is a set of ROI axes flipped in one extra pass; the passes' logits are averaged.
+    test_time_flips: list[list[int]] = Field(default_factory=list, max_length=7)
+
+    @field_validator("test_time_flips")
+    @classmethod
+    def _flip_axes(cls, flips: list[list[int]]) -> list[list[int]]:
+        for axes in flips:
+            if not axes or len(set(axes)) != len(axes) or any(a not in (0, 1, 2) for a in axes):
+                raise ValueError(f"each test-time flip is a non-empty set of distinct axes among 0, 1, 2; got {axes}")
+        if len({tuple(sorted(a)) for a in flips}) != len(flips):
+            raise ValueError("test-time flips repeat an entry")
+        return flips
 
 
 class BatchingSpec(_Strict):

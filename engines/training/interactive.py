@@ -319,8 +319,9 @@ def make_example(network: Callable[[np.ndarray], np.ndarray], source: Source, tr
     mask = None
     rounds = 0 if rng.random() < 0.35 or max_rounds < 1 else int(rng.integers(1, max_rounds + 1))
     done = 0
-    # Simulated rounds skip the zoom-out (one forward pass each); the training crop zooms at random instead.
-    simulate = {**settings, "max_zooms": 0}
+    # Simulated rounds skip the zoom-out and the test-time flips (one forward pass each); the training crop
+    # zooms at random instead.
+    simulate = {**settings, "max_zooms": 0, "test_time_flips": ()}
     for _ in range(rounds):
         mask = predict_step(network, source.image, source.spacing, prompts, mask, roi, **simulate).mask
         click = training_click(mask, truth, source.spacing, rng)

@@ -51,6 +51,8 @@ def test_schema_accepts_interactive_models_and_refuses_what_cannot_run():
     assert config.type == "deepgrow" and config.interactive.max_zooms == 2 and INTERACTIVE_IN_CHANNELS == len(CHANNELS)
     assert ModelConfig.model_validate(interactive_config(interactive=None)).interactive is None
     for bad in ({"roi": None}, {"interactive": {"margin": -1}}, {"interactive": {"zoom": 2}},
+                {"interactive": {"test_time_flips": [[3]]}}, {"interactive": {"test_time_flips": [[]]}},
+                {"interactive": {"test_time_flips": [[0, 0]]}}, {"interactive": {"test_time_flips": [[0, 1], [1, 0]]}},
                 {"network": {"name": "UNet", "args": {"spatial_dims": 3, "in_channels": 2, "out_channels": 1,
                                                       "channels": [4, 8], "strides": [2]}}}):
         with pytest.raises(ValueError):
@@ -91,6 +93,16 @@ def test_prepare_once_then_points_boxes_scribbles_lassos_and_masks_segment_the_o
     assert refined.mask.sum() < click.mask.sum()
     extreme = voxel_prompt("extreme_points", [[10, 25, 15], [26, 25, 15]], True, shape)
     assert dice(engine.step(prepared, [extreme], None).mask, truth) > 0.8
+
+
+def test_test_time_flips_from_the_config_run_in_every_step():
+    engine = standin(interactive={"test_time_flips": [[0], [1], [2]]})
+    calls = []
+    run = engine.run_network
+    engine.run_network = lambda x: calls.append(1) or run(x)
+    volume, obj = phantom()
+    result = engine.step(engine.prepare(volume), [point_prompt([18, 25, 15], True, volume.shape)], None)
+    assert len(calls) % 4 == 0 and calls and dice(result.mask, obj) > 0.8
 
 
 def test_timer_splits_network_time_from_the_rest():
