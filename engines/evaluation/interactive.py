@@ -39,7 +39,7 @@ from engines.data.datalist import load_datalist
 from engines.data.io import read_volume
 from engines.errors import ConfigError, InvalidInputError
 from engines.evaluation.batch import strip_suffix
-from engines.tasks.interaction import predict_step
+from engines.tasks.interaction import logit_threshold, predict_step
 from engines.transforms.prompts import Prompt, mask_extent, normalise_volume
 
 __all__ = [
@@ -441,7 +441,10 @@ def load_network(config_path: str | Path) -> tuple[Network, Any, Path]:
         raise InvalidInputError(f"{config_path}: the interactive protocol runs 'deepgrow' models (with a 'roi'), "
                                 f"not '{config.type}'")
     backend = load_backend(config, config_path.parent.resolve())
-    return backend_network(backend), config, backend
+    network, shift = backend_network(backend), logit_threshold(config.thresh)
+    if shift == 0.0:
+        return network, config, backend
+    return (lambda x: network(x) - shift), config, backend  # the served threshold, as the engine applies it
 
 
 def backend_network(backend: Callable[[torch.Tensor], Any]) -> Network:

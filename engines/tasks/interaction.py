@@ -9,6 +9,7 @@ same crop, encode, predict, zoom-out and paste-back.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -18,7 +19,7 @@ import torch
 from engines.errors import InvalidInputError
 from engines.transforms.prompts import Prompt, crop_box, encode, to_crop, touches_border
 
-__all__ = ["InteractionState", "StepResult", "flip_ensemble", "network_callable", "predict_step"]
+__all__ = ["InteractionState", "StepResult", "flip_ensemble", "logit_threshold", "network_callable", "predict_step"]
 
 Network = Callable[[np.ndarray], np.ndarray]
 
@@ -31,6 +32,11 @@ def network_callable(module: torch.nn.Module, device: torch.device | str = "cpu"
             return module(torch.from_numpy(np.ascontiguousarray(x))[None].to(device))[0, 0].float().cpu().numpy()
 
     return run
+
+
+def logit_threshold(thresh: float) -> float:
+    """The logit above which the probability exceeds ``thresh`` (0 for 0.5): subtracted so masks are ``logits > 0``."""
+    return math.log(thresh / (1.0 - thresh))
 
 
 def flip_ensemble(network: Network, flips: Sequence[Sequence[int]]) -> Network:

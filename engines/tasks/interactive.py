@@ -13,7 +13,6 @@ against the image; :meth:`InteractiveEngine.infer` answers AIAA's stateless deep
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from engines.config.model import InteractiveSpec
 from engines.data.io import Geometry, Volume
 from engines.errors import InferenceError, InvalidPointsError
 from engines.tasks.base import Engine, InferenceResult, Timer
-from engines.tasks.interaction import StepResult, predict_step
+from engines.tasks.interaction import StepResult, logit_threshold, predict_step
 from engines.transforms import points as P
 from engines.transforms.prompts import CHANNELS, PROMPT_KINDS, Prompt, mask_extent, normalise_volume
 
@@ -70,8 +69,7 @@ class InteractiveEngine(Engine):
         super().__init__(*args, **kwargs)
         self.roi = tuple(int(r) for r in self.config.roi)
         self.options: InteractiveSpec = self.config.interactive or InteractiveSpec()
-        t = self.config.thresh
-        self._logit_shift = math.log(t / (1.0 - t))  # logits above this mean probability above ``thresh``
+        self._logit_shift = logit_threshold(self.config.thresh)
 
     def info(self) -> dict[str, Any]:
         """Adds ``deepgrow: "3D"`` (Slicer and XNAT read it), ``roi`` and the prompt kinds served."""

@@ -163,3 +163,16 @@ def test_summary_csv_and_plot(tmp_path):
     assert len(table) == 6 and set(table[0]) >= {"case", "object", "step", "prompt", "dice", "nsd", "ms"}
     assert (tmp_path / "dice_per_interaction.png").stat().st_size > 1000
     assert summarise([]) == {}
+
+
+def test_the_protocol_thresholds_logits_where_the_engine_does(tmp_path):
+    from helpers import interactive_config, write_model
+
+    from engines.evaluation.interactive import load_network
+    from engines.tasks.interaction import logit_threshold
+
+    x = np.random.default_rng(0).normal(size=(5, 32, 32, 32)).astype(np.float32)
+    plain, _, _ = load_network(write_model(tmp_path, "half", interactive_config()))
+    strict, config, _ = load_network(write_model(tmp_path, "strict", interactive_config(thresh=0.8)))
+    assert config.thresh == 0.8 and logit_threshold(0.5) == 0.0
+    np.testing.assert_allclose(strict(x), plain(x) - np.log(0.8 / 0.2), atol=1e-5)
