@@ -63,6 +63,7 @@ __all__ = [
     "largest_slice_box",
     "load_interactive_datalist",
     "load_network",
+    "model_network",
     "read_case",
     "run_protocol",
     "structures_of",
@@ -441,10 +442,14 @@ def load_network(config_path: str | Path) -> tuple[Network, Any, Path]:
         raise InvalidInputError(f"{config_path}: the interactive protocol runs 'deepgrow' models (with a 'roi'), "
                                 f"not '{config.type}'")
     backend = load_backend(config, config_path.parent.resolve())
+    return model_network(backend, config), config, backend
+
+
+def model_network(backend: Callable[[torch.Tensor], Any], config: Any) -> Network:
+    """A backend as the protocol's network for a model ``config``: its logits less the model's ``thresh`` logit,
+    so that ``logits > 0`` is the mask the served engine gives."""
     network, shift = backend_network(backend), logit_threshold(config.thresh)
-    if shift == 0.0:
-        return network, config, backend
-    return (lambda x: network(x) - shift), config, backend  # the served threshold, as the engine applies it
+    return network if shift == 0.0 else (lambda x: network(x) - shift)
 
 
 def backend_network(backend: Callable[[torch.Tensor], Any]) -> Network:
