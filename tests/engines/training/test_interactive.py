@@ -26,6 +26,7 @@ from engines.training.interactive import (
     simulate_first_prompt,
     train_interactive,
     training_click,
+    training_datalists,
 )
 from engines.transforms.prompts import CHANNELS, crop_box, encode
 from server.cli.main import main
@@ -234,6 +235,12 @@ def test_shipped_config_train_config_and_datalists_load():
     assert not training & {c["image"] for c in hippocampus.validation}  # never train on validation cases
     brats = load_interactive_datalist(folder / "datalists" / "brats.json")
     assert len(brats.validation) == 1 and brats.structures == {"wt": (1, 2, 3, 4), "tc": (1, 3, 4), "et": (4,)}
+    # the shipped stage leans on the RV and the myocardium: a second ACDC list, same split, only those two
+    stage = load_interactive_train_config(folder / "train_config_restart5.json")
+    lists, weights = training_datalists(stage, folder)
+    acdc, focus = (next(dl for dl in lists if dl.dataset == name) for name in ("acdc", "acdc_2"))
+    assert focus.structures == {"rv": (1,), "myo": (2,)} and weights["acdc_2"] > 0
+    assert (focus.training, focus.validation) == (acdc.training, acdc.validation)
 
 
 def test_shipped_openvino_export_serves_only_for_the_weights_it_was_made_from(tmp_path):
