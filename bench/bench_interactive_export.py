@@ -34,6 +34,7 @@ from engines.backends import TorchBackend, load_artifact, select_device
 from engines.backends.selection import choose_export, read_report
 from engines.config.model import load_model_config
 from engines.evaluation.interactive import (
+    interactive_settings,
     load_interactive_datalist,
     model_network,
     read_case,
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     auto = config.model_copy(update={"model_format": "auto", "exports": [str(export)]})
     servable = choose_export(auto, config_dir, detect(), device.type) is not None
     networks = {"pytorch": model_network(reference, config), report["format"]: model_network(artifact, config)}
-    settings = config.interactive.model_dump() if config.interactive is not None else {}
+    settings = interactive_settings(config)
     datalist = Path(args.datalist) if args.datalist else (config_dir / str(config.datalist)).resolve()
     objects = validation_objects(load_interactive_datalist(datalist))[:args.objects]
 

@@ -452,6 +452,15 @@ def model_network(backend: Callable[[torch.Tensor], Any], config: Any) -> Networ
     return network if shift == 0.0 else (lambda x: network(x) - shift)
 
 
+def interactive_settings(config: Any) -> dict[str, Any]:
+    """A model config's ``interactive`` options as the keyword settings :func:`run_protocol` and the
+    simulated training rounds take (``{}`` when the config has none: the defaults)."""
+    settings = getattr(config, "interactive", None)
+    if settings is None:
+        return {}
+    return settings.model_dump() if hasattr(settings, "model_dump") else dict(settings)
+
+
 def backend_network(backend: Callable[[torch.Tensor], Any]) -> Network:
     """A backend (PyTorch or an export) as the network :func:`predict_step` wants: ``(C, *roi)`` to logits."""
 
@@ -483,7 +492,7 @@ def evaluate_interactive(config: str | Path, datalists: Sequence[str | Path], ou
         if variant not in VARIANTS:
             raise InvalidInputError(f"unknown protocol variant '{variant}': choose among {', '.join(VARIANTS)}")
     network, model, backend = load_network(config)
-    settings = model.interactive.model_dump() if model.interactive is not None else {}
+    settings = interactive_settings(model)
     rows: list[StepScore] = []
     cache: dict[str, tuple] = {}
     total = len(objects) * len(variants)

@@ -37,13 +37,14 @@ from scipy import ndimage
 
 from engines.backends.base import select_device
 from engines.backends.pytorch import load_state_dict, saved_state_dict
-from engines.config.model import ModelConfig, _Strict, describe_validation_error, load_json, load_model_config
+from engines.config.model import _Strict, describe_validation_error, load_json, load_model_config
 from engines.errors import ConfigError, TrainingStopped
 from engines.evaluation.interactive import (
     InteractiveDatalist,
     ObjectSpec,
     centre_voxel,
     extreme_points,
+    interactive_settings,
     largest_error,
     largest_slice_box,
     load_interactive_datalist,
@@ -355,13 +356,6 @@ def learning_rate(cfg: InteractiveTrainConfig, minutes: float, steps: int = 0) -
     return warm * (cfg.min_learning_rate + 0.5 * (cfg.learning_rate - cfg.min_learning_rate) * (1 + math.cos(math.pi * t)))
 
 
-def _interactive_settings(config: ModelConfig) -> dict[str, Any]:
-    settings = getattr(config, "interactive", None)
-    if settings is None:
-        return {}
-    return settings.model_dump() if hasattr(settings, "model_dump") else dict(settings)
-
-
 def validate(network: Callable[[np.ndarray], np.ndarray], objects: Sequence[ObjectSpec], roi: Sequence[int],
              settings: dict[str, Any], clicks: int, cache: dict[str, tuple] | None = None) -> dict[str, float]:
     """Mean Dice after the 2D box and after ``clicks`` clicks, per dataset, on held-out objects."""
@@ -434,7 +428,7 @@ def train_interactive(
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed + (int(time.time()) if resume else 0))
     roi = tuple(config.roi)
-    settings = _interactive_settings(config)
+    settings = interactive_settings(config)
 
     if cfg.sources_pack:
         sources = load_sources_pack(base / cfg.sources_pack, [dl.dataset for dl in lists])

@@ -35,10 +35,10 @@ import torch
 
 from engines.backends.pytorch import load_state_dict, saved_state_dict
 from engines.config.model import load_model_config
-from engines.evaluation.interactive import run_protocol
+from engines.evaluation.interactive import interactive_settings, run_protocol
 from engines.networks import build_network
 from engines.tasks.interaction import network_callable
-from engines.training.interactive import _interactive_settings, train_interactive
+from engines.training.interactive import train_interactive
 from engines.training.sources import load_sources_pack
 
 MODEL_CONFIG = REPO / "model_configs" / "interactive_any.json"
@@ -65,7 +65,7 @@ def latency(weights: Path, pack: Path, device: torch.device, objects: int = 12) 
     rows = []
     for (dataset, name), source in sorted(first.items())[:objects]:
         steps = run_protocol(run, source.image, source.spacing, source.mask(name), tuple(config.roi), variant="box",
-                             n_clicks=5, interactive=_interactive_settings(config))
+                             n_clicks=5, interactive=interactive_settings(config))
         rows.append({"object": f"{dataset}/{name}", "ms": [round(s[3], 1) for s in steps],
                      "dice": [round(s[1], 3) for s in steps]})
     warm = [ms for row in rows for ms in row["ms"][1:]]  # each object's first step pays for its first crop

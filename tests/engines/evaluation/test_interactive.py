@@ -176,3 +176,16 @@ def test_the_protocol_thresholds_logits_where_the_engine_does(tmp_path):
     strict, config, _ = load_network(write_model(tmp_path, "strict", interactive_config(thresh=0.8)))
     assert config.thresh == 0.8 and logit_threshold(0.5) == 0.0
     np.testing.assert_allclose(strict(x), plain(x) - np.log(0.8 / 0.2), atol=1e-5)
+
+
+def test_interactive_settings_are_the_model_options_with_defaults_filled_or_empty_without_any():
+    from helpers import interactive_config
+
+    from engines.config.model import ModelConfig
+    from engines.evaluation.interactive import interactive_settings
+
+    cfg = interactive_config(interactive={"margin": 0.3, "test_time_flips": [[0], [1, 2]]})
+    settings = interactive_settings(ModelConfig.model_validate(cfg))
+    assert settings["margin"] == 0.3 and [list(f) for f in settings["test_time_flips"]] == [[0], [1, 2]]
+    assert "max_zooms" in settings  # defaults filled in, as the engine sees them
+    assert interactive_settings(ModelConfig.model_validate({k: v for k, v in cfg.items() if k != "interactive"})) == {}
