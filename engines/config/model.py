@@ -127,6 +127,15 @@ class WriterSpec(_Strict):
         return self
 
 
+def _check_flip_axes(flips: list[list[int]], field: str) -> list[list[int]]:
+    """Test-time flips as both flip options take them: each entry a non-empty set of distinct spatial axes 0-2."""
+    for axes in flips:
+        if not axes or len(set(axes)) != len(axes) or any(a not in (0, 1, 2) for a in axes):
+            raise ValueError(f"each entry of {field} must be a non-empty set of distinct spatial axes among 0, 1, 2; "
+                             f"got {axes}")
+    return flips
+
+
 class InteractiveSpec(_Strict):
     """How an interactive (``deepgrow``) model crops: margin around the prompts and mask, minimum size, zoom-out."""
 
@@ -140,9 +149,7 @@ class InteractiveSpec(_Strict):
     @field_validator("test_time_flips")
     @classmethod
     def _flip_axes(cls, flips: list[list[int]]) -> list[list[int]]:
-        for axes in flips:
-            if not axes or len(set(axes)) != len(axes) or any(a not in (0, 1, 2) for a in axes):
-                raise ValueError(f"each test-time flip is a non-empty set of distinct axes among 0, 1, 2; got {axes}")
+        _check_flip_axes(flips, "test_time_flips")
         if len({tuple(sorted(a)) for a in flips}) != len(flips):
             raise ValueError("test-time flips repeat an entry")
         return flips
@@ -211,10 +218,7 @@ class ModelConfig(_Strict):
     @field_validator("tta_flips")
     @classmethod
     def _flip_axes(cls, flips: list[list[int]]) -> list[list[int]]:
-        for axes in flips:
-            if not axes or len(set(axes)) != len(axes) or any(a not in (0, 1, 2) for a in axes):
-                raise ValueError(f"each entry of tta_flips must be distinct spatial axes among 0, 1, 2; got {axes}")
-        return flips
+        return _check_flip_axes(flips, "tta_flips")
 
     @field_validator("roi")
     @classmethod
