@@ -13,7 +13,7 @@ from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer
 from engines.config.model import ComponentSpec
 from engines.errors import ConfigError, UnknownComponentError
 
-__all__ = ["INFERERS", "FlipAveraged", "build_inferer"]
+__all__ = ["INFERERS", "FlipAveraged", "build_inferer", "flip_averaged"]
 
 INFERERS: dict[str, Callable[..., Inferer]] = {
     "SimpleInferer": SimpleInferer,
@@ -50,3 +50,9 @@ class FlipAveraged:
         for dims in self.dims:
             total = total + torch.flip(self.network(torch.flip(x, dims)).float(), dims)
         return total / (len(self.dims) + 1)
+
+
+def flip_averaged(network: Callable[[torch.Tensor], torch.Tensor],
+                  flips: list[list[int]]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``network`` with a config's ``tta_flips`` applied (:class:`FlipAveraged`), or itself when there are none."""
+    return FlipAveraged(network, flips) if flips else network

@@ -127,15 +127,6 @@ class WriterSpec(_Strict):
         return self
 
 
-def _check_flip_axes(flips: list[list[int]], field: str) -> list[list[int]]:
-    """Test-time flips as both flip options take them: each entry a non-empty set of distinct spatial axes 0-2."""
-    for axes in flips:
-        if not axes or len(set(axes)) != len(axes) or any(a not in (0, 1, 2) for a in axes):
-            raise ValueError(f"each entry of {field} must be a non-empty set of distinct spatial axes among 0, 1, 2; "
-                             f"got {axes}")
-    return flips
-
-
 class InteractiveSpec(_Strict):
     """How an interactive (``deepgrow``) model crops: margin around the prompts and mask, minimum size, zoom-out."""
 
@@ -143,16 +134,6 @@ class InteractiveSpec(_Strict):
     min_size_mm: float = Field(40.0, gt=0.0, le=2000.0)  # smallest crop per axis
     max_zooms: int = Field(2, ge=0, le=8)  # widen and predict again while the object reaches the crop's border
     zoom_factor: float = Field(1.6, gt=1.0, le=4.0)
-    # Test-time flips: each entry is a set of ROI axes flipped in one extra pass; the passes' logits are averaged.
-    test_time_flips: list[list[int]] = Field(default_factory=list, max_length=7)
-
-    @field_validator("test_time_flips")
-    @classmethod
-    def _flip_axes(cls, flips: list[list[int]]) -> list[list[int]]:
-        _check_flip_axes(flips, "test_time_flips")
-        if len({tuple(sorted(a)) for a in flips}) != len(flips):
-            raise ValueError("test-time flips repeat an entry")
-        return flips
 
 
 class BatchingSpec(_Strict):
@@ -193,7 +174,7 @@ class ModelConfig(_Strict):
     inferer: ComponentSpec = ComponentSpec(name="SimpleInferer")
     post_transforms: list[ComponentSpec] = Field(default_factory=list)
     # Test-time augmentation: also run on copies flipped along these spatial axes (0..2) and average.
-    tta_flips: list[list[int]] = Field(default_factory=list)
+    tta_flips: list[list[int]] = Field(default_factory=list, max_length=7)
     roi: list[int] | None = None
     padding: float | None = Field(None, ge=0.0)
     sigma: float | None = Field(None, gt=0.0)
@@ -218,7 +199,13 @@ class ModelConfig(_Strict):
     @field_validator("tta_flips")
     @classmethod
     def _flip_axes(cls, flips: list[list[int]]) -> list[list[int]]:
-        return _check_flip_axes(flips, "tta_flips")
+        for axes in flips:
+            if not axes or len(set(axes)) != len(axes) or any(a not in (0, 1, 2) for a in axes):
+                raise ValueError(f"each entry of tta_flips must be a non-empty set of distinct spatial axes among "
+                                 f"0, 1, 2; got {axes}")
+        if len({tuple(sorted(a)) for a in flips}) != len(flips):
+            raise ValueError("tta_flips repeat an entry")
+        return flips
 
     @field_validator("roi")
     @classmethod

@@ -39,6 +39,7 @@ from engines.data.datalist import load_datalist
 from engines.data.io import read_volume
 from engines.errors import ConfigError, InvalidInputError
 from engines.evaluation.batch import strip_suffix
+from engines.inferers import flip_averaged
 from engines.tasks.interaction import logit_threshold, predict_step
 from engines.transforms.prompts import Prompt, mask_extent, normalise_volume
 
@@ -446,9 +447,10 @@ def load_network(config_path: str | Path) -> tuple[Network, Any, Path]:
 
 
 def model_network(backend: Callable[[torch.Tensor], Any], config: Any) -> Network:
-    """A backend as the protocol's network for a model ``config``: its logits less the model's ``thresh`` logit,
-    so that ``logits > 0`` is the mask the served engine gives."""
-    network, shift = backend_network(backend), logit_threshold(config.thresh)
+    """A backend as the protocol's network for a model ``config``, as the served engine runs it: averaged over
+    the config's ``tta_flips``, its logits less the model's ``thresh`` logit (so ``logits > 0`` is the mask)."""
+    network = backend_network(flip_averaged(backend, getattr(config, "tta_flips", [])))
+    shift = logit_threshold(config.thresh)
     return network if shift == 0.0 else (lambda x: network(x) - shift)
 
 

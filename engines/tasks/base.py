@@ -15,7 +15,7 @@ import torch
 from engines.config.model import ModelConfig
 from engines.data.io import Volume
 from engines.errors import EngineError, InferenceError, InvalidImageError, ResourceExhaustedError
-from engines.inferers import FlipAveraged, build_inferer
+from engines.inferers import build_inferer, flip_averaged
 from engines.transforms.registry import build_transforms
 
 __all__ = ["Engine", "InferenceResult", "Timer"]
@@ -56,7 +56,7 @@ class Engine(ABC):
         self.name = name
         self.config = config
         self.backend = backend
-        self.network = FlipAveraged(backend, config.tta_flips) if config.tta_flips else backend
+        self.network = flip_averaged(backend, config.tta_flips)
         self.labels = list(labels or config.labels)
         self.description = config.description if description is None else description
         self.version = version or config.version

@@ -19,13 +19,14 @@ import torch
 from engines.errors import InvalidInputError
 from engines.transforms.prompts import Prompt, crop_box, encode, to_crop, touches_border
 
-__all__ = ["InteractionState", "StepResult", "flip_ensemble", "logit_threshold", "network_callable", "predict_step"]
+__all__ = ["InteractionState", "StepResult", "logit_threshold", "network_callable", "predict_step"]
 
 Network = Callable[[np.ndarray], np.ndarray]
 
 
-def network_callable(module: torch.nn.Module, device: torch.device | str = "cpu") -> Network:
-    """A torch module as :func:`predict_step`'s network: ``(C, *roi)`` float32 -> logits ``(*roi)``, without autograd."""
+def network_callable(module: Callable[[torch.Tensor], torch.Tensor], device: torch.device | str = "cpu") -> Network:
+    """A torch module (or a wrapper of one, e.g. :class:`engines.inferers.FlipAveraged`) as :func:`predict_step`'s
+    network: ``(C, *roi)`` float32 -> logits ``(*roi)``, without autograd."""
 
     def run(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -37,25 +38,6 @@ def network_callable(module: torch.nn.Module, device: torch.device | str = "cpu"
 def logit_threshold(thresh: float) -> float:
     """The logit above which the probability exceeds ``thresh`` (0 for 0.5): subtracted so masks are ``logits > 0``."""
     return math.log(thresh / (1.0 - thresh))
-
-
-def flip_ensemble(network: Network, flips: Sequence[Sequence[int]]) -> Network:
-    """``network`` averaged over test-time flips: the plain pass and one pass per set of flipped ROI axes.
-
-    Each flipped pass sees the input (every channel: image, mask and prompts) mirrored and its
-    logits are mirrored back, so all passes predict the same object in the same frame.
-    """
-    if not flips:
-        return network
-
-    def run(x: np.ndarray) -> np.ndarray:
-        total = np.asarray(network(x), dtype=np.float32).copy()
-        for axes in flips:
-            y = network(np.ascontiguousarray(np.flip(x, [a + 1 for a in axes])))  # x is (C, *roi)
-            total += np.flip(np.asarray(y, dtype=np.float32).reshape(total.shape), list(axes))
-        return total / (1 + len(flips))
-
-    return run
 
 
 @dataclass
@@ -70,14 +52,12 @@ class StepResult:
 
 def predict_step(network: Network, image: np.ndarray, spacing: Sequence[float], prompts: Sequence[Prompt],
                  mask: np.ndarray | None, roi: Sequence[int], *, margin: float = 0.25, min_size_mm: float = 40.0,
-                 max_zooms: int = 2, zoom_factor: float = 1.6,
-                 test_time_flips: Sequence[Sequence[int]] = ()) -> StepResult:
+                 max_zooms: int = 2, zoom_factor: float = 1.6) -> StepResult:
     """Crop around the prompts and mask, predict at the ROI, paste back; zoom out while the object reaches the border.
 
     ``image`` is the normalised full volume. The returned mask equals ``mask`` outside ``[lo, hi)``.
-    ``test_time_flips`` averages the network over flipped passes (:func:`flip_ensemble`).
+    Test-time flips, where a model has them, live in ``network`` (the engine's ``tta_flips``).
     """
-    network = flip_ensemble(network, test_time_flips)
     current = np.zeros(image.shape, bool) if mask is None else mask
     zoom, zooms = 1.0, 0
     while True:

@@ -53,6 +53,7 @@ from engines.evaluation.interactive import (
     validation_objects,
 )
 from engines.hardware import describe_device
+from engines.inferers import flip_averaged
 from engines.networks import build_network
 from engines.tasks.interaction import network_callable, predict_step
 from engines.training.simulation_workers import SimulationWorkers
@@ -320,9 +321,8 @@ def make_example(network: Callable[[np.ndarray], np.ndarray], source: Source, tr
     mask = None
     rounds = 0 if rng.random() < 0.35 or max_rounds < 1 else int(rng.integers(1, max_rounds + 1))
     done = 0
-    # Simulated rounds skip the zoom-out and the test-time flips (one forward pass each); the training crop
-    # zooms at random instead.
-    simulate = {**settings, "max_zooms": 0, "test_time_flips": ()}
+    # Simulated rounds skip the zoom-out (one forward pass each); the training crop zooms at random instead.
+    simulate = {**settings, "max_zooms": 0}
     for _ in range(rounds):
         mask = predict_step(network, source.image, source.spacing, prompts, mask, roi, **simulate).mask
         click = training_click(mask, truth, source.spacing, rng)
@@ -476,7 +476,7 @@ def train_interactive(
                                 device=device or cfg.device, seed=int(rng.integers(2**31))) if cfg.workers else None
     try:
         return _train_loop(cfg, network, workers, pair_maker(rng), metrics, best, state, val_objects, roi, settings,
-                           device or cfg.device, weights_out, last_out, out_dir, progress, on_progress, should_stop)
+                           config.tta_flips, device or cfg.device, weights_out, last_out, out_dir, progress, on_progress, should_stop)
     finally:
         if workers is not None:
             workers.close()
@@ -485,7 +485,7 @@ def train_interactive(
 def _train_loop(cfg: InteractiveTrainConfig, network: torch.nn.Module, workers: SimulationWorkers | None,
                 make_pair: Callable[[Callable], tuple[np.ndarray, np.ndarray]], metrics: dict[str, Any], best: float,
                 state: dict | None, val_objects: Sequence[ObjectSpec], roi: tuple[int, ...], settings: dict[str, Any],
-                device_name: str, weights_out: Path, last_out: Path, out_dir: Path, progress: Callable[[str], None],
+                tta_flips: list[list[int]], device_name: str, weights_out: Path, last_out: Path, out_dir: Path, progress: Callable[[str], None],
                 on_progress: Callable[[dict], None] | None, should_stop: Callable[[], bool] | None) -> dict[str, Any]:
     device = select_device(device_name)
     network.to(device)
@@ -501,7 +501,9 @@ def _train_loop(cfg: InteractiveTrainConfig, network: torch.nn.Module, workers: 
                    last_out)
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
 
+    # Simulated rounds run the plain network (one pass each); held-out validation runs it as it is served.
     run = network_callable(network, device)
+    served = network_callable(flip_averaged(network, tta_flips), device)
     val_cache: dict[str, tuple] = {}
     session_start = time.time()
     minutes_before = metrics["train_minutes"]
@@ -519,7 +521,7 @@ def _train_loop(cfg: InteractiveTrainConfig, network: torch.nn.Module, workers: 
                      "loss": round(float(np.mean(losses)), 4) if losses else None,
                      "lr": optimizer.param_groups[0]["lr"]}
             if val_objects:
-                entry.update(validate(run, val_objects, roi, settings, cfg.val_clicks, val_cache))
+                entry.update(validate(served, val_objects, roi, settings, cfg.val_clicks, val_cache))
             score = entry.get("mean_final", -entry["loss"] if entry["loss"] is not None else -1e9)
             if score > best:
                 best = score

@@ -4,7 +4,7 @@ from helpers import annotation_config, bright_annotation_net, dice, phantom, pha
 from pydantic import ValidationError
 
 from engines.config.model import ModelConfig
-from engines.inferers import FlipAveraged
+from engines.inferers import FlipAveraged, flip_averaged
 from engines.tasks.dextr3d import Dextr3dEngine
 
 
@@ -36,7 +36,22 @@ def test_engine_with_flip_averaging_calls_the_network_once_per_flip():
     assert len(calls) == 4 and dice(result.mask, mask) > 0.95
 
 
-@pytest.mark.parametrize("flips", [[[3]], [[]], [[0, 0]]])
+def test_every_input_channel_is_mirrored_and_the_output_mirrored_back():
+    x = torch.randn(1, 5, 8, 6, 4)
+    seen = []
+
+    def first_channel(inp):
+        seen.append(inp.clone())
+        return inp[:, :1]
+
+    out = FlipAveraged(first_channel, [[0], [1, 2]])(x)
+    assert torch.equal(seen[1], torch.flip(x, [2])) and torch.equal(seen[2], torch.flip(x, [3, 4]))
+    torch.testing.assert_close(out, x[:, :1])  # an equivariant network keeps its output
+    assert flip_averaged(first_channel, []) is first_channel and isinstance(flip_averaged(first_channel, [[0]]),
+                                                                            FlipAveraged)
+
+
+@pytest.mark.parametrize("flips", [[[3]], [[]], [[0, 0]], [[0, 1], [1, 0]], [[0]] * 8])
 def test_bad_flip_axes_are_refused(flips):
     with pytest.raises(ValidationError, match="tta_flips"):
         ModelConfig.model_validate(annotation_config(tta_flips=flips))

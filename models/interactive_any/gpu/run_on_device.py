@@ -36,6 +36,7 @@ import torch
 from engines.backends.pytorch import load_state_dict, saved_state_dict
 from engines.config.model import load_model_config
 from engines.evaluation.interactive import interactive_settings, run_protocol
+from engines.inferers import flip_averaged
 from engines.networks import build_network
 from engines.tasks.interaction import network_callable
 from engines.training.interactive import train_interactive
@@ -57,7 +58,7 @@ def latency(weights: Path, pack: Path, device: torch.device, objects: int = 12) 
     config = load_model_config(MODEL_CONFIG)
     network = build_network(config.network)
     network.load_state_dict(load_state_dict(weights))
-    run = network_callable(network.to(device).eval(), device)
+    run = network_callable(flip_averaged(network.to(device).eval(), config.tta_flips), device)
     first = {}
     for source in load_sources_pack(pack):
         for name in source.structures:

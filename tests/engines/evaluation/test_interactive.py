@@ -178,14 +178,30 @@ def test_the_protocol_thresholds_logits_where_the_engine_does(tmp_path):
     np.testing.assert_allclose(strict(x), plain(x) - np.log(0.8 / 0.2), atol=1e-5)
 
 
+def test_the_protocol_averages_the_configs_tta_flips_as_the_engine_does(tmp_path):
+    import torch
+    from helpers import interactive_config, write_model
+
+    from engines.evaluation.interactive import load_network
+    from engines.inferers import FlipAveraged
+
+    x = np.random.default_rng(1).normal(size=(5, 32, 32, 32)).astype(np.float32)
+    flipped, config, backend = load_network(write_model(tmp_path, "tta", interactive_config(tta_flips=[[0], [2]])))
+    plain, _, _ = load_network(write_model(tmp_path, "plain", interactive_config()))
+    expected = FlipAveraged(backend, [[0], [2]])(torch.from_numpy(x)[None])[0, 0].numpy()
+    assert config.tta_flips == [[0], [2]]
+    np.testing.assert_allclose(flipped(x), expected, atol=1e-5)
+    assert not np.allclose(flipped(x), plain(x), atol=1e-3)  # random weights are not flip-equivariant
+
+
 def test_interactive_settings_are_the_model_options_with_defaults_filled_or_empty_without_any():
     from helpers import interactive_config
 
     from engines.config.model import ModelConfig
     from engines.evaluation.interactive import interactive_settings
 
-    cfg = interactive_config(interactive={"margin": 0.3, "test_time_flips": [[0], [1, 2]]})
+    cfg = interactive_config(interactive={"margin": 0.3})
     settings = interactive_settings(ModelConfig.model_validate(cfg))
-    assert settings["margin"] == 0.3 and [list(f) for f in settings["test_time_flips"]] == [[0], [1, 2]]
+    assert settings["margin"] == 0.3
     assert "max_zooms" in settings  # defaults filled in, as the engine sees them
     assert interactive_settings(ModelConfig.model_validate({k: v for k, v in cfg.items() if k != "interactive"})) == {}

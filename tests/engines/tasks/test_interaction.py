@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from engines.errors import InvalidInputError, InvalidPointsError
-from engines.tasks.interaction import InteractionState, flip_ensemble, predict_step
+from engines.tasks.interaction import InteractionState, predict_step
 from engines.transforms.prompts import Prompt, normalise_volume
 
 
@@ -42,37 +42,6 @@ def test_only_the_crop_goes_through_the_network():
     out = predict_step(network, image, (1, 1, 4), [Prompt("box", box=((30, 30, 5), (34, 34, 6)))], None,
                        (16, 16, 16), min_size_mm=8, max_zooms=0)
     assert seen == [(5, 16, 16, 16)] and not out.mask.any() and (out.hi - out.lo < obj.shape).all()
-
-
-def test_test_time_flips_average_mirrored_passes_in_the_input_frame():
-    x = np.random.default_rng(0).normal(size=(5, 8, 6, 4)).astype(np.float32)
-    passes = []
-
-    def ramp_plus_image(inp):  # not flip-equivariant: a ramp along axis 0, plus the image channel
-        passes.append(inp.copy())
-        return inp[0] + np.arange(8, dtype=np.float32)[:, None, None]
-
-    out = flip_ensemble(ramp_plus_image, [[0], [1, 2]])(x)
-    assert len(passes) == 3 and np.array_equal(passes[1], x[:, ::-1]) and np.array_equal(passes[2], x[:, :, ::-1, ::-1])
-    # the image channel is mirrored back each time (equivariant part unchanged); the flipped ramp averages with it
-    expected = x[0] + (2 * np.arange(8) + (7 - np.arange(8)))[:, None, None] / 3
-    np.testing.assert_allclose(out, expected, atol=1e-5)
-    assert flip_ensemble(ramp_plus_image, []) is ramp_plus_image
-
-
-def test_flips_leave_an_equivariant_network_s_mask_unchanged_and_run_once_per_flip():
-    image, _ = sphere_volume()
-    calls = []
-
-    def counted(x):
-        calls.append(1)
-        return bright_network(x)
-
-    click = [Prompt("point", voxels=np.array([[32, 32, 6]]))]
-    plain = predict_step(bright_network, image, (1, 1, 4), click, None, (16, 16, 16), min_size_mm=10, max_zooms=0)
-    flipped = predict_step(counted, image, (1, 1, 4), click, None, (16, 16, 16), min_size_mm=10, max_zooms=0,
-                           test_time_flips=[[0], [1], [2]])
-    assert len(calls) == 4 and np.array_equal(plain.mask, flipped.mask)
 
 
 def test_undo_is_exact_and_errors_change_nothing():

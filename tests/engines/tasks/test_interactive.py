@@ -51,8 +51,7 @@ def test_schema_accepts_interactive_models_and_refuses_what_cannot_run():
     assert config.type == "deepgrow" and config.interactive.max_zooms == 2 and INTERACTIVE_IN_CHANNELS == len(CHANNELS)
     assert ModelConfig.model_validate(interactive_config(interactive=None)).interactive is None
     for bad in ({"roi": None}, {"interactive": {"margin": -1}}, {"interactive": {"zoom": 2}},
-                {"interactive": {"test_time_flips": [[3]]}}, {"interactive": {"test_time_flips": [[]]}},
-                {"interactive": {"test_time_flips": [[0, 0]]}}, {"interactive": {"test_time_flips": [[0, 1], [1, 0]]}},
+                {"interactive": {"test_time_flips": [[0]]}},  # flips are the top-level tta_flips, as for every engine
                 {"network": {"name": "UNet", "args": {"spatial_dims": 3, "in_channels": 2, "out_channels": 1,
                                                       "channels": [4, 8], "strides": [2]}}}):
         with pytest.raises(ValueError):
@@ -95,14 +94,17 @@ def test_prepare_once_then_points_boxes_scribbles_lassos_and_masks_segment_the_o
     assert dice(engine.step(prepared, [extreme], None).mask, truth) > 0.8
 
 
-def test_test_time_flips_from_the_config_run_in_every_step():
-    engine = standin(interactive={"test_time_flips": [[0], [1], [2]]})
+def test_tta_flips_from_the_config_run_in_every_step_and_keep_a_symmetric_object():
+    plain, flipped = standin(), standin(tta_flips=[[0], [1], [2]])
     calls = []
-    run = engine.run_network
-    engine.run_network = lambda x: calls.append(1) or run(x)
+    backend = flipped.network.network
+    flipped.network.network = lambda x: calls.append(1) or backend(x)
     volume, obj = phantom()
-    result = engine.step(engine.prepare(volume), [point_prompt([18, 25, 15], True, volume.shape)], None)
-    assert len(calls) % 4 == 0 and calls and dice(result.mask, obj) > 0.8
+    steps = [engine.step(engine.prepare(volume), [point_prompt([18, 25, 15], True, volume.shape)], None)
+             for engine in (plain, flipped)]
+    network_calls = 1 + steps[1].zooms  # one call per crop, each averaged over the plain pass and three flips
+    assert len(calls) == 4 * network_calls and dice(steps[1].mask, obj) > 0.8
+    assert dice(steps[1].mask, steps[0].mask) > 0.95
 
 
 def test_timer_splits_network_time_from_the_rest():
