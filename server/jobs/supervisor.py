@@ -285,18 +285,19 @@ class Supervisor:
         self._signal(run, signal.SIGKILL)  # whatever the step left behind in its group (torchrun ranks)
         run.log.close()
         del self._runs[run.job_id]
-        if code == 0 and not row["cancel_requested"]:
+        if code == 0:  # the step ran to its end (perhaps before a cancel reached it): resume skips it
             done = sorted(set((row["progress"] or {}).get("steps_done", [])) | {run.index})
             self.store.update(run.job_id, progress={**(row["progress"] or {}), "steps_done": done,
                                                     "step": min(run.index + 2, len(run.steps))})
+        if row["cancel_requested"]:
+            by = {0: "stop", 1: "stop", 2: "SIGTERM", 3: "SIGKILL"}[run.cancel_stage]
+            self._end(run, JobState.CANCELLED, cancelled_by=by,
+                      error=None if code in (0, EXIT_STOPPED) else f"exit status {code}")
+        elif code == 0:
             if run.index + 1 < len(run.steps):
                 self._launch(run.job_id, run.steps, run.index + 1, run.work)
             else:
                 self._finish(run.job_id, run.steps, run.work)
-        elif row["cancel_requested"]:
-            by = {0: "stop", 1: "stop", 2: "SIGTERM", 3: "SIGKILL"}[run.cancel_stage]
-            self._end(run, JobState.CANCELLED, cancelled_by=by,
-                      error=None if code == EXIT_STOPPED else f"exit status {code}")
         elif code == EXIT_STOPPED:
             self._end(run, JobState.CANCELLED, cancelled_by="stop")
         elif code < 0:

@@ -74,9 +74,11 @@ def _until(condition, what: str, timeout: float = 20.0):
         time.sleep(0.02)
 
 
-def _log(tmp_path, job_id) -> str:
+def _log(tmp_path, job_id) -> list[str]:
+    """The worker's own output lines (the supervisor's ``$ argv`` line also holds the code's text)."""
     path = tmp_path / job_id / "job.log"
-    return path.read_text() if path.exists() else ""
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [line for line in lines if not line.startswith(("$ ", "# "))]
 
 
 def test_a_resumed_job_is_not_killed_for_the_age_of_its_old_progress_file(tmp_path, worker_kind):
@@ -195,6 +197,37 @@ def test_cancel_sends_sigterm_when_the_worker_does_not_stop_cleanly(tmp_path, wo
 def test_cancel_ends_with_sigkill_of_the_group_when_sigterm_is_ignored(tmp_path, worker_kind):
     job = _cancel(tmp_path, worker_kind, STUBBORN, kill=True)
     assert (job["state"], job["cancelled_by"]) == ("cancelled", "SIGKILL") and job["pid"] is None
+
+
+def test_a_step_that_ends_well_before_a_cancel_reaches_it_is_kept_and_the_job_stops_without_error(
+        tmp_path, monkeypatch):
+    go, second = tmp_path / "go", tmp_path / "second-step-ran"
+    deaf_until_go = (f"import pathlib, time; print('up', flush=True)\n"
+                     f"while not pathlib.Path({str(go)!r}).exists(): time.sleep(0.02)")
+
+    def plan(kind, params, datalist, config, work, resume):
+        return [Step([sys.executable, "-c", deaf_until_go], work / "a"),
+                Step([sys.executable, "-c", f"open({str(second)!r}, 'w')"], work / "b")]
+
+    monkeypatch.setitem(JOB_KINDS, "two_steps", JobKind("two_steps", lambda *a: None, plan, "report",
+                                                        needs_datalist=False))
+    store, supervisor = _supervisor(tmp_path, Clock())
+    job = store.create("two_steps", "m", None, {}, str(tmp_path))
+    try:
+        supervisor.poll()
+        _until(lambda: "up" in _log(tmp_path, job["id"]), "the worker never started")
+        store.update(job["id"], cancel_requested=True)
+        supervisor.poll()  # asks for a clean stop, which this step does not read
+        go.touch()  # ...and it ends well before the grace runs out
+        _until(lambda: supervisor.poll() or store.get(job["id"])["state"] != JobState.RUNNING, "the step never ended")
+        ended = store.get(job["id"])
+        assert (ended["state"], ended["cancelled_by"], ended["error"]) == ("cancelled", "stop", None)
+        assert ended["progress"]["steps_done"] == [0] and not second.exists()  # the next step never started
+        # a resume starts at the step after the finished one
+        store.update(job["id"], state=JobState.QUEUED, resume=True, cancel_requested=False, cancelled_by=None)
+        _until(lambda: supervisor.poll() or second.exists(), "the resumed job never ran its second step")
+    finally:
+        supervisor.stop()
 
 
 def test_other_jobs_start_and_are_followed_while_a_finished_one_is_concluded(tmp_path, worker_kind, monkeypatch):
