@@ -20,6 +20,7 @@ the final values. Axial means the last array axis (``k``).
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import time
@@ -346,7 +347,8 @@ def run_protocol(network: Network, image: np.ndarray, spacing: Sequence[float], 
 def summarise(rows: Sequence[StepScore]) -> dict[str, Any]:
     """``dice_final``, ``dice_auc``, ``nsd_final``, ``nsd_auc`` (and box-only Dice), overall, per dataset and per structure.
 
-    Grouped per variant; every figure is the mean over objects.
+    Grouped per variant; every figure is the mean over objects. ``dice_per_step`` is the mean Dice after
+    each step; ``clicks_lowering_dice`` the share of clicks after which an object's Dice fell.
     """
     objects: dict[tuple[str, str, str, str], list[StepScore]] = {}
     for row in rows:
@@ -358,11 +360,19 @@ def summarise(rows: Sequence[StepScore]) -> dict[str, Any]:
         per_object.append({"variant": variant, "dataset": dataset, "structure": structure,
                            "dice_first": dice[0], "dice_final": dice[-1], "dice_auc": auc(dice),
                            "nsd_final": nsd[-1], "nsd_auc": auc(nsd),
-                           "ms_per_step": float(np.mean([r.ms for r in steps if r.prompt != "none"]))})
+                           "ms_per_step": float(np.mean([r.ms for r in steps if r.prompt != "none"])),
+                           "dice": dice, "worse": sum(b < a for a, b in itertools.pairwise(dice)), "clicks": len(dice) - 1})
 
     def mean(group: list[dict[str, Any]]) -> dict[str, Any]:
         keys = ("dice_first", "dice_final", "dice_auc", "nsd_final", "nsd_auc", "ms_per_step")
-        return {"objects": len(group), **{k: round(float(np.mean([o[k] for o in group])), 4) for k in keys}}
+        out = {"objects": len(group), **{k: round(float(np.mean([o[k] for o in group])), 4) for k in keys}}
+        # Dice after each step (an object that ended early keeps its last Dice), and how often a click lowered it
+        n = max(len(o["dice"]) for o in group)
+        out["dice_per_step"] = [round(float(np.mean([o["dice"][min(i, len(o["dice"]) - 1)] for o in group])), 4)
+                                for i in range(n)]
+        clicks = sum(o["clicks"] for o in group)
+        out["clicks_lowering_dice"] = round(sum(o["worse"] for o in group) / clicks, 4) if clicks else 0.0
+        return out
 
     summary: dict[str, Any] = {}
     for variant in sorted({o["variant"] for o in per_object}):

@@ -162,7 +162,13 @@ def test_summary_csv_and_plot(tmp_path):
         table = list(csv.DictReader(fh))
     assert len(table) == 6 and set(table[0]) >= {"case", "object", "step", "prompt", "dice", "nsd", "ms"}
     assert (tmp_path / "dice_per_interaction.png").stat().st_size > 1000
+    assert overall["dice_per_step"] == pytest.approx([0.6, 0.8, 0.9]) and overall["clicks_lowering_dice"] == 0.0
     assert summarise([]) == {}
+    # an object that ended early keeps its last Dice in the per-step means; one click of three lowered Dice
+    early = [StepScore("acdc", "lv", "e", "box", n, "x", d, d, 1.0) for n, d in enumerate([0.9, 1.0])]
+    late = [StepScore("acdc", "lv", "l", "box", n, "x", d, d, 1.0) for n, d in enumerate([0.5, 0.6, 0.55])]
+    lv = summarise(early + late)["box"]["structures"]["acdc/lv"]
+    assert lv["dice_per_step"] == pytest.approx([0.7, 0.8, 0.775]) and lv["clicks_lowering_dice"] == pytest.approx(1 / 3, abs=1e-4)
 
 
 def test_the_protocol_thresholds_logits_where_the_engine_does(tmp_path):
