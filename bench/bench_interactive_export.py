@@ -36,6 +36,7 @@ from engines.config.model import load_model_config
 from engines.evaluation.interactive import (
     interactive_settings,
     load_interactive_datalist,
+    mean_per_step,
     model_network,
     read_case,
     run_protocol,
@@ -89,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def figures(runs: list[list[tuple]]) -> dict:
         ms = [s[3] for run in runs for s in run if s[0] != "none"]
-        return {"dice_per_step": [round(float(np.mean([run[i][1] for run in runs])), 4) for i in range(len(runs[0]))],
-                "nsd_per_step": [round(float(np.mean([run[i][2] for run in runs])), 4) for i in range(len(runs[0]))],
+        return {"dice_per_step": mean_per_step([[s[1] for s in run] for run in runs]),
+                "nsd_per_step": mean_per_step([[s[2] for s in run] for run in runs]),
                 "ms_per_step_median": round(statistics.median(ms), 1), "ms_per_step_mean": round(statistics.mean(ms), 1)}
 
     ref, art = steps["pytorch"], steps[report["format"]]

@@ -65,6 +65,7 @@ __all__ = [
     "largest_slice_box",
     "load_interactive_datalist",
     "load_network",
+    "mean_per_step",
     "model_network",
     "read_case",
     "run_protocol",
@@ -344,6 +345,13 @@ def run_protocol(network: Network, image: np.ndarray, spacing: Sequence[float], 
     return steps
 
 
+def mean_per_step(series: Sequence[Sequence[float]]) -> list[float]:
+    """The mean over objects of a per-step figure (one list per object); an object that ended early keeps its
+    last value."""
+    n = max(len(values) for values in series)
+    return [round(float(np.mean([values[min(i, len(values) - 1)] for values in series])), 4) for i in range(n)]
+
+
 def summarise(rows: Sequence[StepScore]) -> dict[str, Any]:
     """``dice_final``, ``dice_auc``, ``nsd_final``, ``nsd_auc`` (and box-only Dice), overall, per dataset and per structure.
 
@@ -360,18 +368,15 @@ def summarise(rows: Sequence[StepScore]) -> dict[str, Any]:
         per_object.append({"variant": variant, "dataset": dataset, "structure": structure,
                            "dice_first": dice[0], "dice_final": dice[-1], "dice_auc": auc(dice),
                            "nsd_final": nsd[-1], "nsd_auc": auc(nsd),
-                           "ms_per_step": float(np.mean([r.ms for r in steps if r.prompt != "none"])),
-                           "dice": dice, "worse": sum(b < a for a, b in itertools.pairwise(dice)), "clicks": len(dice) - 1})
+                           "ms_per_step": float(np.mean([r.ms for r in steps if r.prompt != "none"])), "dice": dice})
 
     def mean(group: list[dict[str, Any]]) -> dict[str, Any]:
         keys = ("dice_first", "dice_final", "dice_auc", "nsd_final", "nsd_auc", "ms_per_step")
         out = {"objects": len(group), **{k: round(float(np.mean([o[k] for o in group])), 4) for k in keys}}
-        # Dice after each step (an object that ended early keeps its last Dice), and how often a click lowered it
-        n = max(len(o["dice"]) for o in group)
-        out["dice_per_step"] = [round(float(np.mean([o["dice"][min(i, len(o["dice"]) - 1)] for o in group])), 4)
-                                for i in range(n)]
-        clicks = sum(o["clicks"] for o in group)
-        out["clicks_lowering_dice"] = round(sum(o["worse"] for o in group) / clicks, 4) if clicks else 0.0
+        out["dice_per_step"] = mean_per_step([o["dice"] for o in group])
+        clicks = sum(len(o["dice"]) - 1 for o in group)
+        worse = sum(b < a for o in group for a, b in itertools.pairwise(o["dice"]))
+        out["clicks_lowering_dice"] = round(worse / clicks, 4) if clicks else 0.0
         return out
 
     summary: dict[str, Any] = {}
@@ -459,7 +464,7 @@ def load_network(config_path: str | Path) -> tuple[Network, Any, Path]:
 def model_network(backend: Callable[[torch.Tensor], Any], config: Any) -> Network:
     """A backend as the protocol's network for a model ``config``, as the served engine runs it: averaged over
     the config's ``tta_flips``, its logits less the model's ``thresh`` logit (so ``logits > 0`` is the mask)."""
-    network = backend_network(flip_averaged(backend, getattr(config, "tta_flips", [])))
+    network = backend_network(flip_averaged(backend, config.tta_flips))
     shift = logit_threshold(config.thresh)
     return network if shift == 0.0 else (lambda x: network(x) - shift)
 

@@ -476,7 +476,8 @@ def train_interactive(
                                 device=device or cfg.device, seed=int(rng.integers(2**31))) if cfg.workers else None
     try:
         return _train_loop(cfg, network, workers, pair_maker(rng), metrics, best, state, val_objects, roi, settings,
-                           config.tta_flips, device or cfg.device, weights_out, last_out, out_dir, progress, on_progress, should_stop)
+                           config.tta_flips, device or cfg.device, weights_out, last_out, out_dir, progress, on_progress,
+                           should_stop)
     finally:
         if workers is not None:
             workers.close()
@@ -485,8 +486,8 @@ def train_interactive(
 def _train_loop(cfg: InteractiveTrainConfig, network: torch.nn.Module, workers: SimulationWorkers | None,
                 make_pair: Callable[[Callable], tuple[np.ndarray, np.ndarray]], metrics: dict[str, Any], best: float,
                 state: dict | None, val_objects: Sequence[ObjectSpec], roi: tuple[int, ...], settings: dict[str, Any],
-                tta_flips: list[list[int]], device_name: str, weights_out: Path, last_out: Path, out_dir: Path, progress: Callable[[str], None],
-                on_progress: Callable[[dict], None] | None, should_stop: Callable[[], bool] | None) -> dict[str, Any]:
+                tta_flips: list[list[int]], device_name: str, weights_out: Path, last_out: Path, out_dir: Path,
+                progress: Callable[[str], None], on_progress: Callable[[dict], None] | None, should_stop: Callable[[], bool] | None) -> dict[str, Any]:
     device = select_device(device_name)
     network.to(device)
     optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
