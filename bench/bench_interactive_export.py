@@ -25,7 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -38,7 +37,7 @@ from engines.evaluation.interactive import (
     load_interactive_datalist,
     mean_per_step,
     model_network,
-    read_case,
+    object_volumes,
     run_protocol,
     validation_objects,
 )
@@ -78,9 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     objects = validation_objects(load_interactive_datalist(datalist))[:args.objects]
 
     steps: dict[str, list[list[tuple]]] = {name: [] for name in networks}
-    for n, spec in enumerate(objects):
-        image, label, spacing = read_case(spec.image, spec.label)
-        truth = np.isin(label, spec.values)
+    for n, (_, image, truth, spacing) in enumerate(object_volumes(objects)):
         order = list(networks) if n % 2 == 0 else list(networks)[::-1]
         for name in order:
             steps[name].append(run_protocol(networks[name], image, spacing, truth, config.roi, variant="box",

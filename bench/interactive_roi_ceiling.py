@@ -33,7 +33,7 @@ from engines.evaluation.interactive import (
     interactive_settings,
     largest_slice_box,
     load_interactive_datalist,
-    read_case,
+    object_volumes,
     validation_objects,
 )
 from engines.transforms.prompts import CHANNELS, crop_box, encode, to_crop
@@ -67,13 +67,8 @@ def main() -> None:
     groups: dict[str, list[tuple[float, float, np.ndarray]]] = defaultdict(list)
     for path in args.datalist:
         objects = validation_objects(load_interactive_datalist(path))[: args.max_objects]
-        loaded: dict[tuple[str, str], tuple] = {}
-        for spec in objects:
-            key = (spec.image, spec.label)
-            if key not in loaded:  # objects come image by image: keep one case in memory
-                loaded = {key: read_case(*key)}
-            image, label, spacing = loaded[key]
-            score = ceiling(np.isin(label, spec.values), image, spacing, list(config.roi), margin, min_size_mm)
+        for spec, image, truth, spacing in object_volumes(objects):
+            score = ceiling(truth, image, spacing, list(config.roi), margin, min_size_mm)
             for name in (f"{spec.dataset}/{spec.structure}", spec.dataset, "overall"):
                 groups[name].append(score)
 

@@ -25,7 +25,7 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,7 @@ __all__ = [
     "load_network",
     "mean_per_step",
     "model_network",
+    "object_volumes",
     "read_case",
     "run_protocol",
     "structures_of",
@@ -313,6 +314,19 @@ def read_case(image_path: str, label_path: str) -> tuple[np.ndarray, np.ndarray,
 
 
 
+def object_volumes(objects: Sequence[ObjectSpec]) -> Iterator[tuple[ObjectSpec, np.ndarray, np.ndarray,
+                                                                     tuple[float, float, float]]]:
+    """``(spec, normalised image, object mask, spacing)`` per object, reading each case once (objects of a case
+    are listed together, so only one volume is held at a time)."""
+    loaded: dict[tuple[str, str], tuple] = {}
+    for spec in objects:
+        key = (spec.image, spec.label)
+        if key not in loaded:
+            loaded = {key: read_case(*key)}
+        image, label, spacing = loaded[key]
+        yield spec, image, np.isin(label, spec.values), spacing
+
+
 def run_protocol(network: Network, image: np.ndarray, spacing: Sequence[float], truth: np.ndarray, roi: Sequence[int],
                  *, variant: str = "box", n_clicks: int = N_CLICKS, interactive: Mapping[str, Any] | None = None,
                  clock: Callable[[], float] = time.perf_counter) -> list[tuple[str, float, float, float]]:
@@ -511,15 +525,9 @@ def evaluate_interactive(config: str | Path, datalists: Sequence[str | Path], ou
     network, model, backend = load_network(config)
     settings = interactive_settings(model)
     rows: list[StepScore] = []
-    cache: dict[str, tuple] = {}
     total = len(objects) * len(variants)
     try:
-        for n, spec in enumerate(objects):
-            if spec.image not in cache:
-                cache.clear()  # one volume at a time: objects of a case are listed together
-                cache[spec.image] = read_case(spec.image, spec.label)
-            image, label, spacing = cache[spec.image]
-            truth = np.isin(label, spec.values)
+        for n, (spec, image, truth, spacing) in enumerate(object_volumes(objects)):
             for m, variant in enumerate(variants):
                 steps = run_protocol(network, image, spacing, truth, model.roi, variant=variant, n_clicks=n_clicks,
                                      interactive=settings)
