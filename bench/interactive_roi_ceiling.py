@@ -63,7 +63,7 @@ def main() -> None:
 
     config = load_model_config(args.config)
     settings = interactive_settings(config)
-    margin, min_size_mm = settings.get("margin", 0.25), settings.get("min_size_mm", 40.0)
+    margin, min_size_mm = settings["margin"], settings["min_size_mm"]
     groups: dict[str, list[tuple[float, float, np.ndarray]]] = defaultdict(list)
     for path in args.datalist:
         objects = validation_objects(load_interactive_datalist(path))[: args.max_objects]

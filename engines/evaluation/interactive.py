@@ -35,7 +35,7 @@ import torch
 from monai.metrics import compute_dice, compute_surface_dice
 from scipy import ndimage
 
-from engines.config.model import load_json
+from engines.config.model import InteractiveSpec, load_json
 from engines.data.datalist import load_datalist
 from engines.data.io import read_volume
 from engines.errors import ConfigError, InvalidInputError
@@ -485,11 +485,12 @@ def model_network(backend: Callable[[torch.Tensor], Any], config: Any) -> Networ
 
 def interactive_settings(config: Any) -> dict[str, Any]:
     """A model config's ``interactive`` options as the keyword settings :func:`run_protocol` and the
-    simulated training rounds take (``{}`` when the config has none: the defaults)."""
+    simulated training rounds take, every one present (:class:`InteractiveSpec`'s defaults where the
+    config has none)."""
     settings = getattr(config, "interactive", None)
     if settings is None:
-        return {}
-    return settings.model_dump() if hasattr(settings, "model_dump") else dict(settings)
+        return InteractiveSpec().model_dump()
+    return settings.model_dump() if hasattr(settings, "model_dump") else InteractiveSpec(**settings).model_dump()
 
 
 def backend_network(backend: Callable[[torch.Tensor], Any]) -> Network:

@@ -331,8 +331,8 @@ def make_example(network: Callable[[np.ndarray], np.ndarray], source: Source, tr
         prompts.append(click)
         done += 1
     zoom = 1.0 if rng.random() < 0.8 else float(rng.uniform(1.2, 1.8))
-    lo, hi = crop_box(source.image.shape, source.spacing, prompts, mask, margin=settings.get("margin", 0.25),
-                      min_size_mm=settings.get("min_size_mm", 40.0), zoom=zoom)
+    lo, hi = crop_box(source.image.shape, source.spacing, prompts, mask, margin=settings["margin"],
+                      min_size_mm=settings["min_size_mm"], zoom=zoom)
     return encode(source.image, mask, prompts, lo, hi, roi), _target(truth, lo, hi, roi), done
 
 

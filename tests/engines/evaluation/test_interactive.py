@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -200,7 +201,7 @@ def test_the_protocol_averages_the_configs_tta_flips_as_the_engine_does(tmp_path
     assert not np.allclose(flipped(x), plain(x), atol=1e-3)  # random weights are not flip-equivariant
 
 
-def test_interactive_settings_are_the_model_options_with_defaults_filled_or_empty_without_any():
+def test_interactive_settings_are_the_model_options_with_defaults_filled_also_without_any():
     from helpers import interactive_config
 
     from engines.config.model import ModelConfig
@@ -210,4 +211,7 @@ def test_interactive_settings_are_the_model_options_with_defaults_filled_or_empt
     settings = interactive_settings(ModelConfig.model_validate(cfg))
     assert settings["margin"] == 0.3
     assert "max_zooms" in settings  # defaults filled in, as the engine sees them
-    assert interactive_settings(ModelConfig.model_validate({k: v for k, v in cfg.items() if k != "interactive"})) == {}
+    without = interactive_settings(ModelConfig.model_validate({k: v for k, v in cfg.items() if k != "interactive"}))
+    assert without == {**settings, "margin": 0.25}  # the config model's defaults, as the engine would crop
+    plain = interactive_settings(SimpleNamespace(interactive={"max_zooms": 0}))  # a plain mapping is validated too
+    assert plain == {**without, "max_zooms": 0}

@@ -13,7 +13,7 @@ import torch
 from helpers import REPO, deepgrow_config, phantom, phantom_datalist
 
 from engines.config.model import load_model_config
-from engines.evaluation.interactive import error_click, load_interactive_datalist
+from engines.evaluation.interactive import error_click, interactive_settings, load_interactive_datalist
 from engines.networks import build_network
 from engines.training.interactive import (
     FIRST_PROMPTS,
@@ -116,7 +116,7 @@ def test_make_example_runs_corrective_rounds_through_predict_step():
 
     rng = np.random.default_rng(1)
     for _ in range(20):
-        x, y, rounds = make_example(network, src, truth, rng, (16, 16, 16), {}, ["box3d"], 3)
+        x, y, rounds = make_example(network, src, truth, rng, (16, 16, 16), interactive_settings(None), ["box3d"], 3)
         assert x.shape == (len(CHANNELS), 16, 16, 16) and y.shape == (16, 16, 16)
         assert 0 < y.max() <= 1
         if rounds:
