@@ -24,12 +24,15 @@ __all__ = ["InteractionState", "StepResult", "logit_threshold", "network_callabl
 Network = Callable[[np.ndarray], np.ndarray]
 
 
-def network_callable(module: Callable[[torch.Tensor], torch.Tensor], device: torch.device | str = "cpu") -> Network:
+def network_callable(module: Callable[[torch.Tensor], torch.Tensor], device: torch.device | str = "cpu",
+                     autocast: torch.dtype | None = None) -> Network:
     """A torch module (or a wrapper of one, e.g. :class:`engines.inferers.FlipAveraged`) as :func:`predict_step`'s
-    network: ``(C, *roi)`` float32 -> logits ``(*roi)``, without autograd."""
+    network: ``(C, *roi)`` float32 -> logits ``(*roi)`` float32, without autograd; with ``autocast`` (e.g.
+    ``torch.bfloat16``) the module computes in that precision where autocast allows."""
+    device_type = torch.device(device).type
 
     def run(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(device_type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
             return module(torch.from_numpy(np.ascontiguousarray(x))[None].to(device))[0, 0].float().cpu().numpy()
 
     return run

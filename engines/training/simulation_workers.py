@@ -37,7 +37,7 @@ PairMaker = Callable[[np.random.Generator], Callable[[Callable], tuple[np.ndarra
 
 
 def _work(pair_maker: PairMaker, network_factory: Callable[[], torch.nn.Module], weights_file: str, device_name: str,
-          seed: int, out: Connection, inherited: list[Connection], trainer: int) -> None:
+          seed: int, out: Connection, inherited: list[Connection], trainer: int, autocast: torch.dtype | None) -> None:
     for connection in inherited:  # the trainer's ends: held here, a dead trainer's pipes would never break
         connection.close()
     torch.set_num_threads(1)
@@ -47,7 +47,7 @@ def _work(pair_maker: PairMaker, network_factory: Callable[[], torch.nn.Module],
     except (RuntimeError, BackendUnavailableError):  # this process cannot reach the accelerator: simulate on the CPU
         device = torch.device("cpu")
         network = network_factory().eval()
-    run = network_callable(network, device)
+    run = network_callable(network, device, autocast)
     make_pair = pair_maker(np.random.default_rng(seed))
     loaded = None
     # A trainer killed outright (kill -9, a job runner's stop) cannot stop its workers: they stop when it is gone
@@ -69,7 +69,8 @@ class SimulationWorkers:
 
     ``pair_maker(rng)`` gives each process its maker of pairs, ``make(network) -> (x, y)``, on its
     own random stream; ``network_factory()`` builds the (untrained) network, whose weights come
-    from :meth:`publish`. Call :meth:`close` when done (or use as a context manager).
+    from :meth:`publish`; ``autocast`` (e.g. ``torch.bfloat16``) is the precision its forward passes
+    compute in. Call :meth:`close` when done (or use as a context manager).
 
     Each worker has a pipe of its own, whose only writer it is: a worker that dies, even killed
     mid-message, ends its pipe, and the next :meth:`batch` reports it (a shared queue would wait
@@ -77,7 +78,7 @@ class SimulationWorkers:
     """
 
     def __init__(self, count: int, pair_maker: PairMaker, network_factory: Callable[[], torch.nn.Module], network: torch.nn.Module, scratch: str | Path,
-                 device: str = "auto", seed: int = 0, queue_size: int = 256) -> None:
+                 device: str = "auto", seed: int = 0, queue_size: int = 256, autocast: torch.dtype | None = None) -> None:
         self.weights_file = str(Path(scratch) / "simulation_weights.pt")
         self.publish(network)
         context = mp.get_context("fork")  # the volumes are shared with the workers, not copied
@@ -88,7 +89,7 @@ class SimulationWorkers:
             self.readers.append(reader)
             process = context.Process(target=_work, name=f"simulation-{n}", daemon=True,
                                       args=(pair_maker, network_factory, self.weights_file, device, seed * 1000 + n,
-                                            writer, list(self.readers), os.getpid()))
+                                            writer, list(self.readers), os.getpid(), autocast))
             process.start()
             writer.close()  # the worker's own: later workers must not inherit it
             self.processes.append(process)

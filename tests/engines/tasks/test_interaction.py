@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from engines.errors import InvalidInputError, InvalidPointsError
-from engines.tasks.interaction import InteractionState, predict_step
+from engines.tasks.interaction import InteractionState, network_callable, predict_step
 from engines.transforms.prompts import Prompt, normalise_volume
 
 
@@ -70,3 +70,15 @@ def test_undo_is_exact_and_errors_change_nothing():
     assert state.nbytes() - one <= obj.size // 8 + 64
     state.reset()
     assert state.mask is None and state.steps == 0
+
+
+def test_a_module_run_under_bf16_autocast_gives_float32_logits_close_to_fp32():
+    import torch
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv3d(5, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(8, 1, 1)).eval()
+    x = np.random.default_rng(0).normal(size=(5, 16, 16, 8)).astype(np.float32)
+    plain, bf16 = network_callable(module)(x), network_callable(module, "cpu", torch.bfloat16)(x)
+    assert plain.shape == bf16.shape == (16, 16, 8) and bf16.dtype == np.float32
+    assert not np.array_equal(plain, bf16)  # it did compute in bfloat16 ...
+    assert np.abs(plain - bf16).max() < 0.05 * np.abs(plain).max()  # ... to bfloat16's precision

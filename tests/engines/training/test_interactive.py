@@ -196,6 +196,27 @@ def test_schedule_steps_anneals_by_steps_whatever_the_minutes():
         2e-5 + 0.5 * (2e-3 - 2e-5))
 
 
+def test_bf16_precision_trains_in_process_and_an_unknown_precision_is_refused(tmp_path, capsys):
+    config = deepgrow_config(tmp_path)
+    datalist = phantom_datalist(tmp_path / "data")
+    train_cfg = tmp_path / "train.json"
+    settings = {"interactive": True, "batch_size": 2, "max_steps": 2, "max_rounds": 1, "val_objects_per_dataset": 1,
+                "val_clicks": 1, "num_threads": 1, "min_object_voxels": 5, "precision": "bf16"}
+    train_cfg.write_text(json.dumps(settings))
+    args = ["train", "--config", str(config), "--datalist", str(datalist), "--train-config", str(train_cfg),
+            "--output", str(tmp_path / "run")]
+    assert main(args) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and math.isfinite(metrics["history"][-1]["loss"])
+    network = torch.load(tmp_path / "run" / "checkpoint_last.pt", weights_only=False)["network"]
+    assert all(v.dtype == torch.float32 for v in network.values() if v.is_floating_point())  # weights stay fp32
+
+    train_cfg.write_text(json.dumps({**settings, "precision": "fp8"}))
+    capsys.readouterr()
+    assert main(args) != 0
+    assert "precision" in capsys.readouterr().err
+
+
 def test_cli_refuses_an_interactive_evaluation_of_a_non_interactive_model(tmp_path, capsys):
     from helpers import annotation_config, write_model
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -142,16 +143,19 @@ def test_workers_stop_when_the_trainer_is_killed_outright(tmp_path, shape):
     assert not any(_running(pid) for pid in pids)
 
 
-def test_interactive_training_with_simulation_workers(tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_interactive_training_with_simulation_workers(tmp_path, precision):
     config = deepgrow_config(tmp_path)
     datalist = phantom_datalist(tmp_path / "data")
     (tmp_path / "train.json").write_text(json.dumps({
         "interactive": True, "batch_size": 2, "max_steps": 3, "max_rounds": 2, "num_threads": 1, "workers": 2,
         "min_object_voxels": 5, "val_objects_per_dataset": 1, "val_clicks": 1, "weights_sync_seconds": 0.01,
-        "datasets": [{"datalist": str(datalist)}]}))
+        "datasets": [{"datalist": str(datalist)}], "precision": precision}))
     metrics = train_interactive(config, tmp_path / "train.json", None, tmp_path / "run", progress=lambda m: None,
                                 device="cpu")
     assert metrics["steps"] == 3 and metrics["samples"] == 6
+    assert metrics["train_config"]["precision"] == precision
+    assert all(math.isfinite(entry["loss"]) for entry in metrics["history"] if entry["loss"] is not None)
     assert metrics["hardware"].endswith("2 simulation workers")
     assert "phantom_final" in metrics["history"][-1]
     assert (tmp_path / "run" / "model.pt").is_file()
