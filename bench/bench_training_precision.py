@@ -34,7 +34,13 @@ from engines.evaluation.interactive import interactive_settings
 from engines.hardware import describe_device
 from engines.networks import build_network
 from engines.tasks.interaction import network_callable
-from engines.training.interactive import Sampler, load_interactive_train_config, make_example, training_datalists
+from engines.training.interactive import (
+    Sampler,
+    gradient_step,
+    load_interactive_train_config,
+    make_example,
+    training_datalists,
+)
 from engines.training.sources import load_sources
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
@@ -57,7 +63,7 @@ def make_pairs(network: torch.nn.Module, sampler_args: tuple, cfg, roi, settings
 
 def time_steps(network: torch.nn.Module, pairs, batch: int, steps: int, autocast: torch.dtype | None) -> float:
     """Milliseconds per gradient step of ``batch`` pairs, as training takes it."""
-    network = copy.deepcopy(network).train()
+    network = copy.deepcopy(network)
     optimizer = torch.optim.AdamW(network.parameters(), lr=1e-5)
     loss_fn = DiceCELoss(sigmoid=True)
     batches = [pairs[(n * batch + k) % len(pairs)] for n in range(steps + 1) for k in range(batch)]
@@ -66,12 +72,7 @@ def time_steps(network: torch.nn.Module, pairs, batch: int, steps: int, autocast
     for n in range(steps + 1):
         if n == 1:  # the first step warms up the allocator and oneDNN's kernels
             start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=autocast or torch.bfloat16, enabled=autocast is not None):
-            logits = network(xs[n])
-        loss = loss_fn(logits.float(), ys[n])
-        loss.backward()
-        optimizer.step()
+        gradient_step(network, optimizer, loss_fn, xs[n], ys[n], autocast)
     return (time.perf_counter() - start) / steps * 1000
 
 

@@ -64,6 +64,7 @@ __all__ = [
     "FIRST_PROMPTS",
     "InteractiveTrainConfig",
     "Source",
+    "gradient_step",
     "held_out_objects",
     "is_interactive_train_config",
     "learning_rate",
@@ -354,6 +355,19 @@ def _augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[np
     return np.ascontiguousarray(x), np.ascontiguousarray(y)
 
 
+def gradient_step(network: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable, x: torch.Tensor,
+                  y: torch.Tensor, autocast: torch.dtype | None = None) -> float:
+    """One optimiser step on a batch; the forward pass under ``autocast`` when given, the loss in fp32. The loss."""
+    network.train()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(x.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+        logits = network(x)
+    loss = loss_fn(logits.float(), y)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
 def learning_rate(cfg: InteractiveTrainConfig, minutes: float, steps: int = 0) -> float:
     """The learning rate: warm-up, then cosine over ``schedule_steps`` steps if set, else ``schedule_minutes``."""
     if cfg.schedule_steps is not None:
@@ -557,14 +571,8 @@ def _train_loop(cfg: InteractiveTrainConfig, network: torch.nn.Module, workers: 
             network.eval()
             pairs = [make_pair(run) for _ in range(cfg.batch_size)]
             x, y = np.stack([p[0] for p in pairs]), np.stack([p[1][None] for p in pairs])
-        network.train()
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=cfg.autocast or torch.bfloat16, enabled=cfg.autocast is not None):
-            logits = network(torch.from_numpy(x).to(device))
-        loss = loss_fn(logits.float(), torch.from_numpy(y).to(device))
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
+        losses.append(gradient_step(network, optimizer, loss_fn, torch.from_numpy(x).to(device),
+                                    torch.from_numpy(y).to(device), cfg.autocast))
         metrics["steps"] += 1
         metrics["samples"] += cfg.batch_size
         if workers is not None and time.time() - last_sync >= cfg.weights_sync_seconds:
