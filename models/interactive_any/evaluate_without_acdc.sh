@@ -7,9 +7,12 @@
 #   OMP_NUM_THREADS=1 nohup nice -n 10 python -m server.cli.main train --config model_configs/interactive_any.json \
 #     --train-config models/interactive_any/train_config_without_acdc.json --output runs/leaveout_acdc \
 #     --progress-file runs/leaveout_acdc/progress.jsonl > runs/leaveout_acdc/train.log 2>&1 &
-# Then: sh models/interactive_any/evaluate_without_acdc.sh [RUN]
+# Then: sh models/interactive_any/evaluate_without_acdc.sh [RUN] [NAME]
+# NAME (default without_acdc) names the reports' folder, eval/NAME_stepSTEP: the full recipe's arm of a
+# comparison at equal steps (train_config_full_3404.json) is evaluated the same way as NAME=full.
 set -e
 RUN=${1:-runs/leaveout_acdc}
+NAME=${2:-without_acdc}
 PY=${PYTHON:-python}
 D=models/interactive_any/datalists
 export OMP_NUM_THREADS=1
@@ -23,16 +26,16 @@ torch.save({k: v.half() if v.is_floating_point() else v for k, v in state["netwo
 config = json.loads(Path("model_configs/interactive_any.json").read_text())
 config.update(model_path="model_last.pt", model_format="pytorch", exports=[],
               datalist=str(Path("models/interactive_any/datalists/hippocampus.json").resolve()))
-(run / "interactive_any_without_acdc.json").write_text(json.dumps(config, indent=2))
+(run / "interactive_any_last.json").write_text(json.dumps(config, indent=2))
 print(state["metrics"]["steps"])
 PY
 )
-OUT=models/interactive_any/eval/without_acdc_step$STEP
+OUT=models/interactive_any/eval/${NAME}_step$STEP
 echo "step $STEP -> $OUT"
-$PY -m server.cli.main evaluate --config "$RUN/interactive_any_without_acdc.json" --interactive \
+$PY -m server.cli.main evaluate --config "$RUN/interactive_any_last.json" --interactive \
     --datalist $D/acdc.json -o "$OUT/box_acdc" > "$RUN/eval_acdc.log" 2>&1 &
 first=$!
-$PY -m server.cli.main evaluate --config "$RUN/interactive_any_without_acdc.json" --interactive \
+$PY -m server.cli.main evaluate --config "$RUN/interactive_any_last.json" --interactive \
     --datalist $D/hippocampus.json -o "$OUT/box_hippocampus" > "$RUN/eval_hippocampus.log" 2>&1
 wait $first
 cp "$RUN/metrics.json" "$OUT/metrics.json"
@@ -48,7 +51,7 @@ from engines.networks import build_network
 from engines.training.interactive import held_out_objects, load_interactive_train_config, network_callable, validate
 run, out = Path(sys.argv[1]), Path(sys.argv[2])
 cfg = load_interactive_train_config("models/interactive_any/train_config.json")
-config = load_model_config(run / "interactive_any_without_acdc.json")
+config = load_model_config(run / "interactive_any_last.json")
 network = build_network(config.network)
 network.load_state_dict({k: v.float() for k, v in torch.load(run / "model_last.pt", weights_only=True).items()})
 network.eval()
