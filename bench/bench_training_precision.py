@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engines.backends.pytorch import load_state_dict
 from engines.config.model import load_model_config
 from engines.evaluation.interactive import interactive_settings
+from engines.evaluation.scoring import binary_dice
 from engines.hardware import describe_device
 from engines.networks import build_network
 from engines.tasks.interaction import network_callable
@@ -66,13 +68,13 @@ def time_steps(network: torch.nn.Module, pairs, batch: int, steps: int, autocast
     network = copy.deepcopy(network)
     optimizer = torch.optim.AdamW(network.parameters(), lr=1e-5)
     loss_fn = DiceCELoss(sigmoid=True)
-    batches = [pairs[(n * batch + k) % len(pairs)] for n in range(steps + 1) for k in range(batch)]
-    xs = [torch.from_numpy(np.stack([p[0] for p in batches[n * batch:(n + 1) * batch]])) for n in range(steps + 1)]
-    ys = [torch.from_numpy(np.stack([p[1][None] for p in batches[n * batch:(n + 1) * batch]])) for n in range(steps + 1)]
-    for n in range(steps + 1):
+    chunks = [[pairs[(n * batch + k) % len(pairs)] for k in range(batch)] for n in range(steps + 1)]
+    batches = [(torch.from_numpy(np.stack([p[0] for p in chunk])), torch.from_numpy(np.stack([p[1][None] for p in chunk])))
+               for chunk in chunks]  # stacked before the clock starts: only the steps are timed
+    for n, (x, y) in enumerate(batches):
         if n == 1:  # the first step warms up the allocator and oneDNN's kernels
             start = time.perf_counter()
-        gradient_step(network, optimizer, loss_fn, xs[n], ys[n], autocast)
+        gradient_step(network, optimizer, loss_fn, x, y, autocast)
     return (time.perf_counter() - start) / steps * 1000
 
 
@@ -82,9 +84,8 @@ def mask_agreement(network: torch.nn.Module, pairs) -> dict:
     dices, diffs = [], []
     for x, _ in pairs:
         a, b = plain(x), bf16(x)
-        ma, mb = a > 0, b > 0
-        total = ma.sum() + mb.sum()
-        dices.append(1.0 if total == 0 else 2 * float((ma & mb).sum()) / float(total))
+        dice = binary_dice(a > 0, b > 0)
+        dices.append(1.0 if math.isnan(dice) else dice)  # both empty: they agree
         diffs.append(float(np.abs(a - b).max()))
     return {"mask_dice_mean": round(float(np.mean(dices)), 4), "mask_dice_min": round(float(np.min(dices)), 4),
             "max_abs_logit_difference": round(float(np.max(diffs)), 3)}

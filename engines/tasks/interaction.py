@@ -19,9 +19,14 @@ import torch
 from engines.errors import InvalidInputError
 from engines.transforms.prompts import Prompt, crop_box, encode, to_crop, touches_border
 
-__all__ = ["InteractionState", "StepResult", "logit_threshold", "network_callable", "predict_step"]
+__all__ = ["InteractionState", "StepResult", "autocast_in", "logit_threshold", "network_callable", "predict_step"]
 
 Network = Callable[[np.ndarray], np.ndarray]
+
+
+def autocast_in(device: torch.device | str, dtype: torch.dtype | None) -> torch.autocast:
+    """Autocast to ``dtype`` (e.g. ``torch.bfloat16``) on ``device``'s type; a no-op context for ``None``."""
+    return torch.autocast(torch.device(device).type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
 def network_callable(module: Callable[[torch.Tensor], torch.Tensor], device: torch.device | str = "cpu",
@@ -29,10 +34,9 @@ def network_callable(module: Callable[[torch.Tensor], torch.Tensor], device: tor
     """A torch module (or a wrapper of one, e.g. :class:`engines.inferers.FlipAveraged`) as :func:`predict_step`'s
     network: ``(C, *roi)`` float32 -> logits ``(*roi)`` float32, without autograd; with ``autocast`` (e.g.
     ``torch.bfloat16``) the module computes in that precision where autocast allows."""
-    device_type = torch.device(device).type
 
     def run(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad(), torch.autocast(device_type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+        with torch.no_grad(), autocast_in(device, autocast):
             return module(torch.from_numpy(np.ascontiguousarray(x))[None].to(device))[0, 0].float().cpu().numpy()
 
     return run

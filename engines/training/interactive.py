@@ -55,7 +55,7 @@ from engines.evaluation.interactive import (
 from engines.hardware import describe_device
 from engines.inferers import flip_averaged
 from engines.networks import build_network
-from engines.tasks.interaction import network_callable, predict_step
+from engines.tasks.interaction import autocast_in, network_callable, predict_step
 from engines.training.simulation_workers import SimulationWorkers
 from engines.training.sources import Source, load_sources, load_sources_pack
 from engines.transforms.prompts import Prompt, crop_box, encode, mask_extent
@@ -360,7 +360,7 @@ def gradient_step(network: torch.nn.Module, optimizer: torch.optim.Optimizer, lo
     """One optimiser step on a batch; the forward pass under ``autocast`` when given, the loss in fp32. The loss."""
     network.train()
     optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(x.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+    with autocast_in(x.device, autocast):
         logits = network(x)
     loss = loss_fn(logits.float(), y)
     loss.backward()
