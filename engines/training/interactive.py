@@ -111,6 +111,10 @@ class InteractiveTrainConfig(_Strict):
     max_rounds: int = Field(3, ge=0)  # corrective rounds simulated before a training pair
     first_prompts: list[str] = Field(default_factory=lambda: list(FIRST_PROMPTS))
     component_probability: float = Field(0.15, ge=0, le=1)  # train on one connected component
+    # Thick-slice stacks (:func:`as_thick_slices`): this share of the samples has its axial slices averaged
+    # 2 to 8 at a time, half of those with the spacing lost, as thin cardiac and prostate MR stacks are at
+    # many sites. 0 (off) for the runs before it.
+    thick_slice_probability: float = Field(0.0, ge=0, le=1)
     min_object_voxels: int = Field(20, ge=1)
     val_objects_per_dataset: int = Field(4, ge=0)
     val_clicks: int = Field(2, ge=0)
@@ -285,15 +289,48 @@ def _target(truth: np.ndarray, lo: np.ndarray, hi: np.ndarray, roi: Sequence[int
     return F.interpolate(t, size=tuple(roi), mode="trilinear", align_corners=False)[0, 0].numpy()
 
 
+THICK_SLICE_FACTORS = (2, 8)  # slices averaged into one, lowest and highest
+
+
+def as_thick_slices(source: Source, truth: np.ndarray, rng: np.random.Generator,
+                    min_voxels: int = 20) -> tuple[Source, np.ndarray]:
+    """The sample as a thick-slice stack: every ``f`` axial slices (2 to 8, from a random offset) averaged
+    into one, as a thick acquisition's partial volume does; labels and the object from each block's
+    middle slice; the axial spacing ``f`` times larger or, half the time, the whole spacing lost (the
+    identity affine's 1 mm, as in stacks whose conversion dropped it). ``(source, truth)`` unchanged when
+    the object would keep fewer than ``min_voxels`` voxels or 3 slices."""
+    depth = np.flatnonzero(truth.any(axis=(0, 1)))
+    extent = int(depth[-1] - depth[0] + 1) if depth.size else 0
+    factor = int(rng.integers(THICK_SLICE_FACTORS[0], THICK_SLICE_FACTORS[1] + 1))
+    factor = min(factor, extent // 3, source.image.shape[2] // 3)
+    if factor < THICK_SLICE_FACTORS[0]:
+        return source, truth
+    offset = int(rng.integers(factor))
+    blocks = (source.image.shape[2] - offset) // factor
+    end = offset + blocks * factor
+    middle = slice(offset + factor // 2, end, factor)
+    thick_truth = truth[:, :, middle]
+    if thick_truth.sum() < min_voxels:
+        return source, truth
+    image = source.image[:, :, offset:end]
+    image = image.reshape(*image.shape[:2], blocks, factor).mean(axis=3, dtype=np.float32)
+    sx, sy, sz = source.spacing
+    spacing = (1.0, 1.0, 1.0) if rng.random() < 0.5 else (sx, sy, sz * factor)
+    thick = replace(source, image=image, label=source.label[:, :, middle], spacing=spacing, _masks={})
+    return thick, np.ascontiguousarray(thick_truth)
+
+
 @dataclass
 class Sampler:
-    """Balanced objects: a dataset by weight, a structure uniformly, then a case that has it."""
+    """Balanced objects: a dataset by weight, a structure uniformly, then a case that has it; sometimes one
+    connected component of it, sometimes as a thick-slice stack (:func:`as_thick_slices`)."""
 
     sources: list[Source]
     weights: dict[str, float]
     rng: np.random.Generator
     component_probability: float = 0.15
     min_voxels: int = 20
+    thick_slice_probability: float = 0.0
     _index: dict[str, dict[str, list[int]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -306,6 +343,12 @@ class Sampler:
 
     def sample(self) -> tuple[Source, str, np.ndarray]:
         """``(source, structure, object mask)``."""
+        source, structure, truth = self._sample_object()
+        if self.rng.random() < self.thick_slice_probability:
+            source, truth = as_thick_slices(source, truth, self.rng, self.min_voxels)
+        return source, structure, truth
+
+    def _sample_object(self) -> tuple[Source, str, np.ndarray]:
         dataset = self.datasets[int(self.rng.choice(len(self.datasets), p=self.p))]
         structures = sorted(self._index[dataset])
         structure = structures[int(self.rng.integers(len(structures)))]
@@ -460,7 +503,11 @@ def train_interactive(
         sources = load_sources(lists, cfg.min_object_voxels, cfg.max_cases_per_dataset, progress)
     if not sources:
         raise ConfigError("no training volume has a structure to train on")
-    sampler = Sampler(sources, weights, rng, cfg.component_probability, cfg.min_object_voxels)
+    def make_sampler(generator: np.random.Generator) -> Sampler:
+        return Sampler(sources, weights, generator, cfg.component_probability, cfg.min_object_voxels,
+                       cfg.thick_slice_probability)
+
+    sampler = make_sampler(rng)
     val_objects = [o for dl in lists for o in held_out_objects(dl, cfg.val_objects_per_dataset, cfg.min_object_voxels)]
     progress(f"{len(sources)} training volumes, {len(val_objects)} validation objects; datasets "
              + ", ".join(f"{d} ({sum(len(v) for v in sampler._index[d].values())} objects, p={p:.2f})"
@@ -485,7 +532,7 @@ def train_interactive(
 
     def pair_maker(generator: np.random.Generator) -> Callable[[Callable], tuple[np.ndarray, np.ndarray]]:
         """A maker of augmented training pairs with its own sampler, for one process's random stream."""
-        local = Sampler(sources, weights, generator, cfg.component_probability, cfg.min_object_voxels)
+        local = make_sampler(generator)
 
         def make(net: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
             source, _, truth = local.sample()

@@ -20,6 +20,7 @@ from engines.training.interactive import (
     InteractiveTrainConfig,
     Sampler,
     Source,
+    as_thick_slices,
     learning_rate,
     load_interactive_train_config,
     make_example,
@@ -103,6 +104,45 @@ def test_sampler_balances_datasets_by_weight_and_structures_uniformly():
     assert 0.35 < structures.count("two") / len(structures) < 0.65
     source_, name, mask = picks[0]
     assert mask.sum() == 27 and (mask == np.isin(source_.label, source_.structures[name])).all()
+
+
+def test_thick_slices_average_blocks_of_axial_slices_and_keep_each_blocks_middle_label():
+    label = np.zeros((12, 12, 40), np.int16)
+    label[3:9, 3:9, 5:35] = 1
+    image = np.broadcast_to(np.arange(40, dtype=np.float32), label.shape).copy()  # intensity = slice index
+    src = Source("d", "c", image, label, (0.8, 0.8, 1.5), {"object": (1,)})
+    spacings = set()
+    for seed in range(40):
+        thick, truth = as_thick_slices(src, src.mask("object"), np.random.default_rng(seed))
+        depth, blocks = thick.image.shape[2], thick.image[0, 0]  # each block's mean slice index
+        step = int(round(blocks[1] - blocks[0]))
+        assert 2 <= step <= 8 and np.allclose(np.diff(blocks), step) and thick.image.shape[:2] == (12, 12)
+        offset = int(round(blocks[0] - (step - 1) / 2))
+        assert 0 <= offset < step and depth == (40 - offset) // step
+        middle = np.arange(depth) * step + offset + step // 2
+        assert (truth == (label[:, :, middle] == 1)).all() and (thick.mask("object") == truth).all()
+        assert thick.spacing in ((1.0, 1.0, 1.0), (0.8, 0.8, 1.5 * step))
+        spacings.add(thick.spacing == (1.0, 1.0, 1.0))
+    assert spacings == {True, False}  # the spacing is sometimes kept, sometimes lost
+    assert src.image.shape == (12, 12, 40) and src.spacing == (0.8, 0.8, 1.5)  # the source itself untouched
+
+
+def test_thick_slices_leave_thin_objects_as_they_are():
+    label = np.zeros((12, 12, 40), np.int16)
+    label[3:9, 3:9, 10:13] = 1  # three slices deep: one thick slice would lose it
+    src = Source("d", "c", label.astype(np.float32), label, (1.0, 1.0, 1.0), {"object": (1,)})
+    thick, truth = as_thick_slices(src, src.mask("object"), np.random.default_rng(0))
+    assert thick is src and truth.shape == label.shape
+
+
+def test_sampler_makes_thick_slice_stacks_at_its_probability():
+    label = np.zeros((10, 10, 30), np.int16)
+    label[2:8, 2:8, 3:27] = 1
+    volumes = [source("d", f"c{i}", label, {"one": (1,)}) for i in range(3)]
+    sampler = Sampler(volumes, {"d": 1.0}, np.random.default_rng(0), component_probability=0.0,
+                      thick_slice_probability=0.5)
+    depths = [src.image.shape[2] for src, _, _ in (sampler.sample() for _ in range(200))]
+    assert 0.35 < np.mean([d < 30 for d in depths]) < 0.65
 
 
 def test_make_example_runs_corrective_rounds_through_predict_step():
