@@ -306,6 +306,21 @@ def test_shipped_config_train_config_and_datalists_load():
     assert (focus.training, focus.validation) == (acdc.training, acdc.validation)
 
 
+def test_unseen_family_experiments_change_one_thing_at_a_time():
+    folder = REPO / "models" / "interactive_any"
+    base = load_interactive_train_config(folder / "train_config_without_acdc_3404.json")
+    thick = load_interactive_train_config(folder / "train_config_without_acdc_thick_3404.json")
+    parts = load_interactive_train_config(folder / "train_config_without_acdc_thick_parts_3404.json")
+    assert base.thick_slice_probability == 0 and thick.thick_slice_probability == 0.3
+    assert thick.model_dump(exclude={"thick_slice_probability"}) == base.model_dump(exclude={"thick_slice_probability"})
+    assert parts.model_dump(exclude={"datasets"}) == thick.model_dump(exclude={"datasets"})
+    lists, _ = training_datalists(parts, folder)
+    assert "acdc" not in {dl.dataset for dl in lists}
+    brats, hollow = (next(dl for dl in lists if dl.dataset == name) for name in ("brats", "brats_2"))
+    assert hollow.structures == {"edema": (2,), "necrosis": (1,)}  # BraTS 2013 labels, the same cases
+    assert (hollow.training, hollow.validation) == (brats.training, brats.validation)
+
+
 def test_shipped_openvino_export_serves_only_for_the_weights_it_was_made_from(tmp_path):
     import shutil
 
