@@ -115,9 +115,9 @@ def test_thick_slices_average_blocks_of_axial_slices_and_keep_each_blocks_middle
     for seed in range(40):
         thick, truth = as_thick_slices(src, src.mask("object"), np.random.default_rng(seed))
         depth, blocks = thick.image.shape[2], thick.image[0, 0]  # each block's mean slice index
-        step = int(round(blocks[1] - blocks[0]))
+        step = int(np.rint(blocks[1] - blocks[0]))
         assert 2 <= step <= 8 and np.allclose(np.diff(blocks), step) and thick.image.shape[:2] == (12, 12)
-        offset = int(round(blocks[0] - (step - 1) / 2))
+        offset = int(np.rint(blocks[0] - (step - 1) / 2))
         assert 0 <= offset < step and depth == (40 - offset) // step
         middle = np.arange(depth) * step + offset + step // 2
         assert (truth == (label[:, :, middle] == 1)).all() and (thick.mask("object") == truth).all()
