@@ -297,7 +297,7 @@ def test_shipped_config_train_config_and_datalists_load():
     brats = load_interactive_datalist(folder / "datalists" / "brats.json")
     assert len(brats.validation) == 1 and brats.structures == {"wt": (1, 2, 3, 4), "tc": (1, 3, 4), "et": (4,)}
     # the shipped stage leans on the RV and the myocardium: a second ACDC list, same split, only those two
-    stage = load_interactive_train_config(folder / "train_config_restart9.json")
+    stage = load_interactive_train_config(folder / "train_config_restart10.json")
     assert stage.max_rounds == 5  # as many simulated corrective rounds as the protocol's clicks
     assert stage.precision == "bf16" and stage.init_weights == "model.pt"
     lists, weights = training_datalists(stage, folder)
