@@ -344,7 +344,8 @@ class Sampler:
     def sample(self) -> tuple[Source, str, np.ndarray]:
         """``(source, structure, object mask)``."""
         source, structure, truth = self._sample_object()
-        if self.rng.random() < self.thick_slice_probability:
+        # Drawn only when on, so that runs without thick slices keep their random streams.
+        if self.thick_slice_probability and self.rng.random() < self.thick_slice_probability:
             source, truth = as_thick_slices(source, truth, self.rng, self.min_voxels)
         return source, structure, truth
 

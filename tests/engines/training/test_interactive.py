@@ -127,6 +127,22 @@ def test_thick_slices_average_blocks_of_axial_slices_and_keep_each_blocks_middle
     assert src.image.shape == (12, 12, 40) and src.spacing == (0.8, 0.8, 1.5)  # the source itself untouched
 
 
+def test_sampler_without_thick_slices_draws_what_it_drew_before_they_existed():
+    label = np.zeros((10, 10, 30), np.int16)
+    label[2:8, 2:8, 3:27] = 1
+    volumes = [source("d", f"c{i}", label, {"one": (1,)}) for i in range(3)]
+    rng = np.random.default_rng(5)
+    sampler = Sampler(volumes, {"d": 1.0}, rng, component_probability=0.0)
+    picks = [sampler.sample()[0].case for _ in range(20)]
+    # the draws of a sampler of the runs before thick slices: dataset, structure, case, component coin
+    expected, twin = [], np.random.default_rng(5)
+    for _ in range(20):
+        twin.choice(1, p=[1.0]), twin.integers(1)
+        expected.append(f"c{int(twin.integers(3))}")
+        twin.random()
+    assert picks == expected
+
+
 def test_thick_slices_leave_thin_objects_as_they_are():
     label = np.zeros((12, 12, 40), np.int16)
     label[3:9, 3:9, 10:13] = 1  # three slices deep: one thick slice would lose it
