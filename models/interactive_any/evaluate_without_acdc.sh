@@ -10,20 +10,23 @@
 # Then: sh models/interactive_any/evaluate_without_acdc.sh [RUN] [NAME]
 # NAME (default without_acdc) names the reports' folder, eval/NAME_stepSTEP: the full recipe's arm of a
 # comparison at equal steps (train_config_full_3404.json) is evaluated the same way as NAME=full.
+# MODEL_CONFIG (default model_configs/interactive_any.json): the model config the run was trained with
+# (the wider network's experiments/interactive_any_wide.json).
 set -e
 RUN=${1:-runs/leaveout_acdc}
 NAME=${2:-without_acdc}
 PY=${PYTHON:-python}
+MODEL_CONFIG=${MODEL_CONFIG:-model_configs/interactive_any.json}
 D=models/interactive_any/datalists
 export OMP_NUM_THREADS=1
-STEP=$($PY - "$RUN" <<'PY'
+STEP=$($PY - "$RUN" "$MODEL_CONFIG" <<'PY'
 import json, sys
 from pathlib import Path
 import torch
 run = Path(sys.argv[1])
 state = torch.load(run / "checkpoint_last.pt", map_location="cpu", weights_only=False)
 torch.save({k: v.half() if v.is_floating_point() else v for k, v in state["network"].items()}, run / "model_last.pt")
-config = json.loads(Path("model_configs/interactive_any.json").read_text())
+config = json.loads(Path(sys.argv[2]).read_text())
 config.update(model_path="model_last.pt", model_format="pytorch", exports=[],
               datalist=str(Path("models/interactive_any/datalists/hippocampus.json").resolve()))
 (run / "interactive_any_last.json").write_text(json.dumps(config, indent=2))

@@ -337,6 +337,18 @@ def test_unseen_family_experiments_change_one_thing_at_a_time():
     assert (hollow.training, hollow.validation) == (brats.training, brats.validation)
 
 
+
+def test_wider_network_experiment_changes_only_the_width():
+    folder = REPO / "models" / "interactive_any"
+    shipped = load_model_config(REPO / "model_configs" / "interactive_any.json")
+    wide = load_model_config(folder / "experiments" / "interactive_any_wide.json")
+    assert wide.network.args == {**shipped.network.args, "channels": [32, 64, 128, 256, 320]}
+    assert (wide.roi, wide.interactive, wide.tta_flips) == (shipped.roi, shipped.interactive, shipped.tta_flips)
+    full = load_interactive_train_config(folder / "train_config_full_3404.json")
+    arm = load_interactive_train_config(folder / "train_config_full_wide_3404.json")
+    assert arm.model_dump(exclude={"workers"}) == full.model_dump(exclude={"workers"}) and arm.workers == 1
+
+
 def test_shipped_openvino_export_serves_only_for_the_weights_it_was_made_from(tmp_path):
     import shutil
 
