@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engines.backends.pytorch import load_state_dict
 from engines.config.model import load_model_config
 from engines.evaluation.interactive import (
     interactive_settings,
@@ -37,8 +38,7 @@ def diagnose(config_path: str, datalist: str, structure: str) -> dict:
     """Per-slice figures of the first prompt's masks for one model config."""
     config = load_model_config(config_path)
     network = build_network(config.network)
-    weights = Path(config_path).parent / config.model_path
-    network.load_state_dict({k: v.float() for k, v in torch.load(weights, weights_only=True).items()})
+    network.load_state_dict(load_state_dict(Path(config_path).parent / config.model_path))
     network.eval()
     predict = network_callable(network)
     objects = [o for o in validation_objects(load_interactive_datalist(datalist)) if o.structure == structure]

@@ -23,9 +23,10 @@ STEP=$($PY - "$RUN" "$MODEL_CONFIG" <<'PY'
 import json, sys
 from pathlib import Path
 import torch
+from engines.backends.pytorch import saved_state_dict
 run = Path(sys.argv[1])
 state = torch.load(run / "checkpoint_last.pt", map_location="cpu", weights_only=False)
-torch.save({k: v.half() if v.is_floating_point() else v for k, v in state["network"].items()}, run / "model_last.pt")
+torch.save(saved_state_dict(state["network"]), run / "model_last.pt")
 config = json.loads(Path(sys.argv[2]).read_text())
 config.update(model_path="model_last.pt", model_format="pytorch", exports=[],
               datalist=str(Path("models/interactive_any/datalists/hippocampus.json").resolve()))
@@ -47,7 +48,7 @@ cp "$RUN/metrics.json" "$OUT/metrics.json"
 $PY - "$RUN" "$OUT" <<'PY'
 import json, sys
 from pathlib import Path
-import torch
+from engines.backends.pytorch import load_state_dict
 from engines.config.model import load_model_config
 from engines.evaluation.interactive import load_interactive_datalist
 from engines.networks import build_network
@@ -56,7 +57,7 @@ run, out = Path(sys.argv[1]), Path(sys.argv[2])
 cfg = load_interactive_train_config("models/interactive_any/train_config.json")
 config = load_model_config(run / "interactive_any_last.json")
 network = build_network(config.network)
-network.load_state_dict({k: v.float() for k, v in torch.load(run / "model_last.pt", weights_only=True).items()})
+network.load_state_dict(load_state_dict(run / "model_last.pt"))
 network.eval()
 objects = held_out_objects(load_interactive_datalist("models/interactive_any/datalists/acdc.json"),
                            cfg.val_objects_per_dataset, cfg.min_object_voxels)
