@@ -56,6 +56,7 @@ from engines.hardware import describe_device
 from engines.inferers import flip_averaged
 from engines.networks import build_network
 from engines.tasks.interaction import autocast_in, network_callable, predict_step
+from engines.training.appearance import AppearanceAugmentation
 from engines.training.simulation_workers import SimulationWorkers
 from engines.training.sources import Source, load_sources, load_sources_pack
 from engines.transforms.prompts import Prompt, crop_box, encode, mask_extent
@@ -115,6 +116,10 @@ class InteractiveTrainConfig(_Strict):
     # 2 to 8 at a time, half of those with the spacing lost, as thin cardiac and prostate MR stacks are at
     # many sites. 0 (off) for the runs before it.
     thick_slice_probability: float = Field(0.0, ge=0, le=1)
+    # Appearance changes (:class:`AppearanceAugmentation`: histogram shift, gamma, bias field, blur, noise,
+    # inversion) of this share of the training pairs' images, for structures seen on other scanners and
+    # sequences. 0 (off) for the runs before it.
+    appearance_probability: float = Field(0.0, ge=0, le=1)
     min_object_voxels: int = Field(20, ge=1)
     val_objects_per_dataset: int = Field(4, ge=0)
     val_clicks: int = Field(2, ge=0)
@@ -390,8 +395,11 @@ def make_example(network: Callable[[np.ndarray], np.ndarray], source: Source, tr
     return encode(source.image, mask, prompts, lo, hi, roi), _target(truth, lo, hi, roi), done
 
 
-def _augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator,
+             appearance: AppearanceAugmentation | None = None) -> tuple[np.ndarray, np.ndarray]:
     x = x.copy()
+    if appearance is not None:
+        x[0] = appearance(x[0])
     x[0] = x[0] * rng.uniform(0.85, 1.15) + rng.uniform(-0.15, 0.15)
     for axis in range(3):
         if rng.random() < 0.5:
@@ -534,11 +542,13 @@ def train_interactive(
     def pair_maker(generator: np.random.Generator) -> Callable[[Callable], tuple[np.ndarray, np.ndarray]]:
         """A maker of augmented training pairs with its own sampler, for one process's random stream."""
         local = make_sampler(generator)
+        # Made only when on, so that runs without it keep their random streams.
+        appearance = AppearanceAugmentation(cfg.appearance_probability, generator) if cfg.appearance_probability else None
 
         def make(net: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
             source, _, truth = local.sample()
             x, y, _ = make_example(net, source, truth, generator, roi, settings, cfg.first_prompts, cfg.max_rounds)
-            return _augment(x, y, generator)
+            return _augment(x, y, generator, appearance)
 
         return make
 

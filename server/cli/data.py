@@ -1,4 +1,4 @@
-"""Data subcommands of ``aiaa``: convert, infer, evaluate, merge-labels, snapshot.
+"""Data subcommands of ``aiaa``: convert, infer, evaluate, merge-labels, snapshot, pack-sources, supervoxels.
 
 Argument parsing and reporting live here; the work is done by the engine core
 (``engines.data.convert``, ``engines.evaluation.batch``, ``engines.evaluation.scoring``, ``engines.data.labels``,
@@ -211,6 +211,22 @@ def _pack_sources(args: argparse.Namespace) -> int:
     return _run("pack-sources", work)
 
 
+def _supervoxels(args: argparse.Namespace) -> int:
+    def work() -> int:
+        from engines.data.supervoxels import write_supervoxel_datalist
+        from engines.evaluation.interactive import load_interactive_datalist
+
+        images = []
+        for path in args.datalist:
+            for case in load_interactive_datalist(path).training[:args.max_cases]:
+                images += case["image"] if isinstance(case["image"], list) else [case["image"]]
+        datalist = write_supervoxel_datalist(images, args.output, args.thresholds)
+        print(f"wrote {datalist} ({len(images)} images)")
+        return 0
+
+    return _run("supervoxels", work)
+
+
 def add_data_commands(sub: argparse._SubParsersAction) -> None:
     """Register the data subcommands on the ``aiaa`` parser's subparsers."""
     merge = sub.add_parser(
@@ -314,3 +330,15 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     pack.add_argument("--margin-mm", type=float, default=30.0,
                       help="crop: millimetres kept on each side beyond that (default 30)")
     pack.set_defaults(func=_pack_sources)
+
+    supervoxels = sub.add_parser(
+        "supervoxels", help="self-supervised training objects: merged SLIC supervoxels of datalists' training images",
+        description="Cut every training image of the interactive datalists into intensity-homogeneous regions "
+                    "(SLIC supervoxels merged across weak edges), one label map per image and threshold, and write "
+                    "them with an interactive datalist (OUTPUT/supervoxels.json) a train config can name.")
+    supervoxels.add_argument("--datalist", action="append", required=True, help="interactive datalist (repeatable)")
+    supervoxels.add_argument("--max-cases", type=int, default=None, help="first N training cases of each datalist")
+    supervoxels.add_argument("--thresholds", type=float, nargs="+", default=[0.03, 0.06],
+                             help="merge thresholds (equalised intensity, 0..1; one label map each; default 0.03 0.06)")
+    supervoxels.add_argument("-o", "--output", required=True, help="output folder")
+    supervoxels.set_defaults(func=_supervoxels)
