@@ -335,7 +335,21 @@ def test_unseen_family_experiments_change_one_thing_at_a_time():
     brats, hollow = (next(dl for dl in lists if dl.dataset == name) for name in ("brats", "brats_2"))
     assert hollow.structures == {"edema": (2,), "necrosis": (1,)}  # BraTS 2013 labels, the same cases
     assert (hollow.training, hollow.validation) == (brats.training, brats.validation)
-
+    # third session: appearance changes, supervoxel objects, both, and the appearance arm at twice the steps
+    appearance = load_interactive_train_config(folder / "train_config_without_acdc_thick_parts_appearance_3404.json")
+    assert parts.appearance_probability == 0 and appearance.appearance_probability == 0.5
+    assert appearance.model_dump(exclude={"appearance_probability"}) == parts.model_dump(exclude={"appearance_probability"})
+    objects = load_interactive_train_config(folder / "train_config_without_acdc_thick_parts_supervoxels_3404.json")
+    assert objects.datasets[:-1] == parts.datasets and objects.model_dump(exclude={"datasets"}) == parts.model_dump(
+        exclude={"datasets"})
+    assert objects.datasets[-1].datalist.endswith("runs/supervoxels_noacdc/supervoxels.json")  # made by aiaa supervoxels
+    both = load_interactive_train_config(folder / "train_config_without_acdc_thick_parts_appearance_supervoxels_3404.json")
+    assert both.model_dump(exclude={"appearance_probability"}) == objects.model_dump(exclude={"appearance_probability"})
+    assert both.appearance_probability == appearance.appearance_probability
+    longer = load_interactive_train_config(folder / "train_config_without_acdc_thick_parts_appearance_6808.json")
+    assert longer.max_steps == longer.schedule_steps == 6808
+    steps = {"max_steps", "schedule_steps", "schedule_minutes"}
+    assert longer.model_dump(exclude=steps) == appearance.model_dump(exclude=steps)
 
 
 def test_wider_network_experiment_changes_only_the_width():
