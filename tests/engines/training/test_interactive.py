@@ -320,6 +320,11 @@ def test_shipped_config_train_config_and_datalists_load():
     acdc, focus = (next(dl for dl in lists if dl.dataset == name) for name in ("acdc", "acdc_2"))
     assert focus.structures == {"rv": (1,), "myo": (2,)} and weights["acdc_2"] > 0
     assert (focus.training, focus.validation) == (acdc.training, acdc.validation)
+    # the thirteenth-stage candidate (not shipped) is the shipped stage with appearance changes on
+    candidate = load_interactive_train_config(folder / "train_config_restart11.json")
+    changed = {"seed", "schedule_minutes", "max_minutes", "workers", "appearance_probability"}
+    assert candidate.model_dump(exclude=changed) == stage.model_dump(exclude=changed)
+    assert candidate.appearance_probability == 0.3 and stage.appearance_probability == 0
 
 
 def test_unseen_family_experiments_change_one_thing_at_a_time():
