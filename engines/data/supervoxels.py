@@ -35,8 +35,9 @@ def supervoxel_regions(image: np.ndarray, spacing: Sequence[float], threshold: f
 
     The image is smoothed and scaled to 0..1 half by its histogram's ranks (so CT's soft tissue spreads
     out) and half linearly between its 0.5 and 99.5 percentiles (so small bright or dark structures keep
-    their contrast, which ranks squeeze into a sliver), cut into about ``segments`` SLIC supervoxels (in mm of ``spacing``), and neighbours whose mean
-    intensities differ by less than ``threshold`` are merged. Regions under ``min_voxels`` or over
+    their contrast, which ranks squeeze into a sliver), cut into about ``segments`` SLIC supervoxels (in
+    mm of ``spacing``), and neighbours whose mean intensities differ by less than ``threshold`` are
+    merged. Regions under ``min_voxels`` or over
     ``max_fraction`` of the foreground are dropped (background and body outlines are not objects).
     """
     array = np.asarray(image, np.float32)
@@ -44,9 +45,9 @@ def supervoxel_regions(image: np.ndarray, spacing: Sequence[float], threshold: f
     smooth = ndimage.gaussian_filter(array, SMOOTHING)
     low, high = np.percentile(smooth[foreground], [0.5, 99.5])
     linear = np.clip((smooth - low) / max(float(high - low), 1e-6), 0, 1)
-    equalised = (0.5 * equalize_hist(smooth, mask=foreground) + 0.5 * linear).astype(np.float32)
+    scaled = (0.5 * equalize_hist(smooth, mask=foreground) + 0.5 * linear).astype(np.float32)
     step = max(1, int(np.ceil((array.size / MAX_SLIC_VOXELS) ** (1 / 3))))
-    small = equalised[::step, ::step, ::step]
+    small = scaled[::step, ::step, ::step]
     cut = slic(small, n_segments=segments, compactness=0.05, channel_axis=None,
                spacing=np.asarray(spacing, float) * step, start_label=1, mask=foreground[::step, ::step, ::step])
     rag = graph.rag_mean_color(np.repeat(small[..., None], 3, axis=-1), cut, connectivity=2, mode="distance")

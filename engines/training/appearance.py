@@ -34,7 +34,7 @@ class AppearanceAugmentation:
         self.rng = rng
         # Applied to the image shifted to a zero minimum: gamma, bias field and histogram shift act on
         # non-negative intensities; the shift is undone afterwards.
-        self.shape_changes = Compose([
+        self.intensity_changes = Compose([
             RandHistogramShift(num_control_points=(5, 10), prob=0.3),
             RandAdjustContrast(gamma=(0.5, 2.0), prob=0.5),
             RandBiasField(degree=3, coeff_range=(0.0, 0.3), prob=0.3),
@@ -42,7 +42,7 @@ class AppearanceAugmentation:
         ])
         self.noise = RandGaussianNoise(prob=0.3, mean=0.0, std=0.1)
         seed = int(rng.integers(2**31))
-        self.shape_changes.set_random_state(seed=seed)
+        self.intensity_changes.set_random_state(seed=seed)
         self.noise.set_random_state(seed=seed + 1)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
@@ -50,7 +50,7 @@ class AppearanceAugmentation:
         if self.rng.random() >= self.probability:
             return image
         low = float(image.min())
-        changed = convert_to_numpy(self.shape_changes((image - low)[None])) + low
+        changed = convert_to_numpy(self.intensity_changes((image - low)[None])) + low
         changed = convert_to_numpy(self.noise(changed))[0]
         if self.rng.random() < INVERT_PROBABILITY:
             changed = -changed
