@@ -57,8 +57,9 @@ def supervoxel_regions(image: np.ndarray, spacing: Sequence[float], threshold: f
         merged = merged[tuple(slice(0, n) for n in array.shape)]
     sizes = np.bincount(merged.ravel())
     inside = np.bincount(merged.ravel(), weights=foreground.ravel(), minlength=len(sizes))
+    largest = max_fraction * foreground.sum()
     keep = [v for v in np.flatnonzero(sizes >= min_voxels)
-            if v and sizes[v] <= max_fraction * foreground.sum() and inside[v] > 0.5 * sizes[v]]
+            if v and sizes[v] <= largest and inside[v] > 0.5 * sizes[v]]
     rng = np.random.default_rng(seed)
     keep = list(rng.permutation(keep))[:max_regions]
     lookup = np.zeros(int(merged.max()) + 1, np.uint8)

@@ -275,6 +275,11 @@ def structures_of(label: np.ndarray, declared: dict[str, tuple[int, ...]] | None
             if sum(present.get(v, 0) for v in values) >= min_voxels}
 
 
+def case_images(case: dict[str, Any]) -> list[str]:
+    """A datalist case's image files: its ``image``, or each of them when it lists several (modalities)."""
+    return case["image"] if isinstance(case["image"], list) else [case["image"]]
+
+
 def case_name(case: dict[str, Any]) -> str:
     """A short case name: the image's file name without suffix (and its folder unless that is ``images``)."""
     image = case["image"][0] if isinstance(case["image"], list) else case["image"]
@@ -291,8 +296,7 @@ def validation_objects(datalist: InteractiveDatalist, min_voxels: int = 20) -> l
     objects = []
     for case in datalist.validation:
         label = np.asarray(read_volume(case["label"]).array)
-        images = case["image"] if isinstance(case["image"], list) else [case["image"]]
-        for image in images:
+        for image in case_images(case):
             for name, values in structures_of(np.rint(label).astype(np.int32), datalist.structures,
                                               min_voxels).items():
                 objects.append(ObjectSpec(datalist.dataset, name, case_name({"image": image}), image, case["label"],

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.errors import ConfigError
-from engines.evaluation.interactive import InteractiveDatalist, case_name, read_case, structures_of
+from engines.evaluation.interactive import InteractiveDatalist, case_images, case_name, read_case, structures_of
 
 __all__ = ["Source", "crop_around_labels", "load_sources", "load_sources_pack", "save_sources_pack"]
 
@@ -53,8 +53,7 @@ def load_sources(datalists: Sequence[InteractiveDatalist], min_voxels: int = 20,
     for dl in datalists:
         start = time.time()
         for case in dl.training[:max_cases]:
-            images = case["image"] if isinstance(case["image"], list) else [case["image"]]
-            for path in images:
+            for path in case_images(case):
                 image, label, spacing = read_case(path, case["label"])
                 structures = structures_of(label, dl.structures, min_voxels)
                 if structures:

@@ -213,14 +213,12 @@ def _pack_sources(args: argparse.Namespace) -> int:
 
 def _supervoxels(args: argparse.Namespace) -> int:
     def work() -> int:
-        from engines.data.supervoxels import write_supervoxel_datalist
-        from engines.evaluation.interactive import load_interactive_datalist
+        from engines.data.supervoxels import MERGE_THRESHOLDS, write_supervoxel_datalist
+        from engines.evaluation.interactive import case_images, load_interactive_datalist
 
-        images = []
-        for path in args.datalist:
-            for case in load_interactive_datalist(path).training[:args.max_cases]:
-                images += case["image"] if isinstance(case["image"], list) else [case["image"]]
-        datalist = write_supervoxel_datalist(images, args.output, args.thresholds)
+        images = [image for path in args.datalist
+                  for case in load_interactive_datalist(path).training[:args.max_cases] for image in case_images(case)]
+        datalist = write_supervoxel_datalist(images, args.output, args.thresholds or MERGE_THRESHOLDS)
         print(f"wrote {datalist} ({len(images)} images)")
         return 0
 
@@ -338,7 +336,7 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
                     "them with an interactive datalist (OUTPUT/supervoxels.json) a train config can name.")
     supervoxels.add_argument("--datalist", action="append", required=True, help="interactive datalist (repeatable)")
     supervoxels.add_argument("--max-cases", type=int, default=None, help="first N training cases of each datalist")
-    supervoxels.add_argument("--thresholds", type=float, nargs="+", default=[0.03, 0.06],
-                             help="merge thresholds (equalised intensity, 0..1; one label map each; default 0.03 0.06)")
+    supervoxels.add_argument("--thresholds", type=float, nargs="+", default=None,
+                             help="merge thresholds (scaled intensity, 0..1; one label map each; default 0.03 0.06)")
     supervoxels.add_argument("-o", "--output", required=True, help="output folder")
     supervoxels.set_defaults(func=_supervoxels)
