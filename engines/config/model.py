@@ -134,6 +134,7 @@ class InteractiveSpec(_Strict):
     min_size_mm: float = Field(40.0, gt=0.0, le=2000.0)  # smallest crop per axis
     max_zooms: int = Field(2, ge=0, le=8)  # widen and predict again while the object reaches the crop's border
     zoom_factor: float = Field(1.6, gt=1.0, le=4.0)
+    local_corrections: bool = False  # a click on a mask changes only the region connected to it
 
 
 class BatchingSpec(_Strict):

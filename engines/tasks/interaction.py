@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from engines.errors import InvalidInputError
 from engines.transforms.prompts import Prompt, crop_box, encode, to_crop, touches_border
 
-__all__ = ["InteractionState", "StepResult", "autocast_in", "logit_threshold", "network_callable", "predict_step"]
+__all__ = ["InteractionState", "StepResult", "autocast_in", "keep_click_change", "logit_threshold", "network_callable",
+           "predict_step"]
 
 Network = Callable[[np.ndarray], np.ndarray]
 
@@ -59,11 +61,12 @@ class StepResult:
 
 def predict_step(network: Network, image: np.ndarray, spacing: Sequence[float], prompts: Sequence[Prompt],
                  mask: np.ndarray | None, roi: Sequence[int], *, margin: float = 0.25, min_size_mm: float = 40.0,
-                 max_zooms: int = 2, zoom_factor: float = 1.6) -> StepResult:
+                 max_zooms: int = 2, zoom_factor: float = 1.6, local_corrections: bool = False) -> StepResult:
     """Crop around the prompts and mask, predict at the ROI, paste back; zoom out while the object reaches the border.
 
     ``image`` is the normalised full volume. The returned mask equals ``mask`` outside ``[lo, hi)``.
-    Test-time flips, where a model has them, live in ``network`` (the engine's ``tta_flips``).
+    Test-time flips, where a model has them, live in ``network`` (the engine's ``tta_flips``). With
+    ``local_corrections`` a click on an existing mask changes only what :func:`keep_click_change` keeps.
     """
     current = np.zeros(image.shape, bool) if mask is None else mask
     zoom, zooms = 1.0, 0
@@ -75,9 +78,28 @@ def predict_step(network: Network, image: np.ndarray, spacing: Sequence[float], 
             break
         zoom *= zoom_factor
         zooms += 1
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    if local_corrections and mask is not None and prompts[-1].kind == "point":
+        crop = keep_click_change(current[box], crop, prompts[-1].voxels - lo)
     out = current.copy()
-    out[tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))] = crop
+    out[box] = crop
     return StepResult(out, lo, hi, zooms)
+
+
+def keep_click_change(before: np.ndarray, after: np.ndarray, clicks: np.ndarray) -> np.ndarray:
+    """``after`` where it differs from ``before`` in a 26-connected region holding one of ``clicks``, else ``before``.
+
+    A corrective click then edits the mask where it was placed and leaves the rest as the annotator
+    accepted it. When the prediction did not change a clicked voxel at all, the whole of ``after``
+    stands (keeping ``before`` would answer the click with no change).
+    """
+    changed, _ = ndimage.label(before != after, structure=np.ones((3, 3, 3), bool))
+    inside = ((clicks >= 0) & (clicks < np.asarray(before.shape))).all(1)
+    hit = changed[tuple(np.asarray(clicks)[inside].T)] if inside.any() else np.zeros(0, np.int32)
+    hit = hit[hit > 0]
+    if not len(hit):
+        return after
+    return np.where(np.isin(changed, hit), after, before)
 
 
 @dataclass

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from engines.errors import InvalidInputError, InvalidPointsError
-from engines.tasks.interaction import InteractionState, network_callable, predict_step
+from engines.tasks.interaction import InteractionState, keep_click_change, network_callable, predict_step
 from engines.transforms.prompts import Prompt, normalise_volume
 
 
@@ -42,6 +42,31 @@ def test_only_the_crop_goes_through_the_network():
     out = predict_step(network, image, (1, 1, 4), [Prompt("box", box=((30, 30, 5), (34, 34, 6)))], None,
                        (16, 16, 16), min_size_mm=8, max_zooms=0)
     assert seen == [(5, 16, 16, 16)] and not out.mask.any() and (out.hi - out.lo < obj.shape).all()
+
+
+def test_a_click_keeps_only_the_change_connected_to_it():
+    before = np.zeros((20, 20, 20), bool)
+    before[2:6, 2:6, 2:6] = True  # a part the annotator accepted
+    before[10:14, 10:14, 10:14] = True
+    after = np.zeros_like(before)
+    after[10:18, 10:14, 10:14] = True  # grown where clicked, the first part dropped
+    kept = keep_click_change(before, after, np.array([[16, 12, 12]]))
+    assert kept[2:6, 2:6, 2:6].all() and kept[10:18, 10:14, 10:14].all() and kept.sum() == 4 ** 3 + 8 * 16
+    # a click whose voxel the prediction left alone takes the whole prediction, not nothing
+    assert (keep_click_change(before, after, np.array([[0, 0, 0]])) == after).all()
+
+
+def test_local_corrections_leave_the_rest_of_the_mask_as_it_was():
+    image, obj = sphere_volume()
+    accepted = np.zeros(obj.shape, bool)
+    accepted[2:8, 30:34, 5:7] = True  # outside the bright sphere: the stand-in network would erase it
+    click = Prompt("point", voxels=np.array([[40, 32, 6]]))
+    kwargs = {"min_size_mm": 10, "max_zooms": 0}
+    plain = predict_step(bright_network, image, (1, 1, 4), [click], accepted, (16, 16, 16), **kwargs)
+    local = predict_step(bright_network, image, (1, 1, 4), [click], accepted, (16, 16, 16), local_corrections=True,
+                         **kwargs)
+    assert not plain.mask[2:8, 30:34, 5:7].any() and local.mask[2:8, 30:34, 5:7].all()
+    assert local.mask[40, 32, 6] and (local.mask & obj).sum() == (plain.mask & obj).sum()
 
 
 def test_undo_is_exact_and_errors_change_nothing():
