@@ -355,6 +355,21 @@ def test_unseen_family_experiments_change_one_thing_at_a_time():
     assert longer.max_steps == longer.schedule_steps == 6808
     steps = {"max_steps", "schedule_steps", "schedule_minutes"}
     assert longer.model_dump(exclude=steps) == appearance.model_dump(exclude=steps)
+    # fourth session: warm restarts from that arm's weights (not committed: runs/), one change each
+    restart = {"learning_rate", "seed", "init_weights"}
+    doubled = load_interactive_train_config(folder / "train_config_without_acdc_thick_parts_appearance_13616.json")
+    assert doubled.init_weights.endswith("runs/leaveout_appearance_6808/model_last.pt")
+    assert doubled.model_dump(exclude=restart) == longer.model_dump(exclude=restart)
+    stronger = load_interactive_train_config(folder / "train_config_without_acdc_thick_parts_appearance08_13616.json")
+    assert stronger.model_dump(exclude={"appearance_probability"}) == doubled.model_dump(exclude={"appearance_probability"})
+    assert stronger.appearance_probability == 0.8
+    again = load_interactive_train_config(folder / "train_config_without_acdc_thick_parts_appearance_17020.json")
+    assert again.init_weights.endswith("runs/leaveout_appearance_13616/model_last.pt") and again.max_steps == 3404
+    assert again.model_dump(exclude=restart | steps) == doubled.model_dump(exclude=restart | steps)
+    again_objects = load_interactive_train_config(
+        folder / "train_config_without_acdc_thick_parts_appearance_supervoxels_17020.json")
+    assert again_objects.datasets == again.datasets + objects.datasets[-1:]
+    assert again_objects.model_dump(exclude={"datasets"}) == again.model_dump(exclude={"datasets"})
 
 
 def test_wider_network_experiment_changes_only_the_width():
