@@ -1,4 +1,5 @@
-"""Data subcommands of ``aiaa``: convert, infer, evaluate, merge-labels, snapshot, pack-sources, supervoxels.
+"""Data subcommands of ``aiaa``: convert, infer, evaluate, merge-labels, snapshot, pack-sources, supervoxels,
+synthetic-shapes.
 
 Argument parsing and reporting live here; the work is done by the engine core
 (``engines.data.convert``, ``engines.evaluation.batch``, ``engines.evaluation.scoring``, ``engines.data.labels``,
@@ -211,18 +212,44 @@ def _pack_sources(args: argparse.Namespace) -> int:
     return _run("pack-sources", work)
 
 
+def _at_least_one(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _training_images(args: argparse.Namespace) -> list[str]:
+    """Every image file of the first ``--max-cases`` training cases of each ``--datalist``."""
+    from engines.evaluation.interactive import case_images, load_interactive_datalist
+
+    return [image for path in args.datalist
+            for case in load_interactive_datalist(path).training[:args.max_cases] for image in case_images(case)]
+
+
 def _supervoxels(args: argparse.Namespace) -> int:
     def work() -> int:
         from engines.data.supervoxels import MERGE_THRESHOLDS, write_supervoxel_datalist
-        from engines.evaluation.interactive import case_images, load_interactive_datalist
 
-        images = [image for path in args.datalist
-                  for case in load_interactive_datalist(path).training[:args.max_cases] for image in case_images(case)]
+        images = _training_images(args)
         datalist = write_supervoxel_datalist(images, args.output, args.thresholds or MERGE_THRESHOLDS)
         print(f"wrote {datalist} ({len(images)} images)")
         return 0
 
     return _run("supervoxels", work)
+
+
+def _synthetic_shapes(args: argparse.Namespace) -> int:
+    def work() -> int:
+        from engines.data.synthetic_shapes import write_shapes_datalist
+
+        images = _training_images(args)
+        datalist = write_shapes_datalist(images, args.output, copies=args.copies, objects=args.objects)
+        print(f"wrote {datalist} ({len(images) * args.copies} painted images)")
+        return 0
+
+    return _run("synthetic-shapes", work)
 
 
 def add_data_commands(sub: argparse._SubParsersAction) -> None:
@@ -340,3 +367,16 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
                              help="merge thresholds (scaled intensity, 0..1; one label map each; default 0.03 0.06)")
     supervoxels.add_argument("-o", "--output", required=True, help="output folder")
     supervoxels.set_defaults(func=_supervoxels)
+
+    shapes = sub.add_parser(
+        "synthetic-shapes", help="synthetic training objects: hollow and thin shapes painted into training images",
+        description="Paint rings, open rings, shells and tubes (each a wall around an interior of another intensity, "
+                    "in the image's own intensities) into every training image of the interactive datalists, and "
+                    "write the painted images and label maps with an interactive datalist "
+                    "(OUTPUT/synthetic_shapes.json; structures wall_N, interior_N, whole_N) a train config can name.")
+    shapes.add_argument("--datalist", action="append", required=True, help="interactive datalist (repeatable)")
+    shapes.add_argument("--max-cases", type=int, default=None, help="first N training cases of each datalist")
+    shapes.add_argument("--copies", type=_at_least_one, default=2, help="painted versions of each image (default 2)")
+    shapes.add_argument("--objects", type=_at_least_one, default=4, help="shapes per painted image (default 4)")
+    shapes.add_argument("-o", "--output", required=True, help="output folder")
+    shapes.set_defaults(func=_synthetic_shapes)

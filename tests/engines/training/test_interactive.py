@@ -370,6 +370,10 @@ def test_unseen_family_experiments_change_one_thing_at_a_time():
         folder / "train_config_without_acdc_thick_parts_appearance_supervoxels_17020.json")
     assert again_objects.datasets == again.datasets + objects.datasets[-1:]
     assert again_objects.model_dump(exclude={"datasets"}) == again.model_dump(exclude={"datasets"})
+    shapes = load_interactive_train_config(folder / "train_config_without_acdc_thick_parts_appearance_shapes_17020.json")
+    assert shapes.datasets[:-1] == again.datasets and shapes.model_dump(exclude={"datasets"}) == again.model_dump(
+        exclude={"datasets"})
+    assert shapes.datasets[-1].datalist.endswith("runs/shapes_noacdc/synthetic_shapes.json")  # aiaa synthetic-shapes
 
 
 def test_wider_network_experiment_changes_only_the_width():
