@@ -60,7 +60,7 @@ def _contrasting(values: np.ndarray, avoid: Sequence[float], spread: float, rng:
         v = float(rng.choice(values))
         if all(abs(v - a) >= spread for a in avoid):
             return v
-    return float(max(values.max(), max(avoid) + spread))
+    return float(max(avoid) + spread)  # none in the sample: past the brightest one to avoid
 
 
 def paint_shapes(image: np.ndarray, spacing: Sequence[float], *, objects: int = OBJECTS_PER_IMAGE,
