@@ -101,7 +101,9 @@ def paint_shapes(image: np.ndarray, spacing: Sequence[float], *, objects: int = 
         interior &= inside_body
         if wall.sum() < 50 or interior.sum() < 20 or labels[box][wall | interior].any():
             continue
-        around = float(np.median(out[box][ndimage.binary_dilation(wall | interior, iterations=2) & ~(wall | interior)]))
+        shape = wall | interior
+        rim = ndimage.binary_dilation(shape, iterations=2) & ~shape
+        around = float(np.median(out[box][rim] if rim.any() else sample))  # the tissue the shape sits in
         wall_value = _contrasting(sample, [around], spread, rng)
         inner_value = _contrasting(sample, [around, wall_value], spread, rng)
         strength = rng.uniform(0.7, 1.0)
