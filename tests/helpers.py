@@ -292,3 +292,16 @@ def phantom_datalist(folder: Path) -> Path:
     path.write_text(json.dumps({"dataset": "phantom", "structures": {"a": [1], "b": [2], "both": [1, 2]},
                                 "training": items[:2], "validation": items[2:]}))
     return path
+
+
+def train_beside_phantom(folder: Path, datalist: Path, extra: Path) -> dict:
+    """Two interactive training steps of a tiny deepgrow model on ``datalist`` and ``extra`` (weight 0.5) named
+    side by side in one train config, as a datalist made by a data tool is used; the run's metrics."""
+    from engines.training.interactive import train_interactive
+
+    (folder / "train.json").write_text(json.dumps({
+        "interactive": True, "batch_size": 2, "max_steps": 2, "max_rounds": 1, "num_threads": 1,
+        "min_object_voxels": 5, "val_objects_per_dataset": 0,
+        "datasets": [{"datalist": str(datalist)}, {"datalist": str(extra), "weight": 0.5}]}))
+    return train_interactive(deepgrow_config(folder), folder / "train.json", None, folder / "run",
+                             progress=lambda _: None)

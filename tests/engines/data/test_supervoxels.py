@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
-from helpers import deepgrow_config, phantom_datalist
+from helpers import phantom_datalist, train_beside_phantom
 
 from engines.data.io import read_volume
 from engines.data.supervoxels import supervoxel_regions
 from engines.evaluation.interactive import load_interactive_datalist
-from engines.training.interactive import train_interactive
 from engines.training.sources import load_sources
 from server.cli.main import main
 
@@ -72,11 +69,6 @@ def test_the_cli_writes_label_maps_on_the_images_grid_and_a_datalist_training_re
     assert all(name.startswith("label_") for s in sources for name in s.structures)
 
     # A train config names it beside the labelled data, like any datalist.
-    config = deepgrow_config(tmp_path)
-    (tmp_path / "train.json").write_text(json.dumps({
-        "interactive": True, "batch_size": 2, "max_steps": 2, "max_rounds": 1, "num_threads": 1,
-        "min_object_voxels": 5, "val_objects_per_dataset": 0,
-        "datasets": [{"datalist": str(datalist)}, {"datalist": str(out / "supervoxels.json"), "weight": 0.5}]}))
-    metrics = train_interactive(config, tmp_path / "train.json", None, tmp_path / "run", progress=lambda _: None)
+    metrics = train_beside_phantom(tmp_path, datalist, out / "supervoxels.json")
     assert metrics["steps"] == 2 and set(metrics["datasets"]) == {"phantom", "supervoxels"}
 

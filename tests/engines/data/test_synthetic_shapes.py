@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
-from helpers import deepgrow_config, phantom_datalist
+from helpers import phantom_datalist, train_beside_phantom
 from scipy import ndimage
 
 from engines.data import synthetic_shapes
 from engines.data.io import read_volume
 from engines.data.synthetic_shapes import paint_shapes, shape_structures
 from engines.evaluation.interactive import load_interactive_datalist
-from engines.training.interactive import train_interactive
 from engines.training.sources import load_sources
 from server.cli.main import main
 
@@ -81,12 +78,7 @@ def test_the_cli_writes_painted_images_and_a_datalist_training_reads(tmp_path):
     sources = load_sources([written], min_voxels=5, progress=lambda _: None)
     assert sources and all(s.dataset == "synthetic_shapes" and s.structures for s in sources)
 
-    config = deepgrow_config(tmp_path)
-    (tmp_path / "train.json").write_text(json.dumps({
-        "interactive": True, "batch_size": 2, "max_steps": 2, "max_rounds": 1, "num_threads": 1,
-        "min_object_voxels": 5, "val_objects_per_dataset": 0,
-        "datasets": [{"datalist": str(datalist)}, {"datalist": str(out / "synthetic_shapes.json"), "weight": 0.5}]}))
-    metrics = train_interactive(config, tmp_path / "train.json", None, tmp_path / "run", progress=lambda _: None)
+    metrics = train_beside_phantom(tmp_path, datalist, out / "synthetic_shapes.json")
     assert metrics["steps"] == 2 and set(metrics["datasets"]) == {"phantom", "synthetic_shapes"}
 
 
