@@ -83,32 +83,32 @@ def paint_shapes(image: np.ndarray, spacing: Sequence[float], *, objects: int = 
     sample = out.ravel()[rng.choice(body, min(len(body), 20000))]
     q1, q3 = np.percentile(sample, [25, 75])
     spread = max(float(q3 - q1) / 3, 1e-3 * float(high - low), 1e-6)
+    reach = np.ceil(REACH_MM / spacing_a).astype(int)
     painted = 0
     for _ in range(objects * 10):
         if painted == objects:
             break
         kind = SHAPES[rng.integers(len(SHAPES))]
         centre = np.array(np.unravel_index(rng.choice(body), image.shape))
-        reach = np.ceil(REACH_MM / spacing_a).astype(int)
         lo, hi = np.maximum(centre - reach, 0), np.minimum(centre + reach + 1, image.shape)
         box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        region = out[box]  # a view: painting it paints the image
         grid = np.stack(np.meshgrid(*[(np.arange(a, b) - c) * s for a, b, c, s in zip(lo, hi, centre, spacing_a)],
                                     indexing="ij"), -1)
         wall, interior = _shape(kind, Rotation.random(random_state=rng.integers(2**31)).inv().apply(
             grid.reshape(-1, 3)).reshape(grid.shape), rng)
-        inside_body = out[box] > low  # a shape ends where the body does, as an organ would
+        inside_body = region > low  # a shape ends where the body does, as an organ would
         wall &= inside_body
         interior &= inside_body
         if wall.sum() < 50 or interior.sum() < 20 or labels[box][wall | interior].any():
             continue
         shape = wall | interior
         rim = ndimage.binary_dilation(shape, iterations=2) & ~shape
-        around = float(np.median(out[box][rim] if rim.any() else sample))  # the tissue the shape sits in
+        around = float(np.median(region[rim] if rim.any() else sample))  # the tissue the shape sits in
         wall_value = _contrasting(sample, [around], spread, rng)
         inner_value = _contrasting(sample, [around, wall_value], spread, rng)
         strength = rng.uniform(0.7, 1.0)
         noise = rng.normal(0.0, spread * rng.uniform(0.1, 0.5), wall.shape).astype(np.float32)
-        region = out[box]
         for mask, value in ((interior, inner_value), (wall, wall_value)):
             alpha = strength * ndimage.gaussian_filter(mask.astype(np.float32), 0.6)
             region[...] = region * (1 - alpha) + (value + noise) * alpha

@@ -95,7 +95,7 @@ def keep_click_change(before: np.ndarray, after: np.ndarray, clicks: np.ndarray)
     """
     changed, _ = ndimage.label(before != after, structure=np.ones((3, 3, 3), bool))
     inside = ((clicks >= 0) & (clicks < np.asarray(before.shape))).all(1)
-    hit = changed[tuple(np.asarray(clicks)[inside].T)] if inside.any() else np.zeros(0, np.int32)
+    hit = changed[tuple(clicks[inside].T)]
     hit = hit[hit > 0]
     if not len(hit):
         return after

@@ -118,10 +118,8 @@ class InteractiveEngine(Engine):
                 network_ms += (time.perf_counter() - start) * 1000.0
 
         start = time.perf_counter()
-        o = self.options
         result = predict_step(network, prepared.image, prepared.spacing, prompts, mask, self.roi,
-                              margin=o.margin, min_size_mm=o.min_size_mm, max_zooms=o.max_zooms,
-                              zoom_factor=o.zoom_factor, local_corrections=o.local_corrections)
+                              **self.options.model_dump())
         if self.config.post_transforms:
             box = tuple(slice(int(a), int(b)) for a, b in zip(result.lo, result.hi))
             crop = torch.from_numpy(result.mask[box][None].astype(np.uint8))
