@@ -68,6 +68,7 @@ __all__ = [
     "mean_per_step",
     "model_network",
     "object_volumes",
+    "protocol_masks",
     "read_case",
     "run_protocol",
     "structures_of",
@@ -331,13 +332,15 @@ def object_volumes(objects: Sequence[ObjectSpec]) -> Iterator[tuple[ObjectSpec, 
         yield spec, image, np.isin(label, spec.values), spacing
 
 
-def run_protocol(network: Network, image: np.ndarray, spacing: Sequence[float], truth: np.ndarray, roi: Sequence[int],
-                 *, variant: str = "box", n_clicks: int = N_CLICKS, interactive: Mapping[str, Any] | None = None,
-                 clock: Callable[[], float] = time.perf_counter) -> list[tuple[str, float, float, float]]:
-    """Steps ``(prompt, dice, nsd, ms)`` of one object: the first prompt, then ``n_clicks`` error clicks.
+def protocol_masks(network: Network, image: np.ndarray, spacing: Sequence[float], truth: np.ndarray,
+                   roi: Sequence[int], *, variant: str = "box", n_clicks: int = N_CLICKS,
+                   interactive: Mapping[str, Any] | None = None,
+                   clock: Callable[[], float] = time.perf_counter) -> Iterator[tuple[str, np.ndarray, float]]:
+    """Each protocol step's ``(prompt, mask, ms)``: the first prompt, then ``n_clicks`` error clicks.
 
     ``image`` is the normalised volume, ``truth`` the object's mask; ``interactive`` holds
-    ``predict_step``'s crop settings (margin, min_size_mm, max_zooms).
+    ``predict_step``'s crop settings (margin, min_size_mm, max_zooms). Once the mask is perfect the
+    remaining steps repeat it as ``"none"`` (no click, no time).
     """
     truth = truth.astype(bool)
     if not truth.any():
@@ -345,12 +348,11 @@ def run_protocol(network: Network, image: np.ndarray, spacing: Sequence[float], 
     settings = dict(interactive or {})
     prompts = [first_prompt(variant, truth, spacing)]
     mask: np.ndarray | None = None
-    steps = []
     for step in range(n_clicks + 1):
         if step:
             click = error_click(mask, truth, spacing)
-            if click is None:  # perfect: the mask stays, the scores too
-                steps.append(("none", *steps[-1][1:3], 0.0))
+            if click is None:  # perfect: the mask stays
+                yield "none", mask, 0.0
                 continue
             prompts.append(click)
         start = clock()
@@ -359,7 +361,19 @@ def run_protocol(network: Network, image: np.ndarray, spacing: Sequence[float], 
         name = prompts[-1].kind if not step else ("positive_click" if prompts[-1].positive else "negative_click")
         if variant == "box" and not step:
             name = "box2d"
-        steps.append((name, *dice_nsd(mask, truth, spacing), ms))
+        yield name, mask, ms
+
+
+def run_protocol(network: Network, image: np.ndarray, spacing: Sequence[float], truth: np.ndarray, roi: Sequence[int],
+                 *, variant: str = "box", n_clicks: int = N_CLICKS, interactive: Mapping[str, Any] | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> list[tuple[str, float, float, float]]:
+    """Steps ``(prompt, dice, nsd, ms)`` of one object, scored from :func:`protocol_masks`."""
+    truth = truth.astype(bool)
+    steps: list[tuple[str, float, float, float]] = []
+    for name, mask, ms in protocol_masks(network, image, spacing, truth, roi, variant=variant, n_clicks=n_clicks,
+                                         interactive=interactive, clock=clock):
+        # a repeated mask keeps its scores (no need to score it again)
+        steps.append((name, *(steps[-1][1:3] if name == "none" else dice_nsd(mask, truth, spacing)), ms))
     return steps
 
 
