@@ -5,8 +5,8 @@ largest axial slice) is compared with the truth per axial slice: which share of 
 mask reaches, how many slices it overflows onto, and the Dice on the slices both share. With
 ``--clicks N`` the same for the mask after the protocol's N corrective clicks, and where its errors
 lie: the share of them in the largest 26-connected error component (where the next click would go),
-the share of the slices (the object's or the mask's) that component spans, and the missed and overflowing voxels per
-object voxel. Prints JSON.
+the share of the slices (the object's or the mask's) that component spans, and the missed and
+overflowing voxels per object voxel. Prints JSON.
 
     python bench/interactive_slice_diagnosis.py RUN_CONFIG [RUN_CONFIG ...] \
         [--datalist models/interactive_any/datalists/acdc.json] [--structure lv] [--clicks 5]
@@ -51,9 +51,9 @@ def slice_figures(mask: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 
 
 def error_figures(mask: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Where the errors left are: the share in the largest 26-connected component (where the protocol's
-    next click goes) and the share of the slices (the object's or the mask's) that component spans, plus missed and
-    overflowing voxels relative to the object's size (slices: those of the object or the mask)."""
+    """Where a mask's errors are: the share of them in the largest 26-connected error component (where
+    the protocol's next click goes), the share of the slices holding the object or the mask that this
+    component spans, and the missed and overflowing voxels per object voxel."""
     found = largest_error(mask, truth)
     if found is None:
         return {"largest_error_share": 0.0, "largest_error_slice_span": 0.0, "missed": 0.0, "overflow": 0.0}
@@ -105,8 +105,8 @@ def main() -> None:
                         help="also diagnose the mask after this many of the protocol's corrective clicks")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(json.dumps({"datalist": args.datalist, "structure": args.structure,
-                      "runs": [diagnose(c, args.datalist, args.structure, args.clicks) for c in args.configs]}, indent=2))
+    runs = [diagnose(c, args.datalist, args.structure, args.clicks) for c in args.configs]
+    print(json.dumps({"datalist": args.datalist, "structure": args.structure, "runs": runs}, indent=2))
 
 
 if __name__ == "__main__":
