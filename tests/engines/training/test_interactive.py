@@ -325,6 +325,15 @@ def test_shipped_config_train_config_and_datalists_load():
     changed = {"seed", "schedule_minutes", "max_minutes", "workers", "appearance_probability"}
     assert candidate.model_dump(exclude=changed) == stage.model_dump(exclude=changed)
     assert candidate.appearance_probability == 0.3 and stage.appearance_probability == 0
+    # the fourteenth-stage candidates (not shipped): half the shipped stage's learning rate with appearance
+    # changes, and the same with painted hollow shapes as one more dataset
+    plain = load_interactive_train_config(folder / "train_config_restart12.json")
+    shapes = load_interactive_train_config(folder / "train_config_restart12_shapes.json")
+    changed = {"seed", "learning_rate", "workers", "appearance_probability"}
+    assert plain.model_dump(exclude=changed) == stage.model_dump(exclude=changed)
+    assert plain.learning_rate == stage.learning_rate / 2 and plain.appearance_probability == 0.3
+    assert shapes.model_dump(exclude={"datasets"}) == plain.model_dump(exclude={"datasets"})
+    assert shapes.datasets[:-1] == plain.datasets and shapes.datasets[-1].datalist.endswith("synthetic_shapes.json")
 
 
 def test_unseen_family_experiments_change_one_thing_at_a_time():
