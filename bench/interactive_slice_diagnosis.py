@@ -81,7 +81,7 @@ def diagnose(config_path: str, datalist: str, structure: str, clicks: int = 0) -
     objects = [o for o in validation_objects(load_interactive_datalist(datalist)) if o.structure == structure]
     first, last = [], []
     for _, image, truth, spacing in object_volumes(objects):
-        truth = truth.astype(bool)
+        truth = truth.astype(bool, copy=False)
         masks = [mask.astype(bool) for _, mask, _ in
                  protocol_masks(predict, image, spacing, truth, tuple(config.roi), variant="box", n_clicks=clicks,
                                 interactive=interactive_settings(config))]

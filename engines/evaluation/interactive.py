@@ -342,7 +342,7 @@ def protocol_masks(network: Network, image: np.ndarray, spacing: Sequence[float]
     ``predict_step``'s crop settings (margin, min_size_mm, max_zooms). Once the mask is perfect the
     remaining steps repeat it as ``"none"`` (no click, no time).
     """
-    truth = truth.astype(bool)
+    truth = truth.astype(bool, copy=False)
     if not truth.any():
         raise InvalidInputError("the object is empty")
     settings = dict(interactive or {})
@@ -368,7 +368,7 @@ def run_protocol(network: Network, image: np.ndarray, spacing: Sequence[float], 
                  *, variant: str = "box", n_clicks: int = N_CLICKS, interactive: Mapping[str, Any] | None = None,
                  clock: Callable[[], float] = time.perf_counter) -> list[tuple[str, float, float, float]]:
     """Steps ``(prompt, dice, nsd, ms)`` of one object, scored from :func:`protocol_masks`."""
-    truth = truth.astype(bool)
+    truth = truth.astype(bool, copy=False)
     steps: list[tuple[str, float, float, float]] = []
     for name, mask, ms in protocol_masks(network, image, spacing, truth, roi, variant=variant, n_clicks=n_clicks,
                                          interactive=interactive, clock=clock):
