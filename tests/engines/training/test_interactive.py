@@ -392,6 +392,21 @@ def test_wider_network_experiment_changes_only_the_width():
     assert arm.model_dump(exclude={"workers"}) == full.model_dump(exclude={"workers"}) and arm.workers == 1
 
 
+def test_roi_experiments_change_only_the_roi():
+    folder = REPO / "models" / "interactive_any"
+    shipped = load_model_config(REPO / "model_configs" / "interactive_any.json")
+    stage = load_interactive_train_config(folder / "train_config_restart10.json")
+    for size in (80, 96):
+        config = load_model_config(folder / "experiments" / f"interactive_any_roi{size}.json")
+        assert config.roi == [size, size, 32] and size % 16 == 0  # the UNet's four strides of 2
+        assert (config.network, config.interactive, config.tta_flips) == \
+            (shipped.network, shipped.interactive, shipped.tta_flips)
+        # the fifteenth-stage arms: the shipped stage's recipe from its weights, one core each
+        arm = load_interactive_train_config(folder / f"train_config_roi{size}.json")
+        changed = {"seed", "schedule_minutes", "max_minutes", "workers"}
+        assert arm.model_dump(exclude=changed) == stage.model_dump(exclude=changed) and arm.workers == 0
+
+
 def test_shipped_openvino_export_serves_only_for_the_weights_it_was_made_from(tmp_path):
     import shutil
 
