@@ -82,7 +82,7 @@ def diagnose(config_path: str, datalist: str, structure: str, clicks: int = 0) -
     first, last = [], []
     for _, image, truth, spacing in object_volumes(objects):
         truth = truth.astype(bool, copy=False)
-        masks = [mask.astype(bool) for _, mask, _ in
+        masks = [mask for _, mask, _ in  # each step's mask is a new bool array (predict_step copies)
                  protocol_masks(predict, image, spacing, truth, tuple(config.roi), variant="box", n_clicks=clicks,
                                 interactive=interactive_settings(config))]
         first.append(slice_figures(masks[0], truth))

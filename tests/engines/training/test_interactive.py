@@ -398,7 +398,7 @@ def test_roi_experiments_change_only_the_roi():
     stage = load_interactive_train_config(folder / "train_config_restart10.json")
     for size in (80, 96):
         config = load_model_config(folder / "experiments" / f"interactive_any_roi{size}.json")
-        assert config.roi == [size, size, 32] and size % 16 == 0  # the UNet's four strides of 2
+        assert config.roi == [size, size, 32] and all(r % 16 == 0 for r in config.roi)  # four strides of 2
         assert (config.network, config.interactive, config.tta_flips) == \
             (shipped.network, shipped.interactive, shipped.tta_flips)
         # the fifteenth-stage arms: the shipped stage's recipe from its weights, one core each
