@@ -405,6 +405,13 @@ def test_roi_experiments_change_only_the_roi():
         arm = load_interactive_train_config(folder / f"train_config_roi{size}.json")
         changed = {"seed", "schedule_minutes", "max_minutes", "workers"}
         assert arm.model_dump(exclude=changed) == stage.model_dump(exclude=changed) and arm.workers == 0
+    # the sixteenth-stage continuation (`--resume` of the 96 arm): its cosine stretched over 233 minutes, both cores
+    arm96 = load_interactive_train_config(folder / "train_config_roi96.json")
+    resumed = load_interactive_train_config(folder / "train_config_roi96_continue.json")
+    assert resumed.model_dump(exclude={"schedule_minutes", "max_minutes", "workers"}) == \
+        arm96.model_dump(exclude={"schedule_minutes", "max_minutes", "workers"})
+    # 115 minutes already trained + 118 resumed = the 233-minute schedule: the resumed run anneals to its floor
+    assert (resumed.schedule_minutes, resumed.max_minutes, resumed.workers) == (233, 118, 1)
 
 
 def test_shipped_openvino_export_serves_only_for_the_weights_it_was_made_from(tmp_path):
