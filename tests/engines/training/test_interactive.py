@@ -396,20 +396,20 @@ def test_roi_experiments_change_only_the_roi():
     folder = REPO / "models" / "interactive_any"
     shipped = load_model_config(REPO / "model_configs" / "interactive_any.json")
     stage = load_interactive_train_config(folder / "train_config_restart10.json")
+    stretched = {"schedule_minutes", "max_minutes", "workers"}
+    changed = stretched | {"seed"}
+    arms = {}
     for size in (80, 96):
         config = load_model_config(folder / "experiments" / f"interactive_any_roi{size}.json")
         assert config.roi == [size, size, 32] and all(r % 16 == 0 for r in config.roi)  # four strides of 2
         assert (config.network, config.interactive, config.tta_flips) == \
             (shipped.network, shipped.interactive, shipped.tta_flips)
         # the fifteenth-stage arms: the shipped stage's recipe from its weights, one core each
-        arm = load_interactive_train_config(folder / f"train_config_roi{size}.json")
-        changed = {"seed", "schedule_minutes", "max_minutes", "workers"}
+        arms[size] = arm = load_interactive_train_config(folder / f"train_config_roi{size}.json")
         assert arm.model_dump(exclude=changed) == stage.model_dump(exclude=changed) and arm.workers == 0
     # the sixteenth-stage continuation (`--resume` of the 96 arm): its cosine stretched over 233 minutes, both cores
-    arm96 = load_interactive_train_config(folder / "train_config_roi96.json")
     resumed = load_interactive_train_config(folder / "train_config_roi96_continue.json")
-    assert resumed.model_dump(exclude={"schedule_minutes", "max_minutes", "workers"}) == \
-        arm96.model_dump(exclude={"schedule_minutes", "max_minutes", "workers"})
+    assert resumed.model_dump(exclude=stretched) == arms[96].model_dump(exclude=stretched)
     # 115 minutes already trained + 118 resumed = the 233-minute schedule: the resumed run anneals to its floor
     assert (resumed.schedule_minutes, resumed.max_minutes, resumed.workers) == (233, 118, 1)
 
