@@ -12,10 +12,13 @@
 # comparison at equal steps (train_config_full_3404.json) is evaluated the same way as NAME=full.
 # MODEL_CONFIG (default model_configs/interactive_any.json): the model config the run was trained with
 # (the wider network's experiments/interactive_any_wide.json).
+# LEFT_OUT (default acdc): the family the run left out, whose datalist gives the held-out objects of the
+# last step: LEFT_OUT=hippocampus for train_without_hippocampus.sh's run (both families are evaluated either way).
 set -e
 RUN=${1:-runs/leaveout_acdc}
 NAME=${2:-without_acdc}
 PY=${PYTHON:-python}
+LEFT_OUT=${LEFT_OUT:-acdc}
 MODEL_CONFIG=${MODEL_CONFIG:-model_configs/interactive_any.json}
 D=models/interactive_any/datalists
 export OMP_NUM_THREADS=1
@@ -43,9 +46,9 @@ $PY -m server.cli.main evaluate --config "$RUN/interactive_any_last.json" --inte
     --datalist $D/hippocampus.json -o "$OUT/box_hippocampus" > "$RUN/eval_hippocampus.log" 2>&1
 wait $first
 cp "$RUN/metrics.json" "$OUT/metrics.json"
-# At equal steps whatever the run's length: the 4 held-out ACDC objects the full run checked itself on
-# (2D box + 2 clicks, as in its metrics.json history), with these weights.
-$PY - "$RUN" "$OUT" <<'PY'
+# At equal steps whatever the run's length: the 4 held-out objects of the left-out family the full run
+# checked itself on (2D box + 2 clicks, as in its metrics.json history), with these weights.
+$PY - "$RUN" "$OUT" "$LEFT_OUT" <<'PY'
 import json, sys
 from pathlib import Path
 from engines.backends.pytorch import load_state_dict
@@ -53,16 +56,16 @@ from engines.config.model import load_model_config
 from engines.evaluation.interactive import load_interactive_datalist
 from engines.networks import build_network
 from engines.training.interactive import held_out_objects, load_interactive_train_config, network_callable, validate
-run, out = Path(sys.argv[1]), Path(sys.argv[2])
+run, out, left_out = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 cfg = load_interactive_train_config("models/interactive_any/train_config.json")
 config = load_model_config(run / "interactive_any_last.json")
 network = build_network(config.network)
 network.load_state_dict(load_state_dict(run / "model_last.pt"))
 network.eval()
-objects = held_out_objects(load_interactive_datalist("models/interactive_any/datalists/acdc.json"),
+objects = held_out_objects(load_interactive_datalist(f"models/interactive_any/datalists/{left_out}.json"),
                            cfg.val_objects_per_dataset, cfg.min_object_voxels)
 scores = validate(network_callable(network), objects, config.roi, config.interactive.model_dump(), cfg.val_clicks)
-(out / "heldout_acdc.json").write_text(json.dumps({"objects": [f"{o.case} {o.structure}" for o in objects],
+(out / f"heldout_{left_out}.json").write_text(json.dumps({"objects": [f"{o.case} {o.structure}" for o in objects],
                                                    **scores}, indent=2) + "\n")
 print(scores)
 PY
