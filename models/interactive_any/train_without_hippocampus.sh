@@ -8,8 +8,9 @@
 #   aiaa synthetic-shapes --datalist models/interactive_any/datalists/brats.json \
 #     --datalist models/interactive_any/datalists/spleen.json \
 #     --datalist models/interactive_any/datalists/totalsegmentator.json -o runs/shapes_noacdc
-# Run from the repository root (PYTHONPATH=$PWD:$PWD/client); about 70 minutes on two free cores.
-# Then: LEFT_OUT=hippocampus sh models/interactive_any/evaluate_without_acdc.sh runs/leaveout_hippocampus_shapes_17020 without_hippocampus
+# Run from the repository root (PYTHONPATH=$PWD:$PWD/client); about 95 minutes on two free cores.
+# Then: LEFT_OUT=hippocampus sh models/interactive_any/evaluate_without_acdc.sh runs/leaveout_hippocampus_shapes_17020 \
+#   without_hippocampus_shapes   (the reports' folder takes the last stage's own step count, 3404: the card's is _step17020)
 set -e
 PY=${PYTHON:-python}
 export OMP_NUM_THREADS=1
