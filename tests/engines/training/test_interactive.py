@@ -381,24 +381,23 @@ def test_unseen_family_experiments_change_one_thing_at_a_time():
     assert shapes.datasets[-1].datalist.endswith("runs/shapes_noacdc/synthetic_shapes.json")  # aiaa synthetic-shapes
 
 
-
 def test_hippocampus_left_out_chain_is_the_acdc_chain_with_the_other_family_left_out():
     folder = REPO / "models" / "interactive_any"
     twin = {"exclude_datasets", "init_weights", "workers"}
+    arms = {}
     # (stage, its leave-ACDC-out twin, the run whose model_last.pt it starts from: train_without_hippocampus.sh)
     for stage, acdc_name, previous in (("6808", "appearance_6808", None),
                                        ("13616", "appearance_13616", "leaveout_hippocampus_6808"),
                                        ("shapes_17020", "appearance_shapes_17020", "leaveout_hippocampus_13616")):
         acdc = load_interactive_train_config(folder / f"train_config_without_acdc_thick_parts_{acdc_name}.json")
-        arm = load_interactive_train_config(folder / f"train_config_without_hippocampus_{stage}.json")
+        arms[stage] = arm = load_interactive_train_config(folder / f"train_config_without_hippocampus_{stage}.json")
         assert arm.model_dump(exclude=twin) == acdc.model_dump(exclude=twin)
         assert (arm.exclude_datasets, arm.workers) == (["hippocampus"], 1)
         if previous is None:
             assert arm.init_weights is None
         else:
             assert arm.init_weights.endswith(f"runs/{previous}/model_last.pt")
-    first = load_interactive_train_config(folder / "train_config_without_hippocampus_6808.json")
-    kept = {dl.dataset for dl in training_datalists(first, folder)[0]}  # the last stage's shapes live in runs/
+    kept = {dl.dataset for dl in training_datalists(arms["6808"], folder)[0]}  # the last stage's shapes live in runs/
     assert "hippocampus" not in kept and "acdc" in kept
 
 
