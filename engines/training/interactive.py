@@ -59,6 +59,7 @@ from engines.tasks.interaction import autocast_in, network_callable, predict_ste
 from engines.training.appearance import AppearanceAugmentation
 from engines.training.simulation_workers import SimulationWorkers
 from engines.training.sources import Source, load_sources, load_sources_pack
+from engines.training.trainer import LAST_CHECKPOINT
 from engines.transforms.prompts import Prompt, crop_box, encode, mask_extent
 
 __all__ = [
@@ -80,7 +81,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FIRST_PROMPTS = ("box2d", "box3d", "extreme_points", "points", "scribble", "lasso")
-LAST_CHECKPOINT = "checkpoint_last.pt"
+# The last weights as the served model.pt is saved (fp16 unless save_half is off), beside each checkpoint,
+# so that a later stage's init_weights or an evaluation of a run that is not over can name them.
+LAST_WEIGHTS = "model_last.pt"
 
 
 class DatasetRef(_Strict):
@@ -478,9 +481,10 @@ def train_interactive(
     interactions are simulated in that many processes beside the gradient steps.
 
     ``datalists`` (interactive datalists) replace the train config's ``datasets``. Writes
-    ``<output_dir>/<basename of model_path>`` (best weights), ``metrics.json`` and
-    ``checkpoint_last.pt`` (every ``checkpoint_minutes``; ``resume`` continues from it, schedule
-    and all). Stops after ``max_minutes`` of training (this run) or ``max_steps`` in total.
+    ``<output_dir>/<basename of model_path>`` (best weights), and every ``checkpoint_minutes``
+    ``metrics.json``, ``model_last.pt`` (the last weights, saved as the best are) and
+    ``checkpoint_last.pt`` (``resume`` continues from it, schedule and all). Stops after
+    ``max_minutes`` of training (this run) or ``max_steps`` in total.
     """
     config_path = Path(config_path)
     config = load_model_config(config_path)
@@ -496,6 +500,8 @@ def train_interactive(
     out_dir = Path(output_dir) if output_dir else weights_path.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     weights_out, last_out = out_dir / weights_path.name, out_dir / LAST_CHECKPOINT
+    if weights_path.name in (LAST_CHECKPOINT, LAST_WEIGHTS):
+        raise ConfigError(f"{config_path}: model_path may not be named {weights_path.name} (the run's own file)")
     if resume and not last_out.is_file():
         raise ConfigError(f"cannot resume: no {LAST_CHECKPOINT} in {out_dir}")
     if cfg.num_threads:
@@ -582,6 +588,7 @@ def _train_loop(cfg: InteractiveTrainConfig, network: torch.nn.Module, workers: 
     def save_last() -> None:
         torch.save({"network": saved_state_dict(network.state_dict(), half=False), "optimizer": optimizer.state_dict(), "metrics": metrics, "best": best},
                    last_out)
+        torch.save(saved_state_dict(network.state_dict(), cfg.save_half), out_dir / LAST_WEIGHTS)
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
 
     # Simulated rounds run the plain network (one pass each); held-out validation runs it as it is served.

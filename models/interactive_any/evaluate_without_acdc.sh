@@ -1,8 +1,9 @@
 #!/bin/sh
 # "Unseen structures" of MODEL_CARD.md: the leave-ACDC-out run (train_config_without_acdc.json, the full
 # recipe without the heart for the full model's 1702 steps) evaluated by the protocol on ACDC (never
-# seen) and hippocampus (seen, for reference). Takes the run's last checkpoint (its step is in the
-# folder name; step 1702 once the run is over), saved fp16 like the shipped model.pt.
+# seen) and hippocampus (seen, for reference). Takes the run's last weights, model_last.pt (saved fp16
+# like the shipped model.pt with each checkpoint; its step, from metrics.json, is in the folder name:
+# step 1702 once the run is over).
 # Train (repository root, PYTHONPATH=$PWD:$PWD/client, about 75-95 min on one contended CPU thread):
 #   OMP_NUM_THREADS=1 nohup nice -n 10 python -m server.cli.main train --config model_configs/interactive_any.json \
 #     --train-config models/interactive_any/train_config_without_acdc.json --output runs/leaveout_acdc \
@@ -25,16 +26,12 @@ export OMP_NUM_THREADS=1
 STEP=$($PY - "$RUN" "$MODEL_CONFIG" <<'PY'
 import json, sys
 from pathlib import Path
-import torch
-from engines.backends.pytorch import saved_state_dict
 run = Path(sys.argv[1])
-state = torch.load(run / "checkpoint_last.pt", map_location="cpu", weights_only=False)
-torch.save(saved_state_dict(state["network"]), run / "model_last.pt")
 config = json.loads(Path(sys.argv[2]).read_text())
 config.update(model_path="model_last.pt", model_format="pytorch", exports=[],
               datalist=str(Path("models/interactive_any/datalists/hippocampus.json").resolve()))
 (run / "interactive_any_last.json").write_text(json.dumps(config, indent=2))
-print(state["metrics"]["steps"])
+print(json.loads((run / "metrics.json").read_text())["steps"])
 PY
 )
 OUT=models/interactive_any/eval/${NAME}_step$STEP

@@ -3,7 +3,7 @@
 # left-out figure (6808 steps from scratch, 6808 more from those weights, 3404 more with the painted
 # shapes: 17,020 in all) with hippocampus left out instead of the heart. Each config is its ACDC twin
 # with "exclude_datasets": ["hippocampus"] and "workers": 1 (both cores); each stage starts from the
-# last checkpoint of the one before, saved as model_last.pt. Needs runs/shapes_noacdc (painted from
+# last weights of the one before (model_last.pt, which aiaa train saves with each checkpoint). Needs runs/shapes_noacdc (painted from
 # BraTS, spleen and TotalSegmentator images only: no hippocampus image either):
 #   aiaa synthetic-shapes --datalist models/interactive_any/datalists/brats.json \
 #     --datalist models/interactive_any/datalists/spleen.json \
@@ -19,7 +19,4 @@ for stage in 6808 13616 shapes_17020; do
     $PY -m server.cli.main train --config model_configs/interactive_any.json \
         --train-config models/interactive_any/train_config_without_hippocampus_$stage.json \
         --output "$run" --progress-file "$run/progress.jsonl"
-    $PY -c "import sys, torch; from engines.backends.pytorch import saved_state_dict; \
-torch.save(saved_state_dict(torch.load(sys.argv[1] + '/checkpoint_last.pt', weights_only=False)['network']), \
-sys.argv[1] + '/model_last.pt')" "$run"
 done

@@ -194,6 +194,13 @@ def test_tiny_train_then_evaluate_through_the_cli(tmp_path):
     assert metrics["steps"] == 3 and metrics["history"][-1]["step"] == 3
     assert "phantom_final" in metrics["history"][-1]
     assert (out / "model.pt").is_file() and (out / "checkpoint_last.pt").is_file()
+    # The last weights are saved beside the checkpoint as the served weights are (fp16), for a next stage.
+    last = torch.load(out / "model_last.pt", weights_only=True)
+    network = torch.load(out / "checkpoint_last.pt", weights_only=False)["network"]
+    assert last.keys() == network.keys()
+    for name, value in network.items():
+        if value.is_floating_point():
+            assert last[name].dtype == torch.float16 and torch.equal(last[name], value.half())
 
     # Resuming continues the step count (the weights and the optimiser come back).
     train_cfg.write_text(json.dumps({**json.loads(train_cfg.read_text()), "max_steps": 4}))
@@ -271,6 +278,12 @@ def test_bf16_precision_trains_in_process_and_an_unknown_precision_is_refused(tm
     capsys.readouterr()
     assert main(args) != 0
     assert "precision" in capsys.readouterr().err
+
+    # A model_path that names the run's own last weights would be overwritten by them: refused.
+    train_cfg.write_text(json.dumps(settings))
+    config.write_text(json.dumps({**json.loads(config.read_text()), "model_path": "model_last.pt"}))
+    assert main(args) != 0
+    assert "model_last.pt" in capsys.readouterr().err
 
 
 def test_cli_refuses_an_interactive_evaluation_of_a_non_interactive_model(tmp_path, capsys):
