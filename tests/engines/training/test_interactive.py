@@ -445,6 +445,12 @@ def test_roi_experiments_change_only_the_roi():
     assert resumed.model_dump(exclude=stretched) == arms[96].model_dump(exclude=stretched)
     # 115 minutes already trained + 118 resumed = the 233-minute schedule: the resumed run anneals to its floor
     assert (resumed.schedule_minutes, resumed.max_minutes, resumed.workers) == (233, 118, 1)
+    # the seventeenth stage: the same run resumed twice more, its cosine re-stretched to 469 then 380 minutes
+    schedule = {"schedule_minutes", "max_minutes"}
+    for name, minutes in (("continue2", (469, 38)), ("continue3", (380, 112))):
+        again = load_interactive_train_config(folder / f"train_config_roi96_{name}.json")
+        assert again.model_dump(exclude=schedule) == resumed.model_dump(exclude=schedule)
+        assert (again.schedule_minutes, again.max_minutes) == minutes
 
 
 def test_shipped_openvino_export_serves_only_for_the_weights_it_was_made_from(tmp_path):
