@@ -3,8 +3,9 @@
 # left-out figure (6808 steps from scratch, 6808 more from those weights, 3404 more with the painted
 # shapes: 17,020 in all) with hippocampus left out instead of the heart. Each config is its ACDC twin
 # with "exclude_datasets": ["hippocampus"] and "workers": 1 (both cores); each stage starts from the
-# last weights of the one before (model_last.pt, which aiaa train saves with each checkpoint). Needs runs/shapes_noacdc (painted from
-# BraTS, spleen and TotalSegmentator images only: no hippocampus image either):
+# last weights of the one before (model_last.pt, which aiaa train saves with each checkpoint). Needs
+# runs/shapes_noacdc (painted from BraTS, spleen and TotalSegmentator images only: no hippocampus image
+# either):
 #   aiaa synthetic-shapes --datalist models/interactive_any/datalists/brats.json \
 #     --datalist models/interactive_any/datalists/spleen.json \
 #     --datalist models/interactive_any/datalists/totalsegmentator.json -o runs/shapes_noacdc
