@@ -9,6 +9,7 @@ refreshed at every checkpoint so a run cut short still returns weights), ``metri
 ``latency.json`` (ms per protocol step on this device) and prints the training log.
 
     python3 models/interactive_any/gpu/run_on_device.py [--minutes 7] [--workers 14] [--device cuda] [--init-weights W]
+        [--model-config models/interactive_any/experiments/interactive_any_roi96.json]
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import importlib.util
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -33,29 +35,29 @@ if importlib.util.find_spec("SimpleITK") is None:
 import numpy as np
 import torch
 
-from engines.backends.pytorch import load_state_dict, saved_state_dict
+from engines.backends.pytorch import load_state_dict
 from engines.config.model import load_model_config
 from engines.evaluation.interactive import interactive_settings, run_protocol
 from engines.inferers import flip_averaged
 from engines.networks import build_network
 from engines.tasks.interaction import network_callable
-from engines.training.interactive import train_interactive
+from engines.training.interactive import LAST_WEIGHTS, train_interactive
 from engines.training.sources import load_sources_pack
 
 MODEL_CONFIG = REPO / "model_configs" / "interactive_any.json"
 
 
 def save_last(run_dir: Path, out: Path) -> dict:
-    """The last checkpoint's weights (fp16) and metrics into ``out``."""
-    state = torch.load(run_dir / "checkpoint_last.pt", map_location="cpu", weights_only=False)
-    torch.save(saved_state_dict(state["network"]), out / "last_fp16.pt")
-    (out / "metrics.json").write_text(json.dumps(state["metrics"], indent=1))
-    return state["metrics"]
+    """The last checkpoint's weights (fp16, the trainer's ``model_last.pt``) and metrics into ``out``."""
+    shutil.copyfile(run_dir / LAST_WEIGHTS, out / "last_fp16.pt")
+    shutil.copyfile(run_dir / "metrics.json", out / "metrics.json")
+    return json.loads((out / "metrics.json").read_text())
 
 
-def latency(weights: Path, pack: Path, device: torch.device, objects: int = 12) -> dict:
+def latency(weights: Path, pack: Path, device: torch.device, objects: int = 12,
+            model_config: Path = MODEL_CONFIG) -> dict:
     """The protocol (2D box + 5 clicks) on the first object of each dataset/structure in the pack: ms per step."""
-    config = load_model_config(MODEL_CONFIG)
+    config = load_model_config(model_config)
     network = build_network(config.network)
     network.load_state_dict(load_state_dict(weights))
     run = network_callable(flip_averaged(network.to(device).eval(), config.tta_flips), device)
@@ -78,6 +80,9 @@ def main() -> int:
     """Train, then measure; see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-config", default=str(HERE / "train_config_gpu.json"))
+    parser.add_argument("--model-config", default=str(MODEL_CONFIG),
+                        help="model config to train (e.g. experiments/interactive_any_roi96.json: the same "
+                             "network at a 96x96x32 ROI)")
     parser.add_argument("--minutes", type=float, default=None, help="training minutes (schedule and budget)")
     parser.add_argument("--workers", type=int, default=None, help="simulation processes")
     parser.add_argument("--device", default=None, help="cuda or cpu (a dry run here)")
@@ -106,13 +111,13 @@ def main() -> int:
             save_last(run_dir, out)
 
     try:
-        train_interactive(MODEL_CONFIG, run_config, None, run_dir, progress=progress)
+        train_interactive(Path(args.model_config), run_config, None, run_dir, progress=progress)
     finally:
         run_config.unlink(missing_ok=True)
     metrics = save_last(run_dir, out)
     print(f"steps {metrics['steps']}, samples {metrics['samples']}, {metrics['hardware']}", flush=True)
     device = torch.device("cuda" if cfg["device"] != "cpu" and torch.cuda.is_available() else "cpu")
-    report = latency(out / "last_fp16.pt", base / cfg["sources_pack"], device)
+    report = latency(out / "last_fp16.pt", base / cfg["sources_pack"], device, model_config=Path(args.model_config))
     (out / "latency.json").write_text(json.dumps(report, indent=1))
     print(f"latency on {report['device']}: median {report['median_ms']:.1f} ms, p90 {report['p90_ms']:.1f} ms")
     return 0
