@@ -490,6 +490,9 @@ def train_interactive(
     config = load_model_config(config_path)
     if config.network is None or config.roi is None or config.model_path is None:
         raise ConfigError(f"{config_path}: interactive training needs 'network', 'roi' and 'model_path'")
+    if Path(config.model_path).name in (LAST_CHECKPOINT, LAST_WEIGHTS):
+        raise ConfigError(f"{config_path}: model_path may not be named {Path(config.model_path).name} "
+                          "(the run's own file)")
     cfg = load_interactive_train_config(train_config_path)
     base = Path(train_config_path).parent
     try:
@@ -500,8 +503,6 @@ def train_interactive(
     out_dir = Path(output_dir) if output_dir else weights_path.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     weights_out, last_out = out_dir / weights_path.name, out_dir / LAST_CHECKPOINT
-    if weights_path.name in (LAST_CHECKPOINT, LAST_WEIGHTS):
-        raise ConfigError(f"{config_path}: model_path may not be named {weights_path.name} (the run's own file)")
     if resume and not last_out.is_file():
         raise ConfigError(f"cannot resume: no {LAST_CHECKPOINT} in {out_dir}")
     if cfg.num_threads:
