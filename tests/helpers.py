@@ -294,6 +294,21 @@ def phantom_datalist(folder: Path) -> Path:
     return path
 
 
+def packed_phantom_train_config(folder: Path, max_steps: int) -> Path:
+    """An interactive train config (``folder/train.json``) that trains from a sources pack of
+    :func:`phantom_datalist`'s volumes (``folder/data``), made by ``aiaa pack-sources``; validation, which reads
+    image files, is off."""
+    from server.cli.main import main
+
+    settings = {"interactive": True, "batch_size": 2, "max_steps": max_steps, "max_rounds": 1, "num_threads": 1,
+                "min_object_voxels": 5, "datasets": [{"datalist": str(phantom_datalist(folder / "data"))}]}
+    (folder / "pack_cfg.json").write_text(json.dumps(settings))
+    assert main(["pack-sources", "--train-config", str(folder / "pack_cfg.json"), "-o", str(folder / "pack.npz")]) == 0
+    path = folder / "train.json"
+    path.write_text(json.dumps({**settings, "sources_pack": "pack.npz", "val_objects_per_dataset": 0}))
+    return path
+
+
 def train_beside_phantom(folder: Path, datalist: Path, extra: Path) -> dict:
     """Two interactive training steps of a tiny deepgrow model on ``datalist`` and ``extra`` (weight 0.5) named
     side by side in one train config, as a datalist made by a data tool is used; the run's metrics."""

@@ -6,12 +6,11 @@ import json
 
 import numpy as np
 import pytest
-from helpers import deepgrow_config, phantom, phantom_datalist
+from helpers import deepgrow_config, packed_phantom_train_config, phantom
 
 from engines.errors import ConfigError
 from engines.training.interactive import train_interactive
 from engines.training.sources import Source, crop_around_labels, load_sources_pack, save_sources_pack
-from server.cli.main import main
 
 
 def source(dataset: str, shape=(60, 50, 20), spacing=(1.0, 1.0, 3.0)) -> Source:
@@ -64,18 +63,12 @@ def test_a_file_that_is_not_a_pack_is_refused(tmp_path):
 
 def test_pack_a_train_configs_volumes_then_train_from_the_pack_alone(tmp_path):
     config = deepgrow_config(tmp_path)
-    datalist = phantom_datalist(tmp_path / "data")
-    settings = {"interactive": True, "batch_size": 2, "max_steps": 2, "max_rounds": 1, "num_threads": 1,
-                "min_object_voxels": 5, "datasets": [{"datalist": str(datalist)}]}
-    (tmp_path / "pack_cfg.json").write_text(json.dumps(settings))
-    assert main(["pack-sources", "--train-config", str(tmp_path / "pack_cfg.json"), "-o", str(tmp_path / "pack.npz")]) == 0
+    train_config = packed_phantom_train_config(tmp_path, max_steps=2)
 
     # The images are gone: the run trains from the pack (validation, which reads files, is off).
     for image in (tmp_path / "data" / "images").iterdir():
         image.unlink()
-    (tmp_path / "train.json").write_text(json.dumps({**settings, "sources_pack": "pack.npz",
-                                                     "val_objects_per_dataset": 0}))
     messages: list[str] = []
-    metrics = train_interactive(config, tmp_path / "train.json", None, tmp_path / "run", progress=messages.append)
+    metrics = train_interactive(config, train_config, None, tmp_path / "run", progress=messages.append)
     assert metrics["steps"] == 2 and metrics["train_volumes"] == 2  # the datalist's two training cases
     assert any("from the sources pack" in m for m in messages)

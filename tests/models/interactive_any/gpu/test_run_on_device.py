@@ -7,12 +7,11 @@ import json
 import sys
 
 import torch
-from helpers import REPO, deepgrow_config, phantom_datalist
+from helpers import REPO, deepgrow_config, packed_phantom_train_config
 
 from engines.backends.pytorch import load_state_dict
 from engines.config.model import load_model_config
 from engines.networks import build_network
-from server.cli.main import main as aiaa
 
 spec = importlib.util.spec_from_file_location("run_on_device", REPO / "models" / "interactive_any" / "gpu" / "run_on_device.py")
 run_on_device = importlib.util.module_from_spec(spec)
@@ -21,15 +20,11 @@ spec.loader.exec_module(run_on_device)
 
 def test_trains_the_given_model_config_from_a_pack_and_hands_back_weights_metrics_and_latency(tmp_path, monkeypatch):
     config = deepgrow_config(tmp_path)  # ROI 16^3, not the shipped model's
-    settings = {"interactive": True, "batch_size": 2, "max_steps": 3, "max_rounds": 1, "num_threads": 1,
-                "min_object_voxels": 5, "datasets": [{"datalist": str(phantom_datalist(tmp_path / "data"))}]}
-    (tmp_path / "pack_cfg.json").write_text(json.dumps(settings))
-    assert aiaa(["pack-sources", "--train-config", str(tmp_path / "pack_cfg.json"), "-o", str(tmp_path / "pack.npz")]) == 0
-    (tmp_path / "train.json").write_text(json.dumps({**settings, "sources_pack": "pack.npz", "val_objects_per_dataset": 0}))
+    train_config = packed_phantom_train_config(tmp_path, max_steps=3)
 
     out = tmp_path / "out"
     monkeypatch.setenv("OUT", str(out))
-    monkeypatch.setattr(sys, "argv", ["run_on_device.py", "--train-config", str(tmp_path / "train.json"),
+    monkeypatch.setattr(sys, "argv", ["run_on_device.py", "--train-config", str(train_config),
                                       "--model-config", str(config), "--device", "cpu", "--workers", "0"])
     assert run_on_device.main() == 0
 
